@@ -84,3 +84,17 @@ async def test_a_data_path_that_cannot_be_a_directory_is_one_clear_error(tmp_pat
     blocker.write_text("a file where the data directory should be")
     with pytest.raises(dbmod.DatabaseError, match="cannot create the data directory"):
         await dbmod.upgrade(f"sqlite+aiosqlite:///{blocker}/kahani.db")
+
+
+async def test_a_failed_upgrade_leaves_nothing_half_migrated(empty_database_url: str) -> None:
+    # A table in the way makes the initial migration fail part-way through.
+    engine = dbmod.make_engine(empty_database_url)
+    async with engine.begin() as conn:
+        await conn.exec_driver_sql("CREATE TABLE votes (stray INTEGER)")
+    await engine.dispose()
+
+    with pytest.raises(dbmod.DatabaseError, match="cannot use the database"):
+        await dbmod.upgrade(empty_database_url)
+
+    # Everything before the failure was rolled back with it.
+    assert await _tables(empty_database_url) == {"votes"}
