@@ -27,6 +27,8 @@ from sqlalchemy.engine import make_url
 from core import db as dbmod
 from core.db import Database
 
+pytest_plugins = ["tests.fakes.llm"]
+
 POSTGRES_URL = os.environ.get(
     "KAHANI_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )

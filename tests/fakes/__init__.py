@@ -1,0 +1,1 @@
+"""Fakes of the services Kahani talks to (LLM server, …), as real local servers."""
