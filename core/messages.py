@@ -43,3 +43,61 @@ LLM_BAD_REQUEST = "The storyteller ({server}) rejected the request. Please try a
 
 # The name shown for a server whose kind cannot be told from its address.
 LLM_GENERIC_SERVER = "language model server"
+
+# --- the story engine (core/engine.py) ---------------------------------------------------
+
+STILL_WRITING = "The storyteller is still writing this story. Wait for the scene to finish, then try again."
+NOT_LAST_SCENE = (
+    "That scene is no longer the last one of the story. Act on the latest scene, "
+    "or pick this scene's version in the menu to branch from here."
+)
+LEASE_LOST = "This scene took too long and another request took over the story. Please try again."
+STORY_ENDED = "This story has ended. Start a new one with /story new."
+LLM_GARBAGE = "The storyteller's reply was not a scene Kahani could use. Please try again."
+EDIT_EMPTY = "The scene text is empty: write something, or keep the scene as it is."
+CHAPTER_NEEDS_A_SCENE = "A new chapter needs at least one scene in the current one."
+CHAPTER_ALREADY_NEW = "A new chapter already starts with the next scene."
+CHAPTER_NOT_ON_PATH = "That chapter is not part of the story's current path."
+SUMMARY_NOTHING_TO_EDIT = "This chapter has no summary yet to edit."
+
+# --- Discord layer (bot/, cogs/) -----------------------------------------------------
+# Appended by the bot shell; shown by the error funnel (bot/errors.py) and the cogs.
+
+# An unexpected failure: the reference is also in the log, next to the traceback.
+DISCORD_UNEXPECTED_ERROR = (
+    "Something went wrong (ref {ref}). Please try again; if it keeps happening, "
+    "give this reference to whoever runs Kahani."
+)
+# A `kahani:` button or menu that nothing in this version of the bot handles any more.
+DISCORD_STALE_COMPONENT = (
+    "This button is from an older version of Kahani and no longer works. "
+    "Use /story resume to bring the story back with fresh buttons."
+)
+DISCORD_COOLDOWN = "Slow down a little: try again in {seconds:.0f} s."
+DISCORD_GUILD_ONLY = "This command works only in a server."
+DISCORD_USER_MISSING_PERMISSIONS = "You need the {permissions} permission for this."
+DISCORD_BOT_MISSING_PERMISSIONS = (
+    "Kahani needs the {permissions} permission here. Ask a server admin to grant it."
+)
+DISCORD_BOT_FORBIDDEN = (
+    "Discord did not let Kahani do that here (missing permissions). "
+    "Ask a server admin to check Kahani's permissions in this channel."
+)
+DISCORD_NOT_ALLOWED = "You can't use this here."
+
+HELP_TEXT = (
+    "**How to play Kahani**\n"
+    "• `/story new` starts a story: give it a title, genre, tone and premise, and the "
+    "storyteller writes the first scene.\n"
+    "• After each scene, press one of the choices, or **Your action** to write what happens "
+    "next yourself.\n"
+    "• **Regenerate** rewrites the scene, **Branch** takes it in a direction you describe, "
+    "**Continue** makes it longer. Every version is kept: pick one in the variants menu "
+    "under the scene.\n"
+    "• `/chapter new` closes the chapter with a summary, so long stories keep fitting "
+    "the model's memory.\n"
+    "• In a server, a story gets its own thread and the choices become votes: everyone "
+    "who joins the story votes on what happens next.\n"
+    "• `/narrate join` reads the scenes aloud in the voice channel you are in.\n"
+    "• `/story list` and `/story resume` bring back your stories."
+)

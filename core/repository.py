@@ -453,11 +453,26 @@ async def active_path(
     One query whatever the story length: a recursive walk up from the stored tip that
     stops after ``limit`` scenes, so only those rows are read.
     """
-    tip = await session.scalar(select(Story.tip_scene_id).where(Story.id == story_id))
-    if tip is None:
+    tip_scene = await session.scalar(select(Story.tip_scene_id).where(Story.id == story_id))
+    if tip_scene is None:
         return []
+    anchor = aliased(SceneVariant)
+    return await _walk_up(session, anchor, and_(anchor.scene_id == tip_scene, anchor.is_active), limit)
+
+
+async def ancestry(session: AsyncSession, variant_id: int, limit: int | None = None) -> list[PathScene]:
+    """The path that ends at this variant (its scene and the scenes above it), oldest
+    first: all, or the last ``limit``. One query, like :func:`active_path`."""
+    anchor = aliased(SceneVariant)
+    return await _walk_up(session, anchor, anchor.id == variant_id, limit)
+
+
+async def _walk_up(
+    session: AsyncSession, anchor: Any, condition: Any, limit: int | None
+) -> list[PathScene]:
     if limit is not None and limit <= 0:
         return []
+
     # The walk carries every column it returns, so the rows are read by primary key as
     # it goes up and nothing joins back to the whole table afterwards.
     def columns(variant: Any, scene: Any) -> list[Any]:
@@ -467,11 +482,10 @@ async def active_path(
             scene.parent_variant_id.label("parent_variant_id"),
         ]
 
-    tip_variant = aliased(SceneVariant)
     up = (
-        select(*columns(tip_variant, Scene), literal(1).label("n"))
-        .join(Scene, Scene.id == tip_variant.scene_id)
-        .where(tip_variant.scene_id == tip, tip_variant.is_active)
+        select(*columns(anchor, Scene), literal(1).label("n"))
+        .join(Scene, Scene.id == anchor.scene_id)
+        .where(condition)
         .cte("up", recursive=True)
     )
     parent_variant = aliased(SceneVariant)
@@ -600,12 +614,18 @@ class PathChapter:
 async def path_chapters(session: AsyncSession, story_id: int) -> list[PathChapter]:
     """The chapters of the active path, oldest first, each with its closing summary.
 
-    Walks up the chapter tree from the tip's chapter in one query (chapters are few).
     A chapter opened after the tip's active variant (the next scene starts it) counts.
     """
-    current = await _current_chapter_id(session, story_id)
-    if current is None:
-        return []
+    current = await current_chapter_id(session, story_id)
+    return [] if current is None else await chapter_chain(session, current)
+
+
+async def chapter_chain(session: AsyncSession, chapter_id: int) -> list[PathChapter]:
+    """This chapter and the ones before it on its path, oldest first, each with its
+    closing summary (None for ``chapter_id`` itself, which is still open there).
+
+    Walks up the chapter tree in one query (chapters are few).
+    """
     # Walking up, each row carries the variant after which its successor on the path
     # opened: the closing summary of that row's chapter is stored there.
     up = (
@@ -615,7 +635,7 @@ async def path_chapters(session: AsyncSession, story_id: int) -> list[PathChapte
             Chapter.opened_after_variant_id.label("opened_after"),
             literal(None, type_=Integer).label("closed_at_variant"),
         )
-        .where(Chapter.id == current)
+        .where(Chapter.id == chapter_id)
         .cte("chapters_up", recursive=True)
     )
     parent = aliased(Chapter)
@@ -639,7 +659,7 @@ async def path_chapters(session: AsyncSession, story_id: int) -> list[PathChapte
     return [PathChapter(chapter=chapter, summary=summary) for chapter, summary in rows]
 
 
-async def _current_chapter_id(session: AsyncSession, story_id: int) -> int | None:
+async def current_chapter_id(session: AsyncSession, story_id: int) -> int | None:
     """The chapter the next scene of the story belongs to."""
     tip_scene = aliased(Scene)
     row = (
@@ -661,11 +681,14 @@ async def _current_chapter_id(session: AsyncSession, story_id: int) -> int | Non
     return opened or tip_chapter
 
 
-async def rolling_summary(session: AsyncSession, path: Sequence[PathScene]) -> Summary | None:
-    """The newest rolling summary made at one of these path scenes' variants."""
-    if not path:
+async def rolling_summary(
+    session: AsyncSession, path: Sequence[PathScene], chapter_id: int | None = None
+) -> Summary | None:
+    """The newest rolling summary made at one of these path scenes' variants (in
+    ``chapter_id`` when given)."""
+    ids = [p.variant.id for p in path if chapter_id is None or p.chapter_id == chapter_id]
+    if not ids:
         return None
-    ids = [p.variant.id for p in path]
     return await session.scalar(
         select(Summary)
         .where(Summary.variant_id.in_(ids), Summary.kind == SummaryKind.ROLLING.value)

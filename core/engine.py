@@ -1,0 +1,817 @@
+"""The story engine: scenes, variants, chapters and summaries, Discord-free (DESIGN §3).
+
+Front ends (the Discord cogs, ``kahani play``, the tests) call a small public API. Every
+generation is an **async stream of events** — :class:`SceneText` pieces while the model
+writes, :class:`ChoicesReady`, :class:`UsageReport`, then exactly one of
+:class:`SceneDone` or :class:`Failed` — so a front end renders while the model writes.
+
+How a generation runs:
+
+1. one short transaction takes the story's generation lease (one generation per story
+   across processes) and reads what the prompt needs;
+2. the model streams with no database session open; a heartbeat keeps the lease alive;
+3. one short transaction writes the new scene or variant and its choices, and gives the
+   lease back.
+
+Any failure (server down, timeouts, a cut stream, an empty or garbage reply, a lost
+lease, the caller cancelling) ends with :class:`Failed` and leaves the database exactly
+as it was: nothing is written before step 3, and the lease is always released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import messages as msg
+from core import repository as repo
+from core.choices import (
+    CHOICE_COUNT,
+    Choice,
+    build_choices_request,
+    extract_choices,
+    merge_choices,
+    needs_extra_call,
+    parse_choices,
+    parse_choices_reply,
+)
+from core.db import Database
+from core.errors import Conflict, KahaniError, NotFound
+from core.llm import Finish, LLMClient, LLMError, TextDelta, Usage
+from core.models import (
+    Chapter,
+    InstructionKind,
+    SceneVariant,
+    Story,
+    StoryStatus,
+    SummaryKind,
+    VariantKind,
+    utcnow,
+)
+from core.prompts import (
+    CharacterNote,
+    SceneTurn,
+    StoryFrame,
+    bible_message,
+    scene_max_tokens,
+    scene_messages,
+    summary_messages,
+)
+from core.streaming import SceneTextFilter, trim_to_last_sentence
+from core.tokens import TokenCounter
+
+log = logging.getLogger(__name__)
+
+# When the extra call cannot give choices either, the scene is not thrown away.
+FALLBACK_CHOICES = (
+    Choice("Look around carefully"),
+    Choice("Press on"),
+    Choice("Wait and see what happens"),
+    Choice("Try something unexpected"),
+)
+_WORDS = re.compile(r"\w{2,}")
+
+
+# --- events ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SceneText:
+    """Newly visible story text (append it to what was shown before)."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class ChoicesReady:
+    choices: tuple[Choice, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class UsageReport:
+    prompt_tokens: int
+    completion_tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class ContextReport:
+    """How full the model's context is for the story's next scene."""
+
+    context_length: int
+    budget: int  # context − the reply's max tokens − a safety margin
+    used: int  # tokens the next prompt needs with every unsummarised scene of the chapter
+
+    @property
+    def ratio(self) -> float:
+        return self.used / self.budget if self.budget > 0 else 1.0
+
+    @property
+    def percent(self) -> int:
+        return round(self.ratio * 100)
+
+    def flagged(self, threshold: float = 0.8) -> bool:
+        """True at ≥ 80 % of the budget: time to offer a new chapter."""
+        return self.ratio >= threshold
+
+
+@dataclass(frozen=True, slots=True)
+class SceneDone:
+    """The scene (or variant) is written and stored. ``content`` is the final text: a
+    front end replaces what it streamed with it (a reply cut short is trimmed)."""
+
+    story_id: int
+    scene_id: int
+    variant_id: int
+    kind: str
+    content: str
+    choices: tuple[Choice, ...]
+    context: ContextReport
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """Nothing was stored; ``reason`` is a sentence for the player (offer Retry)."""
+
+    reason: str
+    kind: str
+
+
+EngineEvent = SceneText | ChoicesReady | UsageReport | SceneDone | Failed
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    safety_margin: int = 256
+    flag_ratio: float = 0.8
+    max_recent_scenes: int = 200  # never read more scenes than this for one prompt
+    lease_ttl: timedelta = timedelta(seconds=30)
+    heartbeat_interval: float = 5.0
+    reasoning_headroom: int = 0
+    summary_words: int = 200
+    summary_max_tokens: int = 600
+
+
+def default_holder_prefix() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# --- what one generation needs -----------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """A prompt, what it costs, and what to do with the reply."""
+
+    story_id: int
+    purpose: str
+    model: str
+    frame: StoryFrame
+    messages: list[dict[str, str]]
+    estimated_tokens: int
+    max_tokens: int
+    report: ContextReport
+    save: Callable[[AsyncSession, str, Sequence[Choice], int], Awaitable[tuple[int, int]]]
+    kind: str
+    prefix: str = ""  # shown before the stream (continue: the text being extended)
+    fold: list[repo.PathScene] = field(default_factory=list)
+    fold_chapter_id: int | None = None
+    previous_rolling: str | None = None
+
+
+@dataclass(frozen=True)
+class _ModelFacts:
+    """What the server told us, asked before any transaction opens."""
+
+    model: str
+    context_length: int
+
+
+@dataclass
+class _Context:
+    """What a prompt is built from: the story, its path up to a point, its bible."""
+
+    story: Story
+    path: list[repo.PathScene]  # oldest first, ends at the scene the next one follows
+    chapter_id: int | None  # the chapter the generated scene belongs to
+    chapters: list[repo.PathChapter]
+    characters: list[CharacterNote]
+    rolling: str | None
+    rolling_depth: int  # scenes at or above this depth are in the rolling summary
+
+
+class StoryEngine:
+    """The public API of Kahani's story engine. One per process; safe to share."""
+
+    def __init__(
+        self,
+        db: Database,
+        llm: LLMClient,
+        *,
+        counter: TokenCounter | None = None,
+        config: EngineConfig | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        holder_prefix: str | None = None,
+    ) -> None:
+        self.db = db
+        self.llm = llm
+        self.counter = counter or TokenCounter()
+        self.config = config or EngineConfig()
+        self.clock = clock
+        self.holder_prefix = holder_prefix or default_holder_prefix()
+
+    # --- generations ---------------------------------------------------------------
+
+    def next_scene(
+        self,
+        story_id: int,
+        *,
+        instruction_kind: InstructionKind = InstructionKind.OPENING,
+        instruction: str = "",
+        after_variant_id: int | None = None,
+        user_id: int | None = None,
+        frontend_ref: str | None = None,
+    ) -> AsyncIterator[EngineEvent]:
+        """Write the next scene of the story's path (the first one when it has none).
+
+        ``after_variant_id`` is the variant the player acted on; if it is no longer the
+        end of the path, the request fails with a clear reason and nothing changes.
+        """
+
+        async def plan(s: AsyncSession, facts: _ModelFacts) -> _Plan:
+            story = await self._playable_story(s, story_id)
+            tip = await repo.tip(s, story_id)
+            if after_variant_id is not None and (tip is None or tip.variant.id != after_variant_id):
+                raise Conflict(msg.NOT_LAST_SCENE)
+            parent_id = tip.variant.id if tip else None
+            chapter_id = await repo.current_chapter_id(s, story_id)
+            ctx = await self._context(s, story, parent_id, chapter_id)
+            kind = instruction_kind if tip else InstructionKind.OPENING
+
+            async def save(s2: AsyncSession, content: str, choices: Sequence[Choice], tokens: int) -> tuple[int, int]:
+                scene, variant = await repo.add_scene(
+                    s2, story_id, parent_id, content, _specs(choices),
+                    instruction_kind=kind, instruction=instruction if tip else "",
+                    token_count=tokens, model=facts.model, created_by_id=user_id,
+                )
+                return scene.id, variant.id
+
+            return self._plan(ctx, facts, "scene", VariantKind.ORIGINAL, kind, instruction, save)
+
+        return self._generate(story_id, "scene", frontend_ref, plan)
+
+    def regenerate(
+        self, variant_id: int, *, user_id: int | None = None, frontend_ref: str | None = None
+    ) -> AsyncIterator[EngineEvent]:
+        """A new version of the variant's scene from the same starting point and the same
+        instruction (the choice that led here is kept)."""
+        return self._new_version(variant_id, VariantKind.REGENERATE, None, user_id, frontend_ref)
+
+    def branch(
+        self, variant_id: int, direction: str, *, user_id: int | None = None, frontend_ref: str | None = None
+    ) -> AsyncIterator[EngineEvent]:
+        """A new version of the variant's scene that goes in ``direction`` instead."""
+        return self._new_version(variant_id, VariantKind.BRANCH, direction, user_id, frontend_ref)
+
+    def continue_scene(
+        self, variant_id: int, *, user_id: int | None = None, frontend_ref: str | None = None
+    ) -> AsyncIterator[EngineEvent]:
+        """A new variant holding the variant's text plus a streamed extension; the old
+        variant and its choices stay as they are."""
+
+        async def plan(s: AsyncSession, facts: _ModelFacts) -> _Plan:
+            story_id = await repo.variant_story_id(s, variant_id)
+            story = await self._playable_story(s, story_id)
+            source = await repo.get_variant(s, variant_id)
+            scene_chapter = (await repo.ancestry(s, variant_id, limit=1))[0].chapter_id
+            ctx = await self._context(s, story, variant_id, scene_chapter)
+            prefix = source.content.rstrip() + "\n\n"
+
+            async def save(s2: AsyncSession, content: str, choices: Sequence[Choice], tokens: int) -> tuple[int, int]:
+                variant = await repo.add_variant(
+                    s2, source.scene_id, VariantKind.CONTINUE, content, _specs(choices),
+                    source_variant_id=source.id, token_count=tokens,
+                    model=facts.model, created_by_id=user_id,
+                )
+                return variant.scene_id, variant.id
+
+            plan_ = self._plan(ctx, facts, "continue", VariantKind.CONTINUE, InstructionKind.OPENING, "", save,
+                               continue_last=True)
+            plan_.prefix = prefix
+            return plan_
+
+        return self._generate_for_variant(variant_id, "continue", frontend_ref, plan)
+
+    def edit_scene(
+        self, variant_id: int, text: str, *, keep_choices: bool = True, user_id: int | None = None
+    ) -> AsyncIterator[EngineEvent]:
+        """Store a player's own text for the scene as a new ``edit`` variant; its choices
+        are the old ones, or new ones asked from the model."""
+        return self._edit(variant_id, text, keep_choices, user_id)
+
+    # --- the rest of the API ---------------------------------------------------------
+
+    async def select_variant(self, variant_id: int) -> repo.PathScene:
+        """Make a variant active (switching the story's path); returns the new tip."""
+        async with self.db.transaction() as s:
+            await repo.set_active_variant(s, variant_id)
+            story_id = await repo.variant_story_id(s, variant_id)
+            tip = await repo.tip(s, story_id)
+            assert tip is not None
+            return tip
+
+    async def rate(self, variant_id: int, *, rating: int | None = None, favourite: bool | None = None) -> SceneVariant:
+        async with self.db.transaction() as s:
+            return await repo.rate_variant(s, variant_id, rating=rating, favourite=favourite)
+
+    async def context_report(self, story_id: int) -> ContextReport:
+        """How full the context is for the story's next scene (for ``/story info``)."""
+        context_length = await self.llm.context_length()
+        async with self.db.read() as s:
+            story = await repo.get_story(s, story_id)
+            tip = await repo.tip(s, story_id)
+            chapter_id = await repo.current_chapter_id(s, story_id)
+            ctx = await self._context(s, story, tip.variant.id if tip else None, chapter_id)
+        return self._budget(ctx, context_length, InstructionKind.CHOICE, "", False)[2]
+
+    async def story_so_far(self, story_id: int) -> list[tuple[Chapter, str | None]]:
+        """The chapters of the active path with their summaries (the open one: its
+        rolling summary, if any)."""
+        async with self.db.read() as s:
+            chapters = await repo.path_chapters(s, story_id)
+            path = await repo.active_path(s, story_id, limit=self.config.max_recent_scenes)
+            out: list[tuple[Chapter, str | None]] = []
+            for pc in chapters:
+                text = pc.summary.content if pc.summary else None
+                if pc.summary is None:
+                    rolling = await repo.rolling_summary(s, path, pc.chapter.id)
+                    text = rolling.content if rolling else None
+                out.append((pc.chapter, text))
+            return out
+
+    async def new_chapter(self, story_id: int, *, title: str = "", user_id: int | None = None) -> Chapter:
+        """Close the current chapter with a summary written by the model and open the next.
+
+        Raises KahaniError (with the reason) when the model fails; nothing changes then.
+        """
+        holder = self._holder()
+        async with self.db.transaction() as s:
+            story = await self._playable_story(s, story_id)
+            tip = await repo.tip(s, story_id)
+            if tip is None:
+                raise Conflict(msg.CHAPTER_NEEDS_A_SCENE)
+            chapter_id = await repo.current_chapter_id(s, story_id)
+            if chapter_id != tip.chapter_id:
+                raise Conflict(msg.CHAPTER_ALREADY_NEW)
+            if not await repo.acquire_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
+                                            purpose="chapter"):
+                raise Conflict(msg.STILL_WRITING)
+            ctx = await self._context(s, story, tip.variant.id, chapter_id)
+        try:
+            scenes = [p.variant.content for p in ctx.path if p.chapter_id == chapter_id and p.depth > ctx.rolling_depth]
+            summary = await self._summarise(_frame(ctx.story), ctx.rolling, scenes)
+            async with self.db.transaction() as s:
+                if not await repo.heartbeat_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                    raise Conflict(msg.LEASE_LOST)
+                chapter = await repo.open_chapter(
+                    s, story_id, tip.variant.id, summary=summary, title=title,
+                    summary_token_count=self.counter.count(summary),
+                )
+                await repo.release_lease(s, story_id, holder)
+                return chapter
+        finally:
+            await self._release(story_id, holder)
+
+    async def edit_summary(self, story_id: int, chapter_id: int, text: str, *, user_id: int | None = None) -> None:
+        """Replace a closed chapter's summary, or the open chapter's rolling summary."""
+        async with self.db.transaction() as s:
+            chain = await repo.path_chapters(s, story_id)
+            entry = next((c for c in chain if c.chapter.id == chapter_id), None)
+            if entry is None:
+                raise NotFound(msg.CHAPTER_NOT_ON_PATH)
+            if entry.summary is not None:
+                await repo.set_summary(
+                    s, entry.summary.variant_id, chapter_id, SummaryKind.CHAPTER, text,
+                    through_depth=entry.summary.through_depth, token_count=self.counter.count(text),
+                    edited_by_id=user_id,
+                )
+                return
+            tip = await repo.tip(s, story_id)
+            if tip is None or tip.chapter_id != chapter_id:
+                raise Conflict(msg.SUMMARY_NOTHING_TO_EDIT)
+            await repo.set_summary(
+                s, tip.variant.id, chapter_id, SummaryKind.ROLLING, text,
+                through_depth=tip.depth, token_count=self.counter.count(text), edited_by_id=user_id,
+            )
+
+    # --- internals: planning ---------------------------------------------------------
+
+    def _holder(self) -> str:
+        return f"{self.holder_prefix}:{uuid.uuid4().hex[:12]}"
+
+    async def _playable_story(self, s: AsyncSession, story_id: int) -> Story:
+        story = await repo.get_story(s, story_id)
+        if story.status == StoryStatus.ENDED:
+            raise Conflict(msg.STORY_ENDED)
+        return story
+
+    async def _context(
+        self, s: AsyncSession, story: Story, end_variant_id: int | None, chapter_id: int | None
+    ) -> _Context:
+        path = (
+            await repo.ancestry(s, end_variant_id, limit=self.config.max_recent_scenes)
+            if end_variant_id is not None
+            else []
+        )
+        chapters = await repo.chapter_chain(s, chapter_id) if chapter_id is not None else []
+        rolling = await repo.rolling_summary(s, path, chapter_id) if chapter_id is not None else None
+        characters = [
+            CharacterNote(c.name, c.description, c.personality)
+            for c in await repo.list_characters(s, story.id)
+        ]
+        return _Context(
+            story=story,
+            path=path,
+            chapter_id=chapter_id,
+            chapters=chapters,
+            characters=characters,
+            rolling=rolling.content if rolling else None,
+            rolling_depth=rolling.through_depth if rolling else -1,
+        )
+
+    def _budget(
+        self, ctx: _Context, context_length: int, kind: str, instruction: str, continue_last: bool
+    ) -> tuple[list[dict[str, str]], list[repo.PathScene], ContextReport, int, int]:
+        """Fit the prompt into the budget: as many recent scenes as fit, newest first.
+
+        Returns (messages, the scenes to fold into the rolling summary — none while
+        everything fits —, the report, the raw token estimate, max_tokens).
+        """
+        frame = _frame(ctx.story)
+        max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
+        budget = max(256, context_length - max_tokens - self.config.safety_margin)
+        closed = [(c.chapter.title, c.summary.content) for c in ctx.chapters if c.summary is not None]
+        bible = bible_message(ctx.characters, closed, ctx.rolling)
+        # Scenes of the open chapter not yet in its rolling summary. Earlier chapters are
+        # in their summaries; right after a new chapter, the last scene before it stays
+        # for continuity.
+        candidates = [p for p in ctx.path if p.chapter_id == ctx.chapter_id and p.depth > ctx.rolling_depth]
+        if not candidates and ctx.path:
+            candidates = ctx.path[-1:]
+        if continue_last and ctx.path and ctx.path[-1] not in candidates:
+            candidates.append(ctx.path[-1])
+        fixed = scene_messages(frame, bible, [], kind, instruction, continue_last=False)
+        fixed_tokens = self.counter.count_messages(fixed) + 16
+        turn_tokens = [
+            p.variant.token_count or self.counter.count(p.variant.content) for p in candidates
+        ]
+        instruction_tokens = [
+            self.counter.count(p.variant.instruction) + 24 for p in candidates
+        ]
+        used_raw = fixed_tokens + sum(turn_tokens) + sum(instruction_tokens)
+        report = ContextReport(context_length, budget, self.counter.adjust(used_raw))
+
+        costs = [t + i for t, i in zip(turn_tokens, instruction_tokens, strict=True)]
+        # Newest first, as many as fit; the scene being continued must be there whatever
+        # it costs.
+        start, spent = len(candidates), fixed_tokens
+        while start > 0:
+            must = continue_last and start == len(candidates)
+            if not must and self.counter.adjust(spent + costs[start - 1]) > budget:
+                break
+            start -= 1
+            spent += costs[start]
+        if start > 0:
+            # Once scenes have to be left out, fold them and the oldest kept ones until
+            # the kept ones fill at most half the budget: the next scenes then fit again
+            # for a while instead of folding one scene every time.
+            kept_cost = sum(costs[start:])
+            while start < len(candidates) - 1 and self.counter.adjust(kept_cost) > budget // 2:
+                kept_cost -= costs[start]
+                start += 1
+        fold, kept = candidates[:start], candidates[start:]
+        turns = [SceneTurn(p.variant.instruction_kind, p.variant.instruction, p.variant.content) for p in kept]
+        messages = scene_messages(frame, bible, turns, kind, instruction, continue_last=continue_last)
+        return messages, fold, report, self.counter.count_messages(messages), max_tokens
+
+    def _plan(
+        self,
+        ctx: _Context,
+        facts: _ModelFacts,
+        purpose: str,
+        variant_kind: VariantKind,
+        kind: str,
+        instruction: str,
+        save: Callable[[AsyncSession, str, Sequence[Choice], int], Awaitable[tuple[int, int]]],
+        *,
+        continue_last: bool = False,
+    ) -> _Plan:
+        messages, fold, report, estimate, max_tokens = self._budget(
+            ctx, facts.context_length, kind, instruction, continue_last
+        )
+        return _Plan(
+            story_id=ctx.story.id,
+            purpose=purpose,
+            model=facts.model,
+            frame=_frame(ctx.story),
+            messages=messages,
+            estimated_tokens=estimate,
+            max_tokens=max_tokens,
+            report=report,
+            save=save,
+            kind=variant_kind.value,
+            fold=fold,
+            fold_chapter_id=ctx.chapter_id,
+            previous_rolling=ctx.rolling,
+        )
+
+    def _new_version(
+        self, variant_id: int, kind: VariantKind, direction: str | None, user_id: int | None,
+        frontend_ref: str | None,
+    ) -> AsyncIterator[EngineEvent]:
+        async def plan(s: AsyncSession, facts: _ModelFacts) -> _Plan:
+            story_id = await repo.variant_story_id(s, variant_id)
+            story = await self._playable_story(s, story_id)
+            source = await repo.get_variant(s, variant_id)
+            here = (await repo.ancestry(s, variant_id, limit=2))
+            scene = here[-1]
+            parent_id = here[0].variant.id if len(here) == 2 else None
+            ctx = await self._context(s, story, parent_id, scene.chapter_id)
+            if direction is None:
+                instruction_kind, instruction = source.instruction_kind, source.instruction
+            else:
+                instruction_kind, instruction = InstructionKind.DIRECTOR.value, direction
+            if parent_id is None and direction is None:
+                instruction_kind = InstructionKind.OPENING.value
+
+            async def save(s2: AsyncSession, content: str, choices: Sequence[Choice], tokens: int) -> tuple[int, int]:
+                variant = await repo.add_variant(
+                    s2, source.scene_id, kind, content, _specs(choices),
+                    instruction_kind=InstructionKind(instruction_kind), instruction=instruction,
+                    source_variant_id=source.id, token_count=tokens,
+                    model=facts.model, created_by_id=user_id,
+                )
+                return variant.scene_id, variant.id
+
+            prompt_kind = instruction_kind
+            if parent_id is None and direction is not None:
+                # A branch of the opening scene: a director's note on how to begin.
+                prompt_kind = InstructionKind.DIRECTOR.value
+            return self._plan(ctx, facts, kind.value, kind, prompt_kind, instruction, save)
+
+        return self._generate_for_variant(variant_id, kind.value, frontend_ref, plan)
+
+    async def _generate_for_variant(
+        self, variant_id: int, purpose: str, frontend_ref: str | None,
+        plan: Callable[[AsyncSession, _ModelFacts], Awaitable[_Plan]],
+    ) -> AsyncIterator[EngineEvent]:
+        try:
+            async with self.db.read() as s:
+                story_id = await repo.variant_story_id(s, variant_id)
+        except KahaniError as exc:
+            yield Failed(exc.message, "invalid")
+            return
+        async for event in self._generate(story_id, purpose, frontend_ref, plan):
+            yield event
+
+    # --- internals: running a generation ---------------------------------------------
+
+    async def _generate(
+        self, story_id: int, purpose: str, frontend_ref: str | None,
+        build: Callable[[AsyncSession, _ModelFacts], Awaitable[_Plan]],
+    ) -> AsyncIterator[EngineEvent]:
+        try:
+            # Network first (cached after the first call), never inside a transaction.
+            facts = _ModelFacts(await self.llm.resolve_model(), await self.llm.context_length())
+        except LLMError as exc:
+            yield Failed(exc.reason, exc.kind)
+            return
+        holder = self._holder()
+        try:
+            async with self.db.transaction() as s:
+                if not await repo.acquire_lease(
+                    s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
+                    purpose=purpose, frontend_ref=frontend_ref,
+                ):
+                    yield Failed(msg.STILL_WRITING, "busy")
+                    return
+                plan = await build(s, facts)  # an error here rolls the lease back too
+        except KahaniError as exc:
+            yield Failed(exc.message, "invalid")
+            return
+
+        heartbeat = asyncio.create_task(self._heartbeat(story_id, holder))
+        try:
+            async for event in self._stream_and_save(plan, holder):
+                yield event
+        finally:
+            heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeat
+            await self._release(story_id, holder)
+
+    async def _heartbeat(self, story_id: int, holder: str) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                async with self.db.transaction() as s:
+                    if not await repo.heartbeat_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                        log.warning("story %s: generation lease %s was lost", story_id, holder)
+                        return
+            except Exception:  # the final write re-checks the lease; keep trying
+                log.exception("story %s: lease heartbeat failed", story_id)
+
+    async def _release(self, story_id: int, holder: str) -> None:
+        try:
+            # Shielded: a cancelled generation still gives its lease back.
+            await asyncio.shield(self._release_now(story_id, holder))
+        except Exception:
+            log.exception("story %s: could not release lease %s (it expires on its own)", story_id, holder)
+
+    async def _release_now(self, story_id: int, holder: str) -> None:
+        async with self.db.transaction() as s:
+            await repo.release_lease(s, story_id, holder)
+
+    async def _stream_and_save(self, plan: _Plan, holder: str) -> AsyncIterator[EngineEvent]:
+        text_filter = SceneTextFilter()
+        finish = "stop"
+        saw_content = False
+        if plan.prefix:
+            yield SceneText(plan.prefix)
+        try:
+            async with contextlib.aclosing(
+                self.llm.stream_chat(plan.messages, max_tokens=plan.max_tokens, model=plan.model)
+            ) as stream:
+                async for event in stream:
+                    if isinstance(event, TextDelta):
+                        saw_content = saw_content or bool(event.text.strip())
+                        visible = text_filter.feed(event.text)
+                        if visible:
+                            yield SceneText(visible)
+                    elif isinstance(event, Usage):
+                        self.counter.observe(plan.estimated_tokens, event.prompt_tokens)
+                        yield UsageReport(event.prompt_tokens, event.completion_tokens)
+                    elif isinstance(event, Finish):
+                        finish = event.reason
+        except LLMError as exc:
+            log.info("story %s: %s failed: %r %s", plan.story_id, plan.purpose, exc, exc.detail)
+            yield Failed(exc.reason, exc.kind)
+            return
+
+        result = text_filter.finish()
+        if result.tail:
+            yield SceneText(result.tail)
+        scene = result.scene_text
+        if result.marker_found:
+            choices = parse_choices(result.choice_block)
+        else:
+            scene, choices = extract_choices(scene)
+            if finish == "length":
+                scene = trim_to_last_sentence(scene)
+        scene = scene.strip()
+        if not scene and (result.marker_found or result.choice_block.strip()):
+            yield Failed(msg.LLM_GARBAGE, "garbage")  # choices but no scene
+            return
+        if not scene:
+            reason = msg.LLM_ONLY_REASONING if saw_content else msg.LLM_EMPTY_REPLY
+            yield Failed(reason, "empty_reply")
+            return
+        if not _WORDS.search(scene):
+            yield Failed(msg.LLM_GARBAGE, "garbage")
+            return
+        content = plan.prefix + scene if plan.prefix else scene
+
+        if needs_extra_call(choices):
+            choices = await self._more_choices(plan.frame, content, choices)
+        yield ChoicesReady(tuple(choices))
+
+        token_count = self.counter.count(content)
+        try:
+            async with self.db.transaction() as s:
+                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                    raise Conflict(msg.LEASE_LOST)
+                scene_id, variant_id = await plan.save(s, content, choices, token_count)
+        except KahaniError as exc:
+            yield Failed(exc.message, "conflict")
+            return
+        report = await self.context_report(plan.story_id)
+        yield SceneDone(plan.story_id, scene_id, variant_id, plan.kind, content, tuple(choices), report)
+
+        if plan.fold:
+            # Older scenes of the chapter no longer fit: fold them into the rolling
+            # summary now, still under the lease. A failure only means it is retried
+            # with the next scene.
+            await self._fold(plan, holder)
+
+    async def _more_choices(self, frame: StoryFrame, scene: str, found: list[Choice]) -> list[Choice]:
+        """The one short extra call for choices; generic ones if even that fails."""
+        request = build_choices_request(scene, story_context=_story_context(frame))
+        try:
+            reply = await self.llm.complete(
+                request.messages, max_tokens=request.max_tokens,
+                response_format=request.response_format, fallback_messages=request.plain_messages,
+            )
+            found = merge_choices(found, parse_choices_reply(reply.text))
+        except LLMError as exc:
+            log.warning("extra choices call failed: %r", exc)
+        if len(found) < CHOICE_COUNT:
+            found = merge_choices(found, list(FALLBACK_CHOICES))
+        return found
+
+    async def _summarise(self, frame: StoryFrame, previous: str | None, scenes: Sequence[str]) -> str:
+        try:
+            reply = await self.llm.complete(
+                summary_messages(frame, previous, scenes, words=self.config.summary_words),
+                max_tokens=self.config.summary_max_tokens,
+            )
+        except LLMError as exc:
+            raise KahaniError(exc.reason) from exc
+        text = reply.text.strip()
+        if not _WORDS.search(text):
+            raise KahaniError(msg.LLM_GARBAGE)
+        return text
+
+    async def _fold(self, plan: _Plan, holder: str) -> None:
+        assert plan.fold_chapter_id is not None
+        fold = plan.fold
+        scenes = [p.variant.content for p in fold]
+        try:
+            summary = await self._summarise(plan.frame, plan.previous_rolling, scenes)
+            async with self.db.transaction() as s:
+                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                    return
+                newest = fold[-1]
+                await repo.set_summary(
+                    s, newest.variant.id, plan.fold_chapter_id, SummaryKind.ROLLING, summary,
+                    through_depth=newest.depth, token_count=self.counter.count(summary),
+                )
+            log.info("story %s: folded %d scene(s) into the rolling summary", plan.story_id, len(fold))
+        except KahaniError as exc:
+            log.warning("story %s: rolling summary failed (%s); will retry", plan.story_id, exc.message)
+
+    async def _edit(
+        self, variant_id: int, text: str, keep_choices: bool, user_id: int | None
+    ) -> AsyncIterator[EngineEvent]:
+        text = text.strip()
+        if not text:
+            yield Failed(msg.EDIT_EMPTY, "invalid")
+            return
+        try:
+            async with self.db.read() as s:
+                source = await repo.get_variant(s, variant_id)
+                story_id = await repo.variant_story_id(s, variant_id)
+                story = await self._playable_story(s, story_id)
+                old = [Choice(c.text, c.label) for c in await repo.get_choices(s, variant_id)]
+        except KahaniError as exc:
+            yield Failed(exc.message, "invalid")
+            return
+        choices = old if keep_choices and old else await self._more_choices(_frame(story), text, [])
+        yield SceneText(text)
+        yield ChoicesReady(tuple(choices))
+        holder = self._holder()
+        try:
+            async with self.db.transaction() as s:
+                if not await repo.acquire_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
+                                                purpose="edit"):
+                    raise Conflict(msg.STILL_WRITING)
+                variant = await repo.add_variant(
+                    s, source.scene_id, VariantKind.EDIT, text, _specs(choices),
+                    source_variant_id=source.id, token_count=self.counter.count(text), created_by_id=user_id,
+                )
+                await repo.release_lease(s, story_id, holder)
+        except KahaniError as exc:
+            yield Failed(exc.message, "conflict")
+            return
+        context = await self.context_report(story_id)
+        yield SceneDone(story_id, variant.scene_id, variant.id, VariantKind.EDIT.value, text, tuple(choices), context)
+
+
+def _specs(choices: Sequence[Choice]) -> list[repo.ChoiceSpec]:
+    return [repo.ChoiceSpec(c.text, c.label) for c in choices]
+
+
+def _frame(story: Story) -> StoryFrame:
+    return StoryFrame(
+        title=story.title,
+        genre=story.genre,
+        tone=story.tone,
+        world_setting=story.world_setting,
+        premise=story.premise,
+        point_of_view=story.point_of_view,
+        scene_length=story.scene_length,
+    )
+
+
+def _story_context(frame: StoryFrame) -> str:
+    parts = [f"Story: {frame.title}"]
+    parts += [f"{k}: {v}" for k, v in (("Genre", frame.genre), ("Tone", frame.tone)) if v]
+    return "\n".join(parts)

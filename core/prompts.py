@@ -1,0 +1,200 @@
+"""Prompt text: what the storyteller model is told, and in which order (DESIGN §3).
+
+A scene prompt is a chat: the system message (narrator role, the story's genre, tone,
+world and point of view, the rules and the choice format), then a first user message
+with the story bible (characters, previous chapters' summaries, the current chapter's
+rolling summary), then the recent scenes of the path as the assistant's own turns, each
+after the instruction that led to it, and last the instruction for the scene to write.
+Alternating user/assistant turns suit every chat template local models use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from core.models import InstructionKind, SceneLength
+from core.streaming import CHOICES_FORMAT_INSTRUCTION
+
+SCENE_WORDS: dict[str, tuple[int, int]] = {
+    SceneLength.SHORT: (100, 150),
+    SceneLength.MEDIUM: (200, 300),
+    SceneLength.LONG: (400, 500),
+}
+
+POINTS_OF_VIEW = {
+    "first": "first person (\"I\"), as the player character",
+    "second": "second person (\"you\"), addressing the player character",
+    "third": "third person, past tense",
+}
+
+
+@dataclass(frozen=True)
+class StoryFrame:
+    """What the system message says about a story."""
+
+    title: str
+    genre: str = ""
+    tone: str = ""
+    world_setting: str = ""
+    premise: str = ""
+    point_of_view: str = "second"
+    scene_length: str = SceneLength.MEDIUM
+
+
+@dataclass(frozen=True)
+class CharacterNote:
+    name: str
+    description: str = ""
+    personality: str = ""
+
+
+@dataclass(frozen=True)
+class SceneTurn:
+    """A scene already written, with the instruction that led to it."""
+
+    instruction_kind: str
+    instruction: str
+    content: str
+
+
+def scene_max_tokens(scene_length: str, *, reasoning_headroom: int = 0) -> int:
+    """The reply's max_tokens: the longest scene, the choices, and some slack.
+
+    English prose runs ~1.35 tokens a word; choices take ~120 tokens. Reasoning models
+    think before they write, so they get extra headroom (DESIGN §8).
+    """
+    _, most = SCENE_WORDS.get(scene_length, SCENE_WORDS[SceneLength.MEDIUM])
+    return int(most * 1.35 * 1.25) + 160 + reasoning_headroom
+
+
+def system_message(frame: StoryFrame) -> str:
+    low, high = SCENE_WORDS.get(frame.scene_length, SCENE_WORDS[SceneLength.MEDIUM])
+    pov = POINTS_OF_VIEW.get(frame.point_of_view, POINTS_OF_VIEW["second"])
+    lines = [
+        "You are the narrator of an interactive story that a player shapes scene by scene.",
+        f"Story: {frame.title}",
+    ]
+    for label, value in (
+        ("Genre", frame.genre),
+        ("Tone", frame.tone),
+        ("World", frame.world_setting),
+        ("Premise", frame.premise),
+    ):
+        if value.strip():
+            lines.append(f"{label}: {value.strip()}")
+    lines += [
+        "",
+        "Rules:",
+        f"- Write each scene in {pov}, {low}–{high} words, vivid and concrete.",
+        "- Move the story forward in every scene; end at a moment where the player must decide.",
+        "- Never decide or narrate the player's next action for them, and never address them "
+        "out of the story.",
+        "- Keep characters, places and facts consistent with the story so far.",
+        "- Markdown (bold, italics, paragraphs) is fine; no headings inside the scene.",
+        "",
+        CHOICES_FORMAT_INSTRUCTION,
+    ]
+    return "\n".join(lines)
+
+
+def bible_message(
+    characters: Sequence[CharacterNote],
+    chapter_summaries: Sequence[tuple[str, str]],
+    rolling_summary: str | None,
+) -> str:
+    """The story bible: who is in the story and what happened before the recent scenes.
+
+    ``chapter_summaries`` are (chapter title, summary) of the closed chapters, oldest first.
+    """
+    parts: list[str] = []
+    if characters:
+        lines = ["Characters:"]
+        for c in characters:
+            details = "; ".join(x.strip() for x in (c.description, c.personality) if x.strip())
+            lines.append(f"- {c.name}" + (f": {details}" if details else ""))
+        parts.append("\n".join(lines))
+    if chapter_summaries:
+        lines = ["The story so far, chapter by chapter:"]
+        lines += [f"- {title}: {summary.strip()}" for title, summary in chapter_summaries]
+        parts.append("\n".join(lines))
+    if rolling_summary and rolling_summary.strip():
+        parts.append(f"Earlier in this chapter: {rolling_summary.strip()}")
+    return "\n\n".join(parts)
+
+
+def instruction_message(kind: str, instruction: str) -> str:
+    """The user turn that asks for a scene."""
+    text = instruction.strip()
+    if kind == InstructionKind.OPENING or not text:
+        return "Begin the story with its opening scene."
+    if kind == InstructionKind.CHOICE:
+        return f"The player chooses: {text}\n\nWrite the next scene."
+    if kind == InstructionKind.ACTION:
+        return f"The player does this: {text}\n\nWrite the next scene, following from what the player does."
+    # A director's note steers the story without being something the character does.
+    return (
+        f"Director's note (not an action in the story; let it steer the next scene): {text}\n\n"
+        "Write the next scene."
+    )
+
+
+CONTINUE_MESSAGE = (
+    "Continue the last scene from exactly where it stops, without repeating any of it, "
+    "then give the choices as before."
+)
+
+
+def scene_messages(
+    frame: StoryFrame,
+    bible: str,
+    turns: Sequence[SceneTurn],
+    instruction_kind: str,
+    instruction: str,
+    *,
+    continue_last: bool = False,
+) -> list[dict[str, str]]:
+    """The chat for the next scene (or, with ``continue_last``, the last scene's extension)."""
+    messages = [{"role": "system", "content": system_message(frame)}]
+    pending_bible = bible.strip()
+
+    def user(text: str) -> None:
+        nonlocal pending_bible
+        if pending_bible:
+            text = f"{pending_bible}\n\n{text}"
+            pending_bible = ""
+        messages.append({"role": "user", "content": text})
+
+    for turn in turns:
+        user(instruction_message(turn.instruction_kind, turn.instruction))
+        messages.append({"role": "assistant", "content": turn.content})
+    if continue_last:
+        user(CONTINUE_MESSAGE)
+    else:
+        user(instruction_message(instruction_kind, instruction))
+    return messages
+
+
+SUMMARY_SYSTEM = (
+    "You summarise an interactive story for its narrator. Write in the past tense, third "
+    "person, plain prose. Keep names, places, objects, promises and unresolved threads; "
+    "drop style and dialogue. No preamble."
+)
+
+
+def summary_messages(
+    frame: StoryFrame, previous_summary: str | None, scenes: Sequence[str], *, words: int = 200
+) -> list[dict[str, str]]:
+    """Ask for a summary of ``scenes`` (continuing ``previous_summary`` if there is one)."""
+    body = [f"Story: {frame.title}" + (f" ({frame.genre})" if frame.genre else "")]
+    if previous_summary and previous_summary.strip():
+        body.append(f"Summary so far:\n{previous_summary.strip()}")
+    body.append("Scenes to add:\n\n" + "\n\n---\n\n".join(s.strip() for s in scenes))
+    body.append(
+        f"Write one summary, at most {words} words, of everything above "
+        "(the summary so far and the new scenes)."
+    )
+    return [
+        {"role": "system", "content": SUMMARY_SYSTEM},
+        {"role": "user", "content": "\n\n".join(body)},
+    ]

@@ -1,0 +1,510 @@
+"""The story engine end to end: real openai client → fake LM Studio → database (both engines)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from core import messages as msg
+from core import repository as repo
+from core.db import Database
+from core.engine import (
+    FALLBACK_CHOICES,
+    ChoicesReady,
+    EngineConfig,
+    EngineEvent,
+    Failed,
+    SceneDone,
+    SceneText,
+    StoryEngine,
+    UsageReport,
+)
+from core.llm import LLMClient, LLMTimeouts
+from core.models import Base, InstructionKind, Summary
+from tests.fakes.llm import FakeLLM, Fault
+
+SCENE_1 = (
+    "The lighthouse door creaks open. Salt wind fills the stair, and somewhere above a "
+    "lantern swings.\n\n### Choices\n1. Climb the stair\n2. Call out\n3. Light your own lantern\n"
+    "4. Close the door behind you"
+)
+SCENE_2 = (
+    "You climb. Each step groans, and the keeper's logbook lies open on the landing.\n\n"
+    "### Choices\n1. Read the logbook\n2. Keep climbing\n3. Pocket the logbook\n4. Listen"
+)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+async def llm(fake_llm: FakeLLM) -> AsyncIterator[LLMClient]:
+    client = LLMClient(fake_llm.base_url, timeouts=LLMTimeouts(connect=2, first_token=2, idle=0.5, request=5))
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def engine(db: Database, llm: LLMClient, clock: Clock) -> StoryEngine:
+    return StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
+
+
+async def new_story(db: Database, **options: object) -> int:
+    async with db.transaction() as s:
+        owner = await repo.get_or_create_user(s, 1001, "Asha")
+        story = await repo.create_story(s, owner, "The Lighthouse", genre="mystery", tone="eerie", **options)
+        return story.id
+
+
+async def collect(events: AsyncIterator[EngineEvent]) -> list[EngineEvent]:
+    return [event async for event in events]
+
+
+def done(events: list[EngineEvent]) -> SceneDone:
+    assert isinstance(events[-1], SceneDone), events[-1]
+    return events[-1]
+
+
+def streamed(events: list[EngineEvent]) -> str:
+    return "".join(e.text for e in events if isinstance(e, SceneText))
+
+
+async def snapshot(db: Database) -> dict[str, int]:
+    async with db.read() as s:
+        return {
+            name: await s.scalar(select(func.count()).select_from(table))
+            for name, table in Base.metadata.tables.items()
+        }
+
+
+async def first_scene(engine: StoryEngine, fake: FakeLLM, story_id: int) -> SceneDone:
+    fake.script(SCENE_1)
+    return done(await collect(engine.next_scene(story_id)))
+
+
+# --- generation ---------------------------------------------------------------------------
+
+
+async def test_the_first_scene_streams_and_is_stored_with_four_choices(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    fake_llm.script(SCENE_1, prompt_tokens=300)
+    events = await collect(engine.next_scene(story_id))
+
+    result = done(events)
+    assert "### Choices" not in streamed(events)
+    assert streamed(events) == result.content
+    assert result.content.startswith("The lighthouse door creaks open.")
+    assert [c.text for c in result.choices] == [
+        "Climb the stair", "Call out", "Light your own lantern", "Close the door behind you"
+    ]
+    assert any(isinstance(e, ChoicesReady) for e in events)
+    assert [e.prompt_tokens for e in events if isinstance(e, UsageReport)] == [300]
+    assert [type(e) for e in events if not isinstance(e, SceneText)][-1] is SceneDone
+
+    async with db.read() as s:
+        [scene] = await repo.active_path(s, story_id)
+        assert scene.variant.content == result.content
+        assert scene.variant.token_count > 0
+        assert scene.variant.model == fake_llm.model
+        assert [c.label for c in await repo.get_choices(s, scene.variant.id)] == [c.label for c in result.choices]
+        assert await repo.get_lease(s, story_id) is None
+
+    [request] = fake_llm.chat_requests
+    assert request["stream"] is True
+    assert request["stream_options"] == {"include_usage": True}
+    assert request["max_tokens"] == 666  # medium: 300 words × 1.35 × 1.25 + 160
+    roles = [m["role"] for m in request["messages"]]
+    assert roles == ["system", "user"]
+    assert "### Choices" in request["messages"][0]["content"]
+    assert "Genre: mystery" in request["messages"][0]["content"]
+    assert request["messages"][1]["content"] == "Begin the story with its opening scene."
+
+
+async def test_a_choice_is_the_last_message_after_the_previous_scenes(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script(SCENE_2)
+    second = done(await collect(engine.next_scene(
+        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
+        after_variant_id=first.variant_id,
+    )))
+    messages = fake_llm.chat_requests[-1]["messages"]
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
+    assert messages[2]["content"] == first.content  # the scene, without its choice block
+    assert messages[3]["content"].startswith("The player chooses: Climb the stair")
+    async with db.read() as s:
+        path = await repo.active_path(s, story_id)
+    assert [p.variant.id for p in path] == [first.variant_id, second.variant_id]
+    assert path[1].variant.instruction == "Climb the stair"
+
+
+async def test_acting_on_an_old_scene_is_refused_and_changes_nothing(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script(SCENE_2)
+    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
+                                         instruction="Call out", after_variant_id=first.variant_id)))
+    before = await snapshot(db)
+    events = await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
+                                             instruction="Call out", after_variant_id=first.variant_id))
+    assert events == [Failed(msg.NOT_LAST_SCENE, "invalid")]
+    assert await snapshot(db) == before
+
+
+@pytest.mark.parametrize(
+    ("reply", "reason"),
+    [
+        (dict(fault=Fault.HTTP_500), "internal error"),
+        (dict(fault=Fault.CONTEXT_OVERFLOW), "no longer fits in the model's context window"),
+        (dict(text=SCENE_2, fault=Fault.DROP, fault_after=5), "lost mid-scene"),
+        (dict(text=SCENE_2, fault=Fault.STALL, fault_after=3, stall=5), "stopped writing"),
+        (dict(text=SCENE_2, fault=Fault.STALL, fault_after=0, stall=5), "did not start writing"),
+        (dict(fault=Fault.EMPTY), "empty reply"),
+        (dict(text="<think>The player wants drama. Let me plan it all out.</think>"), "whole reply thinking"),
+        (dict(text="... --- ***"), "not a scene"),
+        (dict(text="### Choices\n1. a\n2. b\n3. c\n4. d"), "not a scene"),
+        (dict(text=SCENE_2, fault=Fault.NOT_JSON, fault_after=2), "could not read"),
+    ],
+    ids=["500", "overflow", "drop", "idle-stall", "first-token-stall", "empty", "only-thinking",
+         "garbage", "only-choices", "not-json"],
+)
+async def test_every_failure_leaves_the_story_exactly_as_it_was(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database, reply: dict, reason: str
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    before = await snapshot(db)
+    fake_llm.script(**reply)
+    events = await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
+                                             instruction="Call out", after_variant_id=first.variant_id))
+    assert isinstance(events[-1], Failed), events[-1]
+    assert reason in events[-1].reason
+    assert not any(isinstance(e, SceneDone) for e in events)
+    assert await snapshot(db) == before  # no half scene, no lease left held
+
+
+async def test_an_unreachable_server_fails_cleanly(db: Database, clock: Clock) -> None:
+    llm = LLMClient("http://127.0.0.1:9/v1", model="m", context_length=8192)
+    try:
+        engine = StoryEngine(db, llm, clock=clock)
+        story_id = await new_story(db)
+        before = await snapshot(db)
+        [event] = await collect(engine.next_scene(story_id))
+        assert isinstance(event, Failed) and "not reachable" in event.reason
+        assert await snapshot(db) == before
+    finally:
+        await llm.aclose()
+
+
+async def test_a_second_generation_while_one_streams_is_refused(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    fake_llm.script(SCENE_1, token_rate=40)
+    first = engine.next_scene(story_id)
+    assert isinstance(await anext(first), SceneText)  # streaming now, holding the lease
+    assert await collect(engine.next_scene(story_id)) == [Failed(msg.STILL_WRITING, "busy")]
+    rest = await collect(first)
+    assert isinstance(rest[-1], SceneDone)
+
+
+async def test_a_cancelled_generation_stores_nothing_and_frees_the_story(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    before = await snapshot(db)
+    fake_llm.script(SCENE_1, token_rate=40)
+    stream = engine.next_scene(story_id)
+    assert isinstance(await anext(stream), SceneText)
+    await stream.aclose()  # the player (or the bot shutting down) gave up
+    await fake_llm.client_gone.wait()  # the HTTP stream was closed too
+    assert await snapshot(db) == before
+    fake_llm.script(SCENE_1)
+    assert isinstance((await collect(engine.next_scene(story_id)))[-1], SceneDone)
+
+
+async def test_a_lost_lease_stores_nothing(engine: StoryEngine, fake_llm: FakeLLM, db: Database, clock: Clock) -> None:
+    story_id = await new_story(db)
+    fake_llm.script(SCENE_1, token_rate=40)
+    stream = engine.next_scene(story_id)
+    assert isinstance(await anext(stream), SceneText)
+    # The generation stalls past its lease (no heartbeat) and another process takes over.
+    async with db.transaction() as s:
+        assert await repo.acquire_lease(s, story_id, "other-process", now=clock.now + timedelta(seconds=31))
+    events = await collect(stream)
+    assert events[-1] == Failed(msg.LEASE_LOST, "conflict")
+    async with db.read() as s:
+        assert await repo.active_path(s, story_id) == []
+        assert (await repo.get_lease(s, story_id)).holder == "other-process"
+
+
+# --- choices ---------------------------------------------------------------------------
+
+
+async def test_missing_choices_come_from_one_extra_json_schema_call(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    fake_llm.script("The stair spirals up into the dark. Something moves above you.")
+    fake_llm.script('{"choices": ["Go up", "Go down", "Hide", "Shout a greeting"]}')
+    result = done(await collect(engine.next_scene(story_id)))
+    assert [c.text for c in result.choices] == ["Go up", "Go down", "Hide", "Shout a greeting"]
+    extra = fake_llm.chat_requests[-1]
+    assert extra["response_format"]["type"] == "json_schema"
+    assert not extra.get("stream")
+    assert "Something moves above you." in extra["messages"][-1]["content"]
+
+
+async def test_a_server_without_json_schema_gets_the_plain_extra_call(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    fake_llm.reject_json_schema = True
+    story_id = await new_story(db)
+    fake_llm.script("The stair spirals up into the dark.\n\n### Choices\n1. Go up")
+    fake_llm.script("(refused: the json_schema request never gets this)")
+    fake_llm.script("1. Go down\n2. Hide\n3. Shout a greeting\n4. Wait")
+    result = done(await collect(engine.next_scene(story_id)))
+    assert [c.text for c in result.choices] == ["Go up", "Go down", "Hide", "Shout a greeting"]
+    assert "response_format" not in fake_llm.chat_requests[-1]
+
+
+async def test_choices_fall_back_to_generic_ones_when_the_extra_call_fails(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    fake_llm.script("The stair spirals up into the dark.")
+    fake_llm.script(fault=Fault.HTTP_500)
+    result = done(await collect(engine.next_scene(story_id)))
+    assert result.choices == FALLBACK_CHOICES
+    assert result.content == "The stair spirals up into the dark."
+
+
+async def test_a_reply_cut_short_keeps_the_last_full_sentence(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    fake_llm.script("The stair spirals up. A door waits at the top. You reach for the han",
+                    finish_reason="length")
+    fake_llm.script('{"choices": ["Open it", "Knock", "Listen", "Go back"]}')
+    result = done(await collect(engine.next_scene(story_id)))
+    assert result.content == "The stair spirals up. A door waits at the top."
+
+
+async def test_reasoning_is_never_story_text(engine: StoryEngine, fake_llm: FakeLLM, db: Database) -> None:
+    story_id = await new_story(db)
+    fake_llm.script("<think>Plan: spooky.</think>" + SCENE_1, reasoning="secret plan")
+    events = await collect(engine.next_scene(story_id))
+    assert "Plan" not in streamed(events) and "secret" not in streamed(events)
+    assert "Plan" not in done(events).content
+
+
+# --- variants ----------------------------------------------------------------------------
+
+
+async def test_regenerate_keeps_the_choice_that_led_here(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script(SCENE_2)
+    second = done(await collect(engine.next_scene(
+        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
+        after_variant_id=first.variant_id)))
+    fake_llm.script("You climb faster than you meant to.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+    again = done(await collect(engine.regenerate(second.variant_id)))
+
+    assert again.kind == "regenerate" and again.scene_id == second.scene_id
+    assert fake_llm.chat_requests[-1]["messages"][-1]["content"].startswith("The player chooses: Climb the stair")
+    assert fake_llm.chat_requests[-1]["messages"] [:-1] == fake_llm.chat_requests[-2]["messages"][:-1]
+    async with db.read() as s:
+        variants = await repo.list_variants(s, second.scene_id)
+        assert [(v.kind, v.is_active, v.instruction) for v in variants] == [
+            ("original", False, "Climb the stair"), ("regenerate", True, "Climb the stair")
+        ]
+
+
+async def test_branch_takes_a_new_direction_from_the_same_point(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script("A storm breaks over the lighthouse.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+    branch = done(await collect(engine.branch(first.variant_id, "Start with a storm")))
+    last = fake_llm.chat_requests[-1]["messages"][-1]["content"]
+    assert last.startswith("Director's note") and "Start with a storm" in last
+    async with db.read() as s:
+        [tip] = await repo.active_path(s, story_id)
+        assert tip.variant.id == branch.variant_id and tip.variant.kind == "branch"
+        assert tip.variant.instruction == "Start with a storm"
+
+
+async def test_continue_is_a_new_variant_and_the_old_one_keeps_its_choices(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script("The lantern above goes out.\n\n### Choices\n1. Run\n2. Hide\n3. Wait\n4. Call")
+    events = await collect(engine.continue_scene(first.variant_id))
+    result = done(events)
+    assert result.kind == "continue"
+    assert result.content == first.content + "\n\nThe lantern above goes out."
+    assert streamed(events) == result.content
+    assert fake_llm.chat_requests[-1]["messages"][-2] == {"role": "assistant", "content": first.content}
+    async with db.read() as s:
+        assert [c.text for c in await repo.get_choices(s, first.variant_id)] == [c.text for c in first.choices]
+        assert [c.text for c in await repo.get_choices(s, result.variant_id)] == ["Run", "Hide", "Wait", "Call"]
+
+
+async def test_edit_keeps_or_renews_the_choices(engine: StoryEngine, fake_llm: FakeLLM, db: Database) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    kept = done(await collect(engine.edit_scene(first.variant_id, "My own words.", keep_choices=True)))
+    assert kept.content == "My own words." and kept.choices == first.choices
+    fake_llm.script('{"choices": ["One", "Two", "Three", "Four"]}')
+    renewed = done(await collect(engine.edit_scene(first.variant_id, "Other words.", keep_choices=False)))
+    assert [c.text for c in renewed.choices] == ["One", "Two", "Three", "Four"]
+    assert await collect(engine.edit_scene(first.variant_id, "   ")) == [Failed(msg.EDIT_EMPTY, "invalid")]
+
+
+async def test_selecting_an_earlier_variant_switches_what_the_next_scene_follows(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script(SCENE_2)
+    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
+                                         instruction="Climb the stair", after_variant_id=first.variant_id)))
+    fake_llm.script("A storm.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+    storm = done(await collect(engine.branch(first.variant_id, "A storm")))
+    tip = await engine.select_variant(storm.variant_id)
+    assert tip.variant.id == storm.variant_id
+    fake_llm.script(SCENE_2)
+    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE, instruction="a")))
+    assert fake_llm.chat_requests[-1]["messages"][2]["content"] == "A storm."
+    tip = await engine.select_variant(first.variant_id)
+    assert tip.depth == 1  # the old continuation came back
+
+
+# --- context budget, chapters, summaries -------------------------------------------------
+
+
+LONG_SCENE = " ".join(["The keeper's lamp burned low while the sea rose against the rocks."] * 30)
+
+
+async def test_the_chapter_is_flagged_at_80_percent_of_the_budget(
+    fake_llm: FakeLLM, db: Database, clock: Clock
+) -> None:
+    fake_llm.context_length = 4096
+    fake_llm.token_rate = None  # as fast as it can: long scenes, nothing timed
+    llm = LLMClient(fake_llm.base_url, context_length=4096)
+    engine = StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
+    try:
+        story_id = await new_story(db, scene_length="short")
+        reports = []
+        parent = None
+        for n in range(6):  # up to ~90 %: flagged, but everything still fits (no fold)
+            fake_llm.script(f"{LONG_SCENE} ({n})\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+            result = done(await collect(engine.next_scene(
+                story_id, instruction_kind=InstructionKind.CHOICE, instruction="a", after_variant_id=parent)))
+            parent = result.variant_id
+            reports.append(result.context)
+        percents = [r.percent for r in reports]
+        assert percents == sorted(percents)
+        assert not reports[0].flagged() and reports[-1].flagged()
+        assert (await engine.context_report(story_id)).percent == reports[-1].percent
+    finally:
+        await llm.aclose()
+
+
+async def test_older_scenes_are_folded_into_a_rolling_summary_when_they_no_longer_fit(
+    fake_llm: FakeLLM, db: Database, clock: Clock
+) -> None:
+    fake_llm.token_rate = None  # as fast as it can: long scenes, nothing timed
+    llm = LLMClient(fake_llm.base_url, context_length=3000)
+    engine = StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
+    try:
+        story_id = await new_story(db, scene_length="short")
+        parent = None
+        for n in range(12):
+            fake_llm.script(f"Scene {n}. {LONG_SCENE}\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+            if n >= 4:
+                # Queued for the fold call, which comes after the scene if one is due.
+                fake_llm.script(f"SUMMARY-{n}: the keeper watched the sea.")
+            events = await collect(engine.next_scene(
+                story_id, instruction_kind=InstructionKind.CHOICE, instruction="a", after_variant_id=parent))
+            parent = done(events).variant_id
+            prompt = fake_llm.chat_requests[-1]
+            if "SUMMARY" not in str(prompt) and fake_llm._queue:
+                fake_llm._queue.clear()  # no fold this time: drop the unused summary
+        async with db.read() as s:
+            summaries = (await s.scalars(select(Summary).where(Summary.kind == "rolling"))).all()
+        assert summaries, "the chapter outgrew the budget but nothing was folded"
+        # The next prompt carries the summary and only the scenes after it.
+        fake_llm.script(f"Scene last. {LONG_SCENE}\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+        done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE, instruction="a")))
+        scene_requests = [r for r in fake_llm.chat_requests if r.get("stream")]
+        messages = scene_requests[-1]["messages"]
+        newest = max(summaries, key=lambda x: x.through_depth)
+        assert f"Earlier in this chapter: {newest.content}" in messages[1]["content"]
+        assistant = [m["content"] for m in messages if m["role"] == "assistant"]
+        assert all(not a.startswith(f"Scene {d}.") for a in assistant for d in range(newest.through_depth + 1))
+        assert sum(len(m["content"]) for m in messages) < 3000 * 4
+    finally:
+        await llm.aclose()
+
+
+async def test_a_new_chapter_closes_the_old_one_with_a_summary(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    first = await first_scene(engine, fake_llm, story_id)
+    fake_llm.script("Asha entered the lighthouse and heard a lantern swinging above.")
+    chapter = await engine.new_chapter(story_id, title="The Stair")
+    assert chapter.number == 2
+    fake_llm.script(SCENE_2)
+    result = done(await collect(engine.next_scene(
+        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
+        after_variant_id=first.variant_id)))
+    messages = fake_llm.chat_requests[-1]["messages"]
+    assert "Chapter 1: Asha entered the lighthouse" in messages[1]["content"]
+    so_far = await engine.story_so_far(story_id)
+    assert [(c.title, text) for c, text in so_far] == [
+        ("Chapter 1", "Asha entered the lighthouse and heard a lantern swinging above."),
+        ("The Stair", None),
+    ]
+    await engine.edit_summary(story_id, so_far[0][0].id, "Edited by the owner.")
+    assert (await engine.story_so_far(story_id))[0][1] == "Edited by the owner."
+    async with db.read() as s:
+        assert (await repo.tip(s, story_id)).chapter_id == chapter.id
+    assert result.context.budget > 0
+
+
+async def test_a_failed_chapter_summary_changes_nothing(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id = await new_story(db)
+    await first_scene(engine, fake_llm, story_id)
+    before = await snapshot(db)
+    fake_llm.script(fault=Fault.HTTP_500)
+    with pytest.raises(Exception, match="internal error"):
+        await engine.new_chapter(story_id)
+    assert await snapshot(db) == before
