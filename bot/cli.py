@@ -24,12 +24,16 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.add_parser("run", help="migrate the database and run the Discord bot (the default)")
     sub.add_parser("migrate", help="bring the database schema up to date, then exit")
+    play = sub.add_parser("play", help="play a story in the terminal (no Discord needed)")
+    play.add_argument("--story", type=int, metavar="ID", help="resume this story")
     return parser
 
 
-def configure_logging(settings: Settings) -> None:
+def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
+    """Log to stderr; ``quiet`` (the console game) shows warnings only unless LOG_LEVEL is set."""
+    level = "WARNING" if quiet and "log_level" not in settings.model_fields_set else settings.log_level
     logging.basicConfig(
-        level=settings.log_level,
+        level=level,
         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
         stream=sys.stderr,
     )
@@ -44,15 +48,34 @@ async def _migrate(settings: Settings) -> None:
     await dbmod.upgrade(settings.database_url)
 
 
+async def _play(settings: Settings, story_id: int | None) -> int:
+    from bot.app import make_llm_client
+    from core import db as dbmod
+    from core.console import Console
+    from core.db import Database
+    from core.engine import StoryEngine
+
+    await dbmod.upgrade(settings.database_url)
+    database = Database.from_url(settings.database_url)
+    llm = make_llm_client(settings)
+    try:
+        return await Console(StoryEngine(database, llm)).run(story_id)
+    finally:
+        await llm.aclose()
+        await database.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     try:
         settings = load_settings()
-        configure_logging(settings)
+        configure_logging(settings, quiet=command == "play")
         if command == "migrate":
             asyncio.run(_migrate(settings))
             print("kahani: database is up to date", file=sys.stderr)
+        elif command == "play":
+            return asyncio.run(_play(settings, args.story))
         else:
             from bot.app import run_bot
 
