@@ -1,11 +1,25 @@
-"""The Discord bot: resources are created in ``run_bot`` and injected into ``KahaniBot``,
-which loads the cogs in ``setup_hook`` (discord.py's ``advanced_startup`` pattern)."""
+"""The Discord bot: resources are created in :func:`create_resources` and injected into
+:class:`KahaniBot`, which loads the cogs in ``setup_hook`` (discord.py's
+``advanced_startup`` pattern). :func:`run_bot` is the whole start-up — migrate, create
+resources, build the bot, sync commands if they changed, connect, and on SIGINT/SIGTERM
+close everything — and the tests' harness runs that same function.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
+import json
 import logging
+import os
+import re
+import secrets
 import signal
+import socket
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -13,15 +27,25 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot.errors import KahaniTree, answer_stale_component
 from bot.settings import Settings, require_token
 from core import db as dbmod
+from core.appstate import get_state, set_state
 from core.db import Database
 from core.errors import KahaniError
+from core.llm import LLMClient, LLMError, LLMTimeouts
 
 log = logging.getLogger(__name__)
 
 # Extensions loaded at start-up, one per user-facing area.
-EXTENSIONS: tuple[str, ...] = ()
+EXTENSIONS: tuple[str, ...] = ("cogs.meta",)
+
+# app_state key of the hash of the global commands last synced to Discord.
+COMMANDS_HASH_KEY = "commands_hash"
+
+# Awaited in setup_hook after the extensions are loaded and before commands are synced
+# (tests add their own cogs with it).
+SetupHook = Callable[["KahaniBot"], Awaitable[None]]
 
 
 class StartupError(KahaniError):
@@ -45,12 +69,100 @@ def apply_discord_endpoints(settings: Settings) -> None:
         discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(settings.discord_gateway_url)
 
 
+def make_instance_id() -> str:
+    """Unique per process, also across hosts and pid reuse: the holder of leases."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def make_llm_client(settings: Settings) -> LLMClient:
+    api_key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return LLMClient(
+        settings.llm_base_url,
+        api_key=api_key,
+        model=settings.llm_model,
+        context_length=settings.llm_context_length,
+        timeouts=LLMTimeouts(
+            connect=settings.llm_connect_timeout,
+            first_token=settings.llm_first_token_timeout,
+            idle=settings.llm_idle_timeout,
+        ),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """Long-lived connections shared by the whole bot."""
+
+    db: Database
+    llm: LLMClient
+
+
+@contextlib.asynccontextmanager
+async def create_resources(settings: Settings) -> AsyncIterator[Resources]:
+    """The database engine and the LLM client; closed when the block ends."""
+    database = Database.from_url(settings.database_url)
+    try:
+        llm = make_llm_client(settings)
+        try:
+            yield Resources(database, llm)
+        finally:
+            await llm.aclose()
+    finally:
+        await database.dispose()
+
+
+def commands_fingerprint(tree: discord.app_commands.CommandTree[Any], application_id: int | None) -> str:
+    """A stable hash of the global commands as they would be synced (with the application
+    id: another bot token means another application, whose commands are not synced)."""
+    payload = [command.to_dict(tree) for command in tree.get_commands(guild=None)]
+    payload.sort(key=lambda c: (c.get("type", 1), c["name"]))
+    material = json.dumps({"application_id": application_id, "commands": payload}, sort_keys=True,
+                          separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+async def sync_commands_if_changed(bot: KahaniBot) -> bool:
+    """Bulk-overwrite the global commands only when their definition changed since the
+    last sync (hash kept in app_state); True if it synced."""
+    fingerprint = commands_fingerprint(bot.tree, bot.application_id)
+    if await get_state(bot.db, COMMANDS_HASH_KEY) == fingerprint:
+        log.info("slash commands unchanged; not syncing")
+        return False
+    if bot.tree.translator is not None:
+        # The hash covers the untranslated definitions; a translator changes the payload.
+        log.warning("a command translator is set: translations are not part of the sync hash")
+    try:
+        synced = await bot.tree.sync()
+    except discord.HTTPException as exc:
+        # The old commands keep working; the next start tries again (no hash stored).
+        log.error("could not sync slash commands with Discord: %s", exc)
+        return False
+    await set_state(bot.db, COMMANDS_HASH_KEY, fingerprint)
+    log.info("synced %d slash command(s) with Discord", len(synced))
+    return True
+
+
 class KahaniBot(commands.AutoShardedBot):
-    def __init__(self, *, settings: Settings, db: Database, **kwargs: Any) -> None:
+    """The Discord adapter around the story engine; resources come from outside."""
+
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        db: Database,
+        llm: LLMClient,
+        setup: SetupHook | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.fast_start = settings.kahani_test_fast_start
+        if self.fast_start:
+            # Only the stand-in is this quick; Discord needs discord.py's default 2 s.
+            kwargs.setdefault("guild_ready_timeout", 0.1)
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
+            tree_cls=KahaniTree,
             shard_count=settings.shard_count,
             shard_ids=settings.shard_ids,
             # Nothing the bot sends pings anyone unless a message names who it may ping.
@@ -59,34 +171,131 @@ class KahaniBot(commands.AutoShardedBot):
         )
         self.settings = settings
         self.db = db
+        self.llm = llm
+        # The story engine (core.engine.StoryEngine(db, llm)); wired in by the engine's
+        # integration. Cogs reach it as ``bot.engine``.
+        self.engine: Any = None
+        self.instance_id = make_instance_id()
+        self._setup = setup
+        self._created = time.perf_counter()
+        self._dynamic_templates: dict[type, re.Pattern[str]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+
+    # -- start-up -------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        if self._setup is not None:
+            await self._setup(self)
+        await sync_commands_if_changed(self)
+        self._spawn(self._check_llm())
+
+    async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
+        # Discord wants ~5 s between IDENTIFYs (sessions start limit); the stand-in does not.
+        if not self.fast_start:
+            await super().before_identify_hook(shard_id, initial=initial)
 
     async def on_ready(self) -> None:
-        log.info("logged in as %s (%s); %d guild(s)", self.user, getattr(self.user, "id", "?"), len(self.guilds))
+        log.info(
+            "ready as %s (%s) on %d guild(s), %.2f s after start, instance %s",
+            self.user, getattr(self.user, "id", "?"), len(self.guilds),
+            time.perf_counter() - self._created, self.instance_id,
+        )
+
+    async def _check_llm(self) -> None:
+        """Say at start-up, in the log, when the storyteller cannot be used (the bot
+        still runs; players get the same message when they play)."""
+        try:
+            model = await self.llm.resolve_model()
+        except LLMError as exc:
+            log.warning("the storyteller is not usable yet: %s", exc.reason)
+        else:
+            log.info("storyteller: %s at %s", model, self.llm.base_url)
+
+    def _spawn(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # -- components -----------------------------------------------------------------
+
+    def add_dynamic_items(self, *items: type[discord.ui.DynamicItem[Any]]) -> None:
+        super().add_dynamic_items(*items)
+        for item in items:
+            self._dynamic_templates[item] = item.__discord_ui_compiled_template__
+
+    def remove_dynamic_items(self, *items: type[discord.ui.DynamicItem[Any]]) -> None:
+        super().remove_dynamic_items(*items)
+        for item in items:
+            self._dynamic_templates.pop(item, None)
+
+    @property
+    def dynamic_item_templates(self) -> list[re.Pattern[str]]:
+        """The custom_id templates of the registered DynamicItems."""
+        return list(self._dynamic_templates.values())
+
+    async def on_interaction(self, interaction: discord.Interaction) -> None:
+        await answer_stale_component(interaction, self.dynamic_item_templates, self.persistent_views)
+
+    # -- shutdown -------------------------------------------------------------------
+
+    async def close(self) -> None:
+        if not self.is_closed():
+            log.info("shutting down")
+        for task in list(self._background):
+            if task is not asyncio.current_task():
+                task.cancel()
+        # When the engine is wired in, running generations are finished or aborted here
+        # (their leases expire and are reclaimed otherwise).
+        await super().close()
 
 
-async def run_bot(settings: Settings) -> None:
-    """Migrate the database, then run the bot until it is stopped (SIGINT/SIGTERM)."""
+def build_bot(settings: Settings, resources: Resources, *, setup: SetupHook | None = None) -> KahaniBot:
+    """The bot with its resources injected (what ``run_bot`` and the tests both use)."""
+    return KahaniBot(settings=settings, db=resources.db, llm=resources.llm, setup=setup)
+
+
+def _install_signal_handlers(bot: KahaniBot) -> Callable[[], None]:
+    """SIGINT/SIGTERM close the bot (then run_bot closes the resources); returns undo."""
+    loop = asyncio.get_running_loop()
+    installed = []
+
+    def stop(name: str) -> None:
+        log.info("%s received", name)
+        bot._spawn(bot.close())
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):  # not the main thread, or Windows
+            pass
+
+    def undo() -> None:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+    return undo
+
+
+async def run_bot(settings: Settings, *, handle_signals: bool = True, setup: SetupHook | None = None) -> None:
+    """Migrate the database, then run the bot until it is stopped (SIGINT/SIGTERM or
+    ``bot.close()``); resources are closed on the way out."""
     token = require_token(settings)
     apply_discord_endpoints(settings)
     await dbmod.upgrade(settings.database_url)
-    database = Database.from_url(settings.database_url)
-    try:
-        async with KahaniBot(settings=settings, db=database) as bot:
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, lambda: asyncio.ensure_future(bot.close()))
-            try:
-                await bot.start(token)
-            except discord.LoginFailure as exc:
-                raise StartupError("Discord refused DISCORD_TOKEN: check the bot token (see README.md)") from exc
-            except (aiohttp.ClientConnectionError, OSError) as exc:
-                where = settings.discord_api_base or discord.http.Route.BASE
-                raise StartupError(f"cannot reach Discord at {where}: {exc}") from exc
-            except discord.PrivilegedIntentsRequired as exc:
-                raise StartupError("Discord refused the gateway intents (see README.md)") from exc
-    finally:
-        await database.dispose()
+    async with create_resources(settings) as resources, build_bot(settings, resources, setup=setup) as bot:
+        undo = _install_signal_handlers(bot) if handle_signals else (lambda: None)
+        try:
+            await bot.start(token)
+        except discord.LoginFailure as exc:
+            raise StartupError("Discord refused DISCORD_TOKEN: check the bot token (see README.md)") from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            where = settings.discord_api_base or discord.http.Route.BASE
+            raise StartupError(f"cannot reach Discord at {where}: {exc}") from exc
+        except discord.PrivilegedIntentsRequired as exc:
+            raise StartupError("Discord refused the gateway intents (see README.md)") from exc
+        finally:
+            undo()
+    log.info("stopped")

@@ -46,6 +46,9 @@ class Settings(BaseSettings):
     shard_count: int | None = Field(None, ge=1, le=10_000)
     shard_ids: Annotated[list[int] | None, NoDecode] = None
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # Tests only: skip discord.py's pauses meant for the real Discord (2 s wait for guilds
+    # before on_ready, 5 s before each re-IDENTIFY), which the local stand-in does not need.
+    kahani_test_fast_start: bool = False
 
     @field_validator("log_level", mode="before")
     @classmethod

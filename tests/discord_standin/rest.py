@@ -492,6 +492,7 @@ class RestApi:
         self._reject(req, rules.check_message(body, files=len(req.files)), "message")
         message = self.s.interaction_message(rec, body, req.files)
         rec.followups.append(message)
+        self.s._notify()  # waiters on rec.followups (interaction_message notified before the append)
         return message.payload()
 
     async def get_webhook_message(self, req: Request) -> Any:
