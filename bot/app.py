@@ -33,6 +33,7 @@ from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
 from core.errors import KahaniError
+from core.engine import StoryEngine
 from core.llm import LLMClient, LLMError, LLMTimeouts
 
 log = logging.getLogger(__name__)
@@ -172,10 +173,9 @@ class KahaniBot(commands.AutoShardedBot):
         self.settings = settings
         self.db = db
         self.llm = llm
-        # The story engine (core.engine.StoryEngine(db, llm)); wired in by the engine's
-        # integration. Cogs reach it as ``bot.engine``.
-        self.engine: Any = None
         self.instance_id = make_instance_id()
+        # The story engine; cogs reach it as ``bot.engine``. Its leases name this process.
+        self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id)
         self._setup = setup
         self._created = time.perf_counter()
         self._dynamic_templates: dict[type, re.Pattern[str]] = {}

@@ -101,3 +101,14 @@ HELP_TEXT = (
     "• `/narrate join` reads the scenes aloud in the voice channel you are in.\n"
     "• `/story list` and `/story resume` bring back your stories."
 )
+
+# --- which story, and who may act (cogs/common.py) -------------------------------------------
+
+NO_STORY_HERE = (
+    "There is no story in this channel. Use this in a story's thread or DM, name a story "
+    "with the story option, or start one with /story new."
+)
+STORY_IN_ANOTHER_SERVER = "That story belongs to another server."
+NOT_YOUR_STORY = "This is someone else's solo story: only its owner can play it. Start your own with /story new."
+NOT_A_PLAYER_KICKED = "The host has removed you from this story's table."
+NOT_YOUR_STORY_TO_MANAGE = "Only the story's owner (or a moderator who can manage threads) can do that."

@@ -182,6 +182,35 @@ async def list_stories(
     return (await session.scalars(query)).all()
 
 
+async def story_for_thread(session: AsyncSession, thread_id: int) -> Story | None:
+    """The story that lives in this Discord thread (or DM channel), if any."""
+    return await session.scalar(
+        select(Story).where((Story.thread_id == thread_id) | ((Story.channel_id == thread_id) & Story.guild_id.is_(None)))
+        .order_by(Story.updated_at.desc(), Story.id.desc()).limit(1)
+    )
+
+
+async def stories_for_user(
+    session: AsyncSession, user_id: int, *, guild_id: int | None = None, search: str = "", limit: int = 25
+) -> Sequence[Story]:
+    """Stories the user owns or plays in (and, with ``guild_id``, the server's stories),
+    newest first, optionally filtered by a piece of the title."""
+    member = select(StoryMember.story_id).where(
+        StoryMember.user_id == user_id, StoryMember.status != MemberStatus.KICKED.value
+    )
+    visible = Story.id.in_(member)
+    if guild_id is not None:
+        visible = visible | (Story.guild_id == guild_id)
+    query = select(Story).where(visible).order_by(Story.updated_at.desc(), Story.id.desc()).limit(limit)
+    if search:
+        query = query.where(func.lower(Story.title).contains(search.lower()))
+    return (await session.scalars(query)).all()
+
+
+async def get_member(session: AsyncSession, story_id: int, user_id: int) -> StoryMember | None:
+    return await session.get(StoryMember, (story_id, user_id))
+
+
 async def delete_story(session: AsyncSession, story_id: int) -> None:
     """Delete a story and, through the schema's cascades, every row of its tree."""
     result = await session.execute(delete(Story).where(Story.id == story_id))
