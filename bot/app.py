@@ -39,7 +39,12 @@ from core.llm import LLMClient, LLMError, LLMTimeouts
 log = logging.getLogger(__name__)
 
 # Extensions loaded at start-up, one per user-facing area.
-EXTENSIONS: tuple[str, ...] = ("cogs.meta",)
+EXTENSIONS: tuple[str, ...] = (
+    "cogs.meta",
+    "cogs.chapters",
+    "cogs.characters",
+    "cogs.settings",
+)
 
 # app_state key of the hash of the global commands last synced to Discord.
 COMMANDS_HASH_KEY = "commands_hash"

@@ -7,17 +7,24 @@ funnel turns into short ephemeral replies.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import discord
 from discord import app_commands
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.errors import KahaniView
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError, NotFound
 from core.models import MemberRole, MemberStatus, Story, StoryMode, User
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NotAllowed(KahaniError):
@@ -92,3 +99,157 @@ async def story_choices(
     return [
         app_commands.Choice(name=f"{s.title[:90]} (#{s.id})", value=s.id) for s in stories
     ]
+
+
+# --- used by /chapter, /character and /settings ---------------------------------------
+
+# Discord's embed limits (https://discord.com/developers/docs/resources/message#embed-object-embed-limits).
+EMBED_TOTAL = 6000
+EMBED_FIELDS = 25
+EMBED_FIELD_NAME = 256
+EMBED_FIELD_VALUE = 1024
+# Field names are kept short so that 25 of them leave most of the 6000 for the values.
+FIELD_NAME_SHOWN = 100
+# A form (modal) must be the first answer, within 3 s: the read before it gets this long.
+PRE_MODAL_READ_SECONDS = 1.5
+# How long an open form waits for its submit (writing takes a while; then it is dropped).
+MODAL_TIMEOUT = 1800.0
+# For replies that show text users or the model wrote (the bot's default is the same).
+NO_PINGS = discord.AllowedMentions.none()
+STORY_OPTION_HELP = "Which story (default: the story of this thread or DM)"
+
+
+async def story_to_manage(
+    session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
+) -> tuple[Story, Actor]:
+    """The story the interaction is about, if its user may manage it (else NotAllowed)."""
+    who = await actor(session, interaction)
+    story = await story_here(session, interaction, story_id)
+    ensure_can_manage(story, who)
+    return story, who
+
+
+async def story_to_view(
+    session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
+) -> tuple[Story, Actor]:
+    """The story the interaction is about, if its user may see its details: anyone who
+    may play it or manage it."""
+    who = await actor(session, interaction)
+    story = await story_here(session, interaction, story_id)
+    try:
+        ensure_can_manage(story, who)
+    except NotAllowed:
+        await ensure_can_play(session, story, who)
+    return story, who
+
+
+def option_story_id(interaction: discord.Interaction[Any]) -> int | None:
+    """The ``story`` option already filled in (for an autocomplete of another option)."""
+    value = getattr(interaction.namespace, "story", None)
+    try:
+        return int(value) if value is not None else None
+    except (TypeError, ValueError):  # the user typed text that is not a story id yet
+        return None
+
+
+async def autocomplete_story(
+    interaction: discord.Interaction[Any], current: str
+) -> list[app_commands.Choice[int]]:
+    """Autocomplete for a ``story`` option. Never raises: an autocomplete can only be
+    answered with choices, so a failure offers none (and is logged)."""
+    try:
+        async with interaction.client.db.transaction() as session:  # type: ignore[attr-defined]
+            return await story_choices(session, interaction, current)
+    except Exception:
+        log.exception("story autocomplete failed")
+        return []
+
+
+def shorten(text: str, limit: int) -> str:
+    """``text`` within ``limit`` characters: whole if it fits, else cut (at a word
+    boundary when one is near) and ended with "…"."""
+    text = text.strip()
+    if len(text) <= limit:
+        return text
+    if limit <= 1:
+        return "…"[:limit]
+    cut = text[: limit - 1]
+    space = cut.rfind(" ")
+    if space >= limit // 2:
+        cut = cut[:space]
+    return cut.rstrip() + "…"
+
+
+def _fair_shares(lengths: list[int], budget: int, cap: int) -> list[int]:
+    """How many characters each text may have so that all fit in ``budget``: short
+    texts whole, the longer ones share what is left equally (each at most ``cap``)."""
+    shares = [0] * len(lengths)
+    left = max(budget, 0)
+    order = sorted(range(len(lengths)), key=lengths.__getitem__)
+    for done, i in enumerate(order):
+        shares[i] = max(1, min(lengths[i], cap, left // (len(order) - done)))
+        left -= shares[i]
+    return shares
+
+
+def fitted_embed(
+    title: str, fields: list[tuple[str, str]], *, description: str = "", footer: str = ""
+) -> discord.Embed:
+    """An embed within Discord's limits for any input: title, description and footer
+    shortened, at most 25 fields (the caller says in ``footer`` what was left out), and
+    field values shortened with "…" so that everything stays within 6000 characters."""
+    title = shorten(title, 256)
+    description = shorten(description, 4096)
+    footer = shorten(footer, 2048)
+    names = [shorten(name, FIELD_NAME_SHOWN) or "—" for name, _ in fields[:EMBED_FIELDS]]
+    values = [value.strip() or "—" for _, value in fields[:EMBED_FIELDS]]
+    budget = EMBED_TOTAL - len(title) - len(description) - len(footer) - sum(map(len, names))
+    shares = _fair_shares([len(v) for v in values], budget, EMBED_FIELD_VALUE)
+    embed = discord.Embed(title=title, description=description or None)
+    for name, value, share in zip(names, values, shares):
+        embed.add_field(name=name, value=shorten(value, share), inline=False)
+    if footer:
+        embed.set_footer(text=footer)
+    return embed
+
+
+class PrivateView(KahaniView):
+    """Buttons on an ephemeral reply (only its user sees them), with discord.py's random
+    custom_ids: they need not survive a restart. When they time out (within the 15 min an
+    interaction token lives) they are taken off ``message``, so nobody clicks a dead button."""
+
+    TIMEOUT = 600.0
+
+    def __init__(self) -> None:
+        super().__init__(timeout=self.TIMEOUT)
+        # The reply the buttons are on, set once it is sent (edited through the interaction's webhook).
+        self.message: discord.InteractionMessage | discord.WebhookMessage | None = None
+
+    async def on_timeout(self) -> None:
+        if self.message is not None:
+            try:
+                await self.message.edit(view=None)
+            except discord.HTTPException as exc:
+                log.info("could not remove timed-out buttons: %s", exc)
+
+
+async def before_a_modal(read: Awaitable[T]) -> T:
+    """Run the short database read a form needs before it opens (to check the user may
+    do this, or to prefill it), bounded so the form still opens within Discord's 3 s;
+    past the bound the user is told to try again."""
+    try:
+        return await asyncio.wait_for(read, PRE_MODAL_READ_SECONDS)
+    except TimeoutError:
+        raise KahaniError(msg.DISCORD_DB_BUSY) from None
+
+
+def checked_text(value: str | None, field: str, limit: int, *, required: bool = False) -> str:
+    """A user's text, stripped, within ``limit`` characters (and not empty when
+    ``required``); else a KahaniError that names the field and the limit. Discord's
+    client enforces the same limits; this is for any client that does not."""
+    text = (value or "").strip()
+    if required and not text:
+        raise KahaniError(msg.TEXT_REQUIRED.format(field=field))
+    if len(text) > limit:
+        raise KahaniError(msg.TEXT_TOO_LONG.format(field=field, limit=limit, length=len(text)))
+    return text

@@ -9,7 +9,7 @@ query, so its cost does not grow with the story (DESIGN §8).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -37,6 +37,7 @@ from core.models import (
     User,
     UserSettings,
     VariantKind,
+    VariantMessage,
     utcnow,
 )
 
@@ -861,6 +862,29 @@ async def get_lease(session: AsyncSession, story_id: int) -> GenerationLease | N
     return await session.get(GenerationLease, story_id)
 
 
+async def reclaim_leases(
+    session: AsyncSession, *, now: datetime, is_dead: Callable[[str], bool] = lambda holder: False
+) -> list[GenerationLease]:
+    """Remove and return the leases that expired, or whose holder ``is_dead`` says has
+    died (e.g. a process of this host that no longer runs): their generations will never
+    finish. Each is claimed by one statement, so with several processes sweeping, each
+    lease is returned to exactly one of them."""
+    held = (await session.execute(select(GenerationLease.story_id, GenerationLease.holder))).all()
+    dead = [(story_id, holder) for story_id, holder in held if is_dead(holder)]
+    reclaimed = await reclaim_expired_leases(session, now=now)
+    for story_id, holder in dead:
+        row = (
+            await session.execute(
+                delete(GenerationLease)
+                .where(GenerationLease.story_id == story_id, GenerationLease.holder == holder)
+                .returning(*GenerationLease.__table__.columns)
+            )
+        ).one_or_none()
+        if row is not None:
+            reclaimed.append(GenerationLease(**row._asdict()))
+    return reclaimed
+
+
 async def reclaim_expired_leases(session: AsyncSession, *, now: datetime) -> list[GenerationLease]:
     """Remove the leases whose holder stopped heart-beating and return them (with their
     ``frontend_ref``, so the front end can mark those messages interrupted). Live leases
@@ -879,3 +903,84 @@ async def reclaim_expired_leases(session: AsyncSession, *, now: datetime) -> lis
         )
     )
     return [GenerationLease(**row._asdict()) for row in rows]
+
+
+# --- where a variant is shown ---------------------------------------------------------------
+
+
+async def set_variant_messages(
+    session: AsyncSession, variant_id: int, messages: Sequence[tuple[int, int]]
+) -> None:
+    """Record the (channel id, message id) pairs that show a variant, in order; the
+    components sit on the last one. Replaces what was recorded before."""
+    await session.execute(delete(VariantMessage).where(VariantMessage.variant_id == variant_id))
+    ids = [message_id for _, message_id in messages]
+    if ids:  # a message shows one variant at a time (variant switching edits in place)
+        await session.execute(delete(VariantMessage).where(VariantMessage.message_id.in_(ids)))
+    session.add_all(
+        VariantMessage(variant_id=variant_id, position=n, channel_id=channel_id, message_id=message_id)
+        for n, (channel_id, message_id) in enumerate(messages)
+    )
+    await session.flush()
+
+
+async def get_variant_messages(session: AsyncSession, variant_id: int) -> list[tuple[int, int]]:
+    rows = await session.execute(
+        select(VariantMessage.channel_id, VariantMessage.message_id)
+        .where(VariantMessage.variant_id == variant_id)
+        .order_by(VariantMessage.position)
+    )
+    return [(channel_id, message_id) for channel_id, message_id in rows]
+
+
+async def scene_messages(session: AsyncSession, scene_id: int) -> list[tuple[int, int]]:
+    """The messages showing any variant of a scene (a variant switch edits them in place)."""
+    rows = await session.execute(
+        select(VariantMessage.channel_id, VariantMessage.message_id)
+        .join(SceneVariant, SceneVariant.id == VariantMessage.variant_id)
+        .where(SceneVariant.scene_id == scene_id)
+        .order_by(VariantMessage.position)
+    )
+    return [(channel_id, message_id) for channel_id, message_id in rows]
+
+
+# --- additions for the Discord cogs (chapters, characters, settings) --------------------
+
+
+async def character_name_taken(
+    session: AsyncSession, story_id: int, name: str, *, except_id: int | None = None
+) -> bool:
+    """Whether another character of the story already has this name (case-insensitive,
+    like :func:`add_character`); ``except_id`` is the character being renamed."""
+    query = select(Character.id).where(
+        Character.story_id == story_id, func.lower(Character.name) == name.lower()
+    )
+    if except_id is not None:
+        query = query.where(Character.id != except_id)
+    return await session.scalar(query.limit(1)) is not None
+
+
+async def edit_character(
+    session: AsyncSession,
+    story_id: int,
+    character_id: int,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    personality: str | None = None,
+    voice: str | None = None,
+) -> Character:
+    """Change a character found by id (so it can be renamed; :func:`update_character`
+    finds it by a ``name`` that its changes cannot also carry). None leaves a field as
+    it is; NotFound when the character is gone."""
+    character = await session.scalar(
+        select(Character).where(Character.id == character_id, Character.story_id == story_id)
+    )
+    if character is None:
+        raise NotFound("That character is not in this story any more.")
+    changes = {"name": name, "description": description, "personality": personality, "voice": voice}
+    for field, value in changes.items():
+        if value is not None:
+            setattr(character, field, value)
+    await session.flush()
+    return character

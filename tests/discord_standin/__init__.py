@@ -3,7 +3,7 @@
 `DiscordStandin` serves Discord's REST API (`http://127.0.0.1:PORT/api/v10`) and the
 gateway (`ws://127.0.0.1:PORT/`) from one aiohttp server inside the test process. It
 keeps a model of guilds, channels, roles, members, messages (with every edit),
-interactions, modals and ephemeral replies; it acts as users do (`slash`, `click`,
+interactions, modals and ephemeral replies; it acts as users do (`slash`, `autocomplete`, `click`,
 `select`, `submit_modal`, `say`, `dm`, `join_voice`); and it enforces Discord's rules:
 documented limits, interaction deadlines, request bodies against Discord's OpenAPI
 spec, rate limits with real headers and 429s. Every broken rule is recorded and the

@@ -14,8 +14,8 @@ from . import rules
 from .clock import MonotonicClock
 from .gateway import Gateway
 from .models import (
-    APPLICATION_COMMAND, DM, EPHEMERAL, GUILD_TEXT, GUILD_VOICE, LOADING, MESSAGE_COMPONENT, MODAL_SUBMIT,
-    PRIVATE_THREAD, PUBLIC_THREAD, Attachment, Channel, Guild, InteractionRecord, Member, Message, ModalRecord,
+    APPLICATION_COMMAND, APPLICATION_COMMAND_AUTOCOMPLETE, DM, EPHEMERAL, GUILD_TEXT, GUILD_VOICE, LOADING,
+    MESSAGE_COMPONENT, MODAL_SUBMIT, PRIVATE_THREAD, PUBLIC_THREAD, Attachment, Channel, Guild, InteractionRecord, Member, Message, ModalRecord,
     Overwrite, Permissions, RateLimitHit, Revision, Role, User, Violation, VoiceState, iso_now, snowflake,
 )
 from .ratelimits import RateLimiter
@@ -372,6 +372,19 @@ class DiscordStandin:
 
     async def slash(self, user: User, channel: Channel, command: str, **options: Any) -> InteractionRecord:
         """Run `/command [group] [subcommand]` with options, as the Discord client would send it."""
+        data = self._command_data(channel, command, options)
+        return self._new_interaction(user, channel, APPLICATION_COMMAND, data)
+
+    async def autocomplete(self, user: User, channel: Channel, command: str, *, option: str, value: str = "",
+                           **options: Any) -> InteractionRecord:
+        """Type `value` into `option` of `/command` (the other `options` already filled in), as
+        the Discord client does: an autocomplete interaction the bot answers with choices
+        (callback type 8; read them from `(await rec.wait_response()).data["choices"]`)."""
+        data = self._command_data(channel, command, options, focused=(option, value))
+        return self._new_interaction(user, channel, APPLICATION_COMMAND_AUTOCOMPLETE, data)
+
+    def _command_data(self, channel: Channel, command: str, options: dict[str, Any],
+                      focused: tuple[str, str] | None = None) -> dict[str, Any]:
         root_name, *path = command.split()
         root = self._find_command(root_name, channel)
         node, chain = root, []
@@ -384,14 +397,23 @@ class DiscordStandin:
             raise LookupError(f"/{command} needs a subcommand")
         resolved: dict[str, dict[str, Any]] = {}
         leaf = []
+        options = dict(options)
         for definition in node.get("options") or []:
             name = definition["name"]
+            if focused is not None and name == focused[0]:
+                if not definition.get("autocomplete"):
+                    raise TypeError(f"/{command}: option {name!r} has no autocomplete")
+                # What the user typed so far: always a string, never checked against choices.
+                leaf.append({"name": name, "type": definition["type"], "value": focused[1], "focused": True})
+                continue
             key = name if name in options else name.replace("-", "_")
             if key not in options:
-                if definition.get("required"):
+                if definition.get("required") and focused is None:
                     raise TypeError(f"/{command}: option {name!r} is required")
                 continue
             leaf.append(self._option(definition, options.pop(key), resolved, channel))
+        if focused is not None and not any(o.get("focused") for o in leaf):
+            raise LookupError(f"/{command} has no option {focused[0]!r}")
         if options:
             raise TypeError(f"/{command} has no options {sorted(options)}")
         for sub in reversed(chain):
@@ -401,7 +423,7 @@ class DiscordStandin:
             data["resolved"] = resolved
         if root.get("guild_id"):
             data["guild_id"] = root["guild_id"]
-        return self._new_interaction(user, channel, APPLICATION_COMMAND, data)
+        return data
 
     def _find_command(self, name: str, channel: Channel) -> dict[str, Any]:
         scoped = self.guild_commands.get(channel.guild.id, []) if channel.guild else []

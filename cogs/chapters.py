@@ -1,0 +1,211 @@
+"""`/chapter new|list|summary`: close a chapter with a summary the model writes, list
+the chapters of the story's current path, and read or edit a chapter's summary.
+
+The story is the one of the thread or DM, or the one named by the ``story`` option.
+Whoever may play a story reads its chapters; closing a chapter or editing a summary is
+for whoever may manage it. Every reply is ephemeral.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.errors import KahaniModal
+from cogs.common import (
+    MODAL_TIMEOUT,
+    NO_PINGS,
+    STORY_OPTION_HELP,
+    EMBED_FIELDS,
+    NotAllowed,
+    PrivateView,
+    autocomplete_story,
+    checked_text,
+    ensure_can_manage,
+    fitted_embed,
+    option_story_id,
+    shorten,
+    story_to_manage,
+    story_to_view,
+)
+from core import messages as msg
+from core.errors import Conflict, KahaniError, NotFound
+from core.models import Chapter
+
+if TYPE_CHECKING:
+    from bot.app import KahaniBot
+
+log = logging.getLogger(__name__)
+
+TITLE_MAX = 100
+SUMMARY_MAX = 4000  # what a form's text input holds
+
+ChapterList = list[tuple[Chapter, str | None]]
+
+
+def chapter_name(chapter: Chapter) -> str:
+    """"Chapter 2: The Bridge", or "Chapter 2" when it has no title of its own."""
+    title = chapter.title.strip()
+    if not title or title == f"Chapter {chapter.number}":
+        return msg.CHAPTER_UNTITLED.format(number=chapter.number)
+    return msg.CHAPTER_NAMED.format(number=chapter.number, title=title)
+
+
+def chapters_embed(story_title: str, chapters: ChapterList) -> discord.Embed:
+    """The chapters of the path, oldest first, with their summaries (the latest 25)."""
+    shown = chapters[-EMBED_FIELDS:]
+    fields = []
+    for chapter, summary in shown:
+        name = chapter_name(chapter)
+        if chapter is chapters[-1][0]:
+            name = msg.CHAPTER_CURRENT.format(name=name)
+        fields.append((name, summary or msg.CHAPTER_NO_SUMMARY))
+    footer = msg.MORE_NOT_SHOWN.format(shown=len(shown), total=len(chapters)) if len(shown) < len(chapters) else ""
+    return fitted_embed(msg.CHAPTER_LIST_TITLE.format(story=story_title), fields, footer=footer)
+
+
+def summary_embed(story_title: str, chapter: Chapter, summary: str) -> discord.Embed:
+    embed = discord.Embed(title=shorten(chapter_name(chapter), 256), description=shorten(summary, 4096))
+    return embed.set_footer(text=shorten(story_title, 256))
+
+
+def pick_chapter(chapters: ChapterList, number: int | None) -> tuple[Chapter, str | None]:
+    """The chapter asked for; by default the latest one that has a summary (the one
+    /chapter new just closed), else the current one."""
+    if number is not None:
+        found = next((entry for entry in chapters if entry[0].number == number), None)
+        if found is None:
+            raise NotFound(msg.CHAPTER_UNKNOWN.format(number=number))
+        return found
+    return next((entry for entry in reversed(chapters) if entry[1]), chapters[-1])
+
+
+class SummaryModal(KahaniModal):
+    """Edit a chapter's summary. Opened straight from the button (a form must be the
+    first answer): it is prefilled from what the view showed, no database read first."""
+
+    def __init__(self, view: SummaryView) -> None:
+        super().__init__(title=msg.SUMMARY_MODAL_TITLE.format(number=view.chapter.number), timeout=MODAL_TIMEOUT)
+        self.summary_view = view
+        fits = len(view.summary) <= SUMMARY_MAX
+        self.text = discord.ui.TextInput(
+            style=discord.TextStyle.paragraph, max_length=SUMMARY_MAX, custom_id="summary",
+            default=view.summary if fits else None,
+            placeholder=None if fits else msg.SUMMARY_TOO_LONG_TO_PREFILL,
+        )
+        self.add_item(discord.ui.Label(text=msg.SUMMARY_MODAL_LABEL, component=self.text))
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        text = checked_text(self.text.value, msg.FIELD_SUMMARY, SUMMARY_MAX, required=True)
+        view = self.summary_view
+        bot: KahaniBot = interaction.client  # type: ignore[assignment]
+        async with bot.db.transaction() as session:
+            story, who = await story_to_manage(session, interaction, view.story_id)
+        await bot.engine.edit_summary(story.id, view.chapter.id, text, user_id=who.user.id)
+        view.summary = text
+        await interaction.response.edit_message(
+            content=msg.SUMMARY_SAVED, embed=summary_embed(story.title, view.chapter, text), view=view,
+            allowed_mentions=NO_PINGS,
+        )
+
+
+class SummaryView(PrivateView):
+    """The **Edit** button under a summary shown to someone who may manage the story."""
+
+    def __init__(self, story_id: int, chapter: Chapter, summary: str) -> None:
+        super().__init__()
+        self.story_id = story_id
+        self.chapter = chapter
+        self.summary = summary
+        self.edit.label = msg.SUMMARY_EDIT_BUTTON
+
+    @discord.ui.button(style=discord.ButtonStyle.secondary)
+    async def edit(self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]) -> None:
+        await interaction.response.send_modal(SummaryModal(self))
+
+
+async def autocomplete_chapter(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[int]]:
+    """The chapters of the story's path whose name contains what was typed (never raises)."""
+    bot: KahaniBot = interaction.client  # type: ignore[assignment]
+    try:
+        async with bot.db.transaction() as session:
+            found, _ = await story_to_view(session, interaction, option_story_id(interaction))
+        chapters = await bot.engine.story_so_far(found.id)
+    except Exception as exc:  # no story here, not allowed, database down: no choices
+        log.info("chapter autocomplete offers nothing: %s", exc)
+        return []
+    typed = current.strip().lower()
+    names = [(chapter_name(c), c.number) for c, _ in reversed(chapters)]
+    return [app_commands.Choice(name=shorten(n, 100), value=number) for n, number in names if typed in n.lower()][:25]
+
+
+class Chapters(commands.GroupCog, group_name="chapter", group_description="The chapters of a story"):
+    """Close chapters, list them, read and edit their summaries."""
+
+    def __init__(self, bot: KahaniBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="new", description="Close this chapter with a summary; the next scene starts a new one")
+    @app_commands.describe(title="The new chapter's title", story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def new(self, interaction: discord.Interaction[Any],
+                  title: app_commands.Range[str, 1, TITLE_MAX] | None = None,
+                  story: int | None = None) -> None:
+        title = checked_text(title, msg.FIELD_TITLE, TITLE_MAX)
+        await interaction.response.defer(ephemeral=True, thinking=True)  # the model writes the summary
+        async with self.bot.db.transaction() as session:
+            found, who = await story_to_manage(session, interaction, story)
+        try:
+            chapter = await self.bot.engine.new_chapter(found.id, title=title, user_id=who.user.id)
+        except (Conflict, NotFound):
+            raise
+        except KahaniError as exc:  # the model failed: say so, and that nothing changed
+            raise KahaniError(msg.CHAPTER_NOT_CLOSED.format(reason=exc.message)) from exc
+        await interaction.followup.send(
+            msg.CHAPTER_CLOSED.format(closed=chapter.number - 1, name=chapter_name(chapter)),
+            ephemeral=True, allowed_mentions=NO_PINGS,
+        )
+
+    @app_commands.command(name="list", description="The story's chapters and their summaries")
+    @app_commands.describe(story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def show_list(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.bot.db.transaction() as session:
+            found, _ = await story_to_view(session, interaction, story)
+        chapters = await self.bot.engine.story_so_far(found.id)
+        await interaction.followup.send(embed=chapters_embed(found.title, chapters), ephemeral=True,
+                                        allowed_mentions=NO_PINGS)
+
+    @app_commands.command(name="summary", description="Read a chapter's summary (and edit it, if it is your story)")
+    @app_commands.describe(chapter="The chapter's number (default: the latest summarised one)", story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(chapter=autocomplete_chapter, story=autocomplete_story)
+    async def summary(self, interaction: discord.Interaction[Any], chapter: app_commands.Range[int, 1] | None = None,
+                      story: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.bot.db.transaction() as session:
+            found, who = await story_to_view(session, interaction, story)
+        try:
+            ensure_can_manage(found, who)
+            may_edit = True
+        except NotAllowed:
+            may_edit = False
+        picked, text = pick_chapter(await self.bot.engine.story_so_far(found.id), chapter)
+        if not text:
+            await interaction.followup.send(msg.CHAPTER_SUMMARY_NONE.format(number=picked.number), ephemeral=True)
+            return
+        embed = summary_embed(found.title, picked, text)
+        if not may_edit:
+            await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+            return
+        view = SummaryView(found.id, picked, text)
+        view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=True,
+                                                       allowed_mentions=NO_PINGS, wait=True)
+
+
+async def setup(bot: KahaniBot) -> None:
+    await bot.add_cog(Chapters(bot))

@@ -1,0 +1,403 @@
+"""/character, /chapter and /settings end to end: the real KahaniBot against the Discord
+stand-in and the fake LLM. Stories and scenes are seeded through core.repository (the
+/story new flow is tested elsewhere); everything else goes through Discord."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+
+from bot.app import KahaniBot
+from cogs.common import EMBED_TOTAL, PrivateView, fitted_embed, shorten
+from core import messages as msg
+from core import repository as repo
+from core.db import Database
+from core.models import Character
+from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
+from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.fakes.llm import FakeLLM, Fault
+from tests.harness import running_bot
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+SUMMARY = "Mara reached the lighthouse, found the keeper's log and learned the light had been put out on purpose."
+
+
+# --- the module's world: one stand-in, one fake LLM, one bot on a fresh SQLite database --------
+
+
+@dataclass
+class World:
+    standin: DiscordStandin
+    bot: KahaniBot
+    llm: FakeLLM
+    guild: Guild
+    general: Channel
+    alice: User  # owns the stories
+    bob: User  # plays in the server, manages nothing
+    mod: User  # has Manage Threads
+
+    @property
+    def db(self) -> Database:
+        return self.bot.db
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
+    path = tmp_path_factory.mktemp("manage") / "kahani.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM() as llm:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "general")
+        moderators = standin.add_role(guild, "moderators", Permissions.MANAGE_THREADS)
+        alice = standin.add_user("alice", guild=guild)
+        bob = standin.add_user("bob", guild=guild)
+        mod = standin.add_user("mod", guild=guild, roles=(moderators,))
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
+            yield World(standin, running.bot, llm, guild, general, alice, bob, mod)
+
+
+@pytest.fixture(scope="module")
+def standin(world: World) -> DiscordStandin:
+    return world.standin
+
+
+@dataclass
+class Seeded:
+    story_id: int
+    thread: Channel
+
+
+async def seed_story(world: World, title: str, *, scenes: int = 2, mode: str = "solo") -> Seeded:
+    """Alice's story in a thread of #general, with a few scenes (what /story new makes)."""
+    thread = world.standin.add_thread(world.general, title, owner=world.alice)
+    async with world.db.transaction() as s:
+        owner = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
+        story = await repo.create_story(s, owner, title, mode=mode, guild_id=world.guild.id,
+                                        channel_id=world.general.id, thread_id=thread.id)
+        parent = None
+        for n in range(1, scenes + 1):
+            _, variant = await repo.add_scene(s, story.id, parent, f"Scene {n}: the waves rise.",
+                                              [repo.ChoiceSpec("Go on")])
+            parent = variant.id
+    return Seeded(story.id, thread)
+
+
+async def cast(world: World, story_id: int) -> list[Character]:
+    async with world.db.read() as s:
+        return list(await repo.list_characters(s, story_id))
+
+
+async def reply(world: World, rec: InteractionRecord) -> Message:
+    """The one message that answers the interaction: only its user sees it, and it pings
+    nobody (a deferred command's answer is its followup)."""
+    response = await rec.wait_response()
+    if response.type == 5:
+        await world.standin.wait_until(lambda: rec.followups, what="the followup")
+    if response.type in (4, 7):
+        assert response.data["allowed_mentions"]["parse"] == []
+    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
+    assert len(answers) == 1, answers
+    (answer,) = answers
+    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
+    return answer
+
+
+async def open_form(world: World, user: User, channel: Channel, command: str, **options: object):
+    rec = await world.standin.slash(user, channel, command, **options)
+    assert (await rec.wait_response()).type == 9, "a form must be the first answer"
+    return world.standin.modals_for(user)[-1]
+
+
+async def add_character(world: World, seeded: Seeded, name: str, description: str = "", personality: str = "",
+                        **options: object) -> Message:
+    form = await open_form(world, world.alice, seeded.thread, "character add", **options)
+    rec = await world.standin.submit_modal(world.alice, form, {"name": name, "description": description,
+                                                               "personality": personality})
+    return await reply(world, rec)
+
+
+def fields(message: Message) -> dict[str, str]:
+    (embed,) = message.embeds
+    return {f["name"]: f["value"] for f in embed.get("fields", [])}
+
+
+def form_values(form) -> dict[str, str]:
+    return {c["custom_id"]: c.get("value", "") for c in form.text_inputs()}
+
+
+# --- /character ----------------------------------------------------------------------------
+
+
+async def test_a_character_added_through_the_form_is_listed_with_its_details(world: World) -> None:
+    seeded = await seed_story(world, "The Lighthouse")
+    answer = await add_character(world, seeded, "Mira <@&1>", "The keeper's daughter.", "Dry, fearless.",
+                                 voice="af_bella")
+    assert answer.content == msg.CHARACTER_ADDED.format(name="Mira <@&1>", story="The Lighthouse")
+    (mira,) = await cast(world, seeded.story_id)
+    assert (mira.name, mira.description, mira.personality, mira.voice) == (
+        "Mira <@&1>", "The keeper's daughter.", "Dry, fearless.", "af_bella")
+
+    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character list"))
+    assert listing.embeds[0]["title"] == "The Lighthouse: characters"
+    assert fields(listing) == {"Mira <@&1>": "The keeper's daughter.\n*Personality:* Dry, fearless.\n*Voice:* af_bella"}
+    assert world.general.messages == [] and seeded.thread.messages == []  # nothing for the table
+
+
+async def test_the_edit_form_is_prefilled_and_saves_a_rename(world: World) -> None:
+    seeded = await seed_story(world, "The Orchard")
+    await add_character(world, seeded, "Tomas", "A gardener.", "Patient.")
+    form = await open_form(world, world.alice, seeded.thread, "character edit", name="tomas", voice="bm_george")
+    assert form_values(form) == {"name": "Tomas", "description": "A gardener.", "personality": "Patient."}
+    rec = await world.standin.submit_modal(world.alice, form, {"name": "Old Tomas", "personality": "Impatient now."})
+    assert (await reply(world, rec)).content == msg.CHARACTER_UPDATED.format(name="Old Tomas")
+    (tomas,) = await cast(world, seeded.story_id)
+    assert (tomas.name, tomas.description, tomas.personality, tomas.voice) == (
+        "Old Tomas", "A gardener.", "Impatient now.", "bm_george")
+
+
+async def test_removing_a_character_asks_first(world: World) -> None:
+    seeded = await seed_story(world, "The Mill")
+    await add_character(world, seeded, "Ada")
+    question = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character remove", name="ada"))
+    assert question.content == msg.CHARACTER_REMOVE_CONFIRM.format(name="Ada", story="The Mill")
+
+    kept = await world.standin.click(world.alice, question, msg.CHARACTER_CANCEL_BUTTON)
+    assert (await kept.wait_response()).type == 7
+    assert question.content == msg.CHARACTER_KEPT and question.components == []
+    assert [c.name for c in await cast(world, seeded.story_id)] == ["Ada"]
+
+    question = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character remove", name="Ada"))
+    removed = await world.standin.click(world.alice, question, msg.CHARACTER_REMOVE_BUTTON)
+    assert (await removed.wait_response()).type == 7
+    assert question.content == msg.CHARACTER_REMOVED.format(name="Ada") and question.components == []
+    assert await cast(world, seeded.story_id) == []
+
+
+async def test_buttons_left_unused_are_taken_off_the_reply_when_they_time_out(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(PrivateView, "TIMEOUT", 0.2)
+    seeded = await seed_story(world, "The Well")
+    await add_character(world, seeded, "Pell")
+    async with world.db.transaction() as s:
+        tip = await repo.tip(s, seeded.story_id)
+        await repo.open_chapter(s, seeded.story_id, tip.variant.id, summary=SUMMARY)
+    remove = await world.standin.slash(world.alice, seeded.thread, "character remove", name="Pell")
+    question = await reply(world, remove)
+    summary = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary"))
+    assert question.components and summary.components
+    await world.standin.wait_until(lambda: not question.components and not summary.components,
+                                   what="the buttons to be taken off")
+    assert question.content == msg.CHARACTER_REMOVE_CONFIRM.format(name="Pell", story="The Well")
+    assert [c.name for c in await cast(world, seeded.story_id)] == ["Pell"]
+
+
+async def test_someone_who_may_not_manage_the_story_is_refused_and_nothing_changes(world: World) -> None:
+    seeded = await seed_story(world, "The Harbour", mode="group")
+    await add_character(world, seeded, "Ines", "A smuggler.")
+    for command, options in (("character add", {}), ("character edit", {"name": "Ines"}),
+                             ("character remove", {"name": "Ines"}), ("chapter new", {})):
+        rec = await world.standin.slash(world.bob, seeded.thread, command, **options)
+        assert (await reply(world, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE, command
+    assert world.standin.modals_for(world.bob) == []
+    assert [(c.name, c.description) for c in await cast(world, seeded.story_id)] == [("Ines", "A smuggler.")]
+    assert len(await world.bot.engine.story_so_far(seeded.story_id)) == 1
+    # A player of the group story still sees the cast; a moderator may change it.
+    listing = await reply(world, await world.standin.slash(world.bob, seeded.thread, "character list"))
+    assert list(fields(listing)) == ["Ines"]
+    form = await open_form(world, world.mod, seeded.thread, "character edit", name="Ines")
+    await reply(world, await world.standin.submit_modal(world.mod, form, {"description": "A reformed smuggler."}))
+    assert [c.description for c in await cast(world, seeded.story_id)] == ["A reformed smuggler."]
+
+
+async def test_a_form_submitted_after_the_story_was_deleted_gets_a_clear_message(world: World) -> None:
+    seeded = await seed_story(world, "The Ferry")
+    form = await open_form(world, world.alice, seeded.thread, "character add")
+    async with world.db.transaction() as s:
+        await repo.delete_story(s, seeded.story_id)
+    rec = await world.standin.submit_modal(world.alice, form, {"name": "Nobody"})
+    assert (await reply(world, rec)).content == f"Story #{seeded.story_id} does not exist (it may have been deleted)."
+    rec = await world.standin.slash(world.alice, seeded.thread, "character list")
+    assert (await reply(world, rec)).content == msg.NO_STORY_HERE
+
+
+async def test_blank_duplicate_or_over_long_form_values_get_a_clear_message(world: World) -> None:
+    seeded = await seed_story(world, "The Quarry")
+    await add_character(world, seeded, "Lena")
+    form = await open_form(world, world.alice, seeded.thread, "character add")
+    limits = {c["custom_id"]: c["max_length"] for c in form.text_inputs()}
+    assert limits == {"name": 100, "description": 1000, "personality": 1000}  # Discord's client enforces these
+
+    cases = [
+        ({"name": "   "}, msg.TEXT_REQUIRED.format(field=msg.FIELD_NAME)),
+        ({"name": "LENA"}, msg.CHARACTER_NAME_TAKEN.format(name="LENA")),
+        # A client that ignores max_length still cannot store more than the limit.
+        ({"name": "Kai", "description": "x" * 1001},
+         msg.TEXT_TOO_LONG.format(field=msg.FIELD_DESCRIPTION, limit=1000, length=1001)),
+    ]
+    for values, expected in cases:
+        form = await open_form(world, world.alice, seeded.thread, "character add")
+        for top in form.components:
+            top["component"]["max_length"] = 4000
+        rec = await world.standin.submit_modal(world.alice, form, values)
+        assert (await reply(world, rec)).content == expected
+    rec = await world.standin.slash(world.alice, seeded.thread, "character add", voice="v" * 201)
+    assert (await reply(world, rec)).content == msg.TEXT_TOO_LONG.format(field=msg.FIELD_VOICE, limit=200, length=201)
+    assert [c.name for c in await cast(world, seeded.story_id)] == ["Lena"]
+
+
+async def test_the_character_option_autocompletes_from_the_story_cast(world: World) -> None:
+    seeded = await seed_story(world, "The Bell Tower")
+    for name in ("Mira", "Mikhail", "Oskar"):
+        await add_character(world, seeded, name)
+    rec = await world.standin.autocomplete(world.alice, seeded.thread, "character edit", option="name", value="Mi")
+    response = await rec.wait_response()
+    assert response.type == 8
+    assert [c["name"] for c in response.data["choices"]] == ["Mikhail", "Mira"]
+    # Named by the story option from another channel, and for someone who may not see it: nothing.
+    rec = await world.standin.autocomplete(world.alice, world.general, "character remove", option="name", value="",
+                                           story=seeded.story_id)
+    assert [c["value"] for c in (await rec.wait_response()).data["choices"]] == ["Mikhail", "Mira", "Oskar"]
+    rec = await world.standin.autocomplete(world.bob, seeded.thread, "character edit", option="name", value="")
+    assert (await rec.wait_response()).data["choices"] == []
+
+
+# --- /settings -----------------------------------------------------------------------------
+
+
+async def test_settings_set_then_show(world: World) -> None:
+    shown = await reply(world, await world.standin.slash(world.bob, world.general, "settings show"))
+    assert shown.embeds[0]["description"] == msg.SETTINGS_BODY.format(
+        scene_length="medium", voice=msg.SETTINGS_DEFAULT_VOICE, speed=1.0, auto_narrate=msg.SETTINGS_OFF)
+
+    rec = await world.standin.slash(world.bob, world.general, "settings set", scene_length="long",
+                                    voice="af_bella", speed=1.25, auto_narrate=True)
+    assert (await reply(world, rec)).content == msg.SETTINGS_SAVED
+    dm = await world.standin.dm(world.bob)  # per user: the same settings in a DM
+    shown = await reply(world, await world.standin.slash(world.bob, dm, "settings show"))
+    assert shown.embeds[0]["description"] == msg.SETTINGS_BODY.format(
+        scene_length="long", voice="af_bella", speed=1.25, auto_narrate=msg.SETTINGS_ON)
+
+    for options, expected in (({}, msg.SETTINGS_NOTHING_GIVEN),
+                              ({"speed": 3.0}, msg.SETTINGS_BAD_SPEED.format(speed=3.0))):
+        answer = await reply(world, await world.standin.slash(world.bob, world.general, "settings set", **options))
+        assert answer.content == expected
+    await reply(world, await world.standin.slash(world.bob, world.general, "settings set", voice="Default"))
+    async with world.db.transaction() as s:
+        user = await repo.get_or_create_user(s, world.bob.id, "bob")
+        settings = await repo.get_user_settings(s, user.id)
+        assert (settings.scene_length, settings.tts_voice, settings.tts_speed, settings.auto_narrate) == (
+            "long", None, 1.25, True)
+
+
+# --- /chapter ------------------------------------------------------------------------------
+
+
+async def test_chapter_new_stores_the_summary_the_model_wrote_and_the_list_shows_it(world: World) -> None:
+    seeded = await seed_story(world, "The Lighthouse Keeper")
+    world.llm.script(SUMMARY)
+    rec = await world.standin.slash(world.alice, seeded.thread, "chapter new", title="The Bridge")
+    answer = await reply(world, rec)
+    assert rec.response.type == 5  # deferred before the model was asked
+    assert answer.content == msg.CHAPTER_CLOSED.format(closed=1, name="Chapter 2: The Bridge")
+    chapters = await world.bot.engine.story_so_far(seeded.story_id)
+    assert [(c.number, c.title, text) for c, text in chapters] == [
+        (1, "Chapter 1", SUMMARY), (2, "The Bridge", None)]
+
+    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
+    assert fields(listing) == {"Chapter 1": SUMMARY, "Chapter 2: The Bridge (current)": msg.CHAPTER_NO_SUMMARY}
+    again = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+    assert again.content == msg.CHAPTER_ALREADY_NEW
+
+
+async def test_chapter_new_with_the_storyteller_down_says_so_and_changes_nothing(world: World) -> None:
+    seeded = await seed_story(world, "The Storm")
+    world.llm.script(fault=Fault.HTTP_500)
+    answer = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+    reason = msg.LLM_SERVER_ERROR.format(server=msg.LLM_GENERIC_SERVER)  # told apart by its port
+    assert answer.content == msg.CHAPTER_NOT_CLOSED.format(reason=reason)
+    assert [(c.number, text) for c, text in await world.bot.engine.story_so_far(seeded.story_id)] == [(1, None)]
+    async with world.db.read() as s:
+        assert await repo.get_lease(s, seeded.story_id) is None  # the next try is not "still writing"
+
+
+async def test_a_summary_is_edited_through_the_form_by_the_owner_only(world: World) -> None:
+    seeded = await seed_story(world, "The Caravan", mode="group")
+    world.llm.script(SUMMARY)
+    await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+
+    onlooker = await reply(world, await world.standin.slash(world.bob, seeded.thread, "chapter summary"))
+    assert onlooker.embeds[0]["description"] == SUMMARY and onlooker.components == []
+
+    shown = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=1))
+    assert shown.embeds[0]["title"] == "Chapter 1" and shown.embeds[0]["description"] == SUMMARY
+    click = await world.standin.click(world.alice, shown, msg.SUMMARY_EDIT_BUTTON)
+    assert (await click.wait_response()).type == 9
+    form = world.standin.modals_for(world.alice)[-1]
+    assert form_values(form) == {"summary": SUMMARY}
+
+    blank = await world.standin.submit_modal(world.alice, form, {"summary": "   "})
+    assert (await reply(world, blank)).content == msg.TEXT_REQUIRED.format(field=msg.FIELD_SUMMARY)
+    click = await world.standin.click(world.alice, shown, msg.SUMMARY_EDIT_BUTTON)
+    await click.wait_response()
+    edited = "Mara and the keeper sailed at dawn; the light burns again."
+    rec = await world.standin.submit_modal(world.alice, world.standin.modals_for(world.alice)[-1], {"summary": edited})
+    assert (await rec.wait_response()).type == 7  # the shown summary is updated in place
+    assert shown.content == msg.SUMMARY_SAVED and shown.embeds[0]["description"] == edited
+    chapters = await world.bot.engine.story_so_far(seeded.story_id)
+    assert chapters[0][1] == edited
+
+    missing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=9))
+    assert missing.content == msg.CHAPTER_UNKNOWN.format(number=9)
+
+
+async def test_the_chapter_list_stays_within_discords_embed_limits(world: World) -> None:
+    seeded = await seed_story(world, "The Long Road", scenes=0)
+    async with world.db.transaction() as s:
+        parent = None
+        for n in range(1, 31):
+            _, variant = await repo.add_scene(s, seeded.story_id, parent, f"Scene {n}.")
+            await repo.open_chapter(s, seeded.story_id, variant.id, summary=f"Summary {n}. " + "word " * 600,
+                                    title="T" * 200)
+            parent = variant.id
+    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
+    (embed,) = listing.embeds
+    assert len(embed["fields"]) == 25 and embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=31)
+    assert embed["fields"][0]["value"].startswith("Summary 7. word") and embed["fields"][0]["value"].endswith("…")
+    size = len(embed["title"]) + len(embed["footer"]["text"]) + sum(len(f["name"]) + len(f["value"])
+                                                                     for f in embed["fields"])
+    assert 5000 < size <= EMBED_TOTAL
+
+
+async def test_embed_fitting_keeps_short_values_whole_and_shortens_long_ones_at_a_word() -> None:
+    embed = fitted_embed("t", [("short", "kept whole"), ("long", "lorem ipsum " * 1000)])
+    assert embed.fields[0].value == "kept whole"
+    assert len(embed.fields[1].value) <= 1024 and embed.fields[1].value.endswith("ipsum…")
+    assert shorten("one two three", 9) == "one two…" and shorten("fits", 4) == "fits"
+
+
+# --- the same on PostgreSQL (and SQLite) ---------------------------------------------------------
+
+
+async def test_cast_and_chapters_on_each_database(database_url: str) -> None:
+    async with DiscordStandin() as standin, FakeLLM() as llm:
+        guild = standin.add_guild("Elsewhere")
+        general = standin.add_channel(guild, "general")
+        alice = standin.add_user("alice", guild=guild)
+        async with running_bot(standin, database_url, llm_base_url=llm.base_url) as running:
+            world = World(standin, running.bot, llm, guild, general, alice, alice, alice)
+            seeded = await seed_story(world, "The Observatory")
+            await add_character(world, seeded, "Mara", "An astronomer.")
+            listing = await reply(world, await standin.slash(alice, seeded.thread, "character list"))
+            assert fields(listing) == {"Mara": "An astronomer."}
+            llm.script(SUMMARY)
+            await reply(world, await standin.slash(alice, seeded.thread, "chapter new"))
+            listing = await reply(world, await standin.slash(alice, seeded.thread, "chapter list"))
+            assert fields(listing)["Chapter 1"] == SUMMARY
+        standin.assert_clean()
