@@ -149,6 +149,10 @@ class RestApi:
             await self._read_body(http, req)
             if spec_template is not None and req.body is not None and method in ("POST", "PUT", "PATCH"):
                 self._reject(req, self.s.spec.validate(spec_template, method, req.body), "schema")
+            if isinstance(req.body, dict) and method in ("POST", "PATCH"):
+                message = req.body.get("data") if "interactions/" in template else req.body
+                if isinstance(message, dict):
+                    self.s.pings.extend((label, ping) for ping in rules.pings(message))
             result = await self.routes[(method, template)](req)
         except DiscordError as exc:
             self.s.error_responses.append((label, exc.status, exc.body))

@@ -342,3 +342,27 @@ def load_spec(path: Path = SPEC_PATH) -> OpenAPISpec | None:
 @cache
 def _parsed_spec(path: Path) -> OpenAPISpec:
     return OpenAPISpec(json.loads(path.read_text()))  # 1.2 MB: parse once per process
+
+
+# --- who a message would ping --------------------------------------------------------------
+
+_USER_MENTION = re.compile(r"<@!?(\d+)>")
+_ROLE_MENTION = re.compile(r"<@&(\d+)>")
+_EVERYONE = re.compile(r"@(everyone|here)\b")
+
+
+def pings(message: dict[str, Any]) -> list[str]:
+    """The mentions in a message's content that Discord would turn into pings, given its
+    ``allowed_mentions`` (absent: Discord parses every kind)."""
+    content = message.get("content")
+    if not isinstance(content, str) or not content:
+        return []
+    allowed = message.get("allowed_mentions")
+    parse = set(allowed.get("parse") or []) if isinstance(allowed, dict) else {"users", "roles", "everyone"}
+    users = {str(u) for u in (allowed or {}).get("users") or []} if isinstance(allowed, dict) else set()
+    roles = {str(r) for r in (allowed or {}).get("roles") or []} if isinstance(allowed, dict) else set()
+    found = []
+    found += [f"user:{u}" for u in _USER_MENTION.findall(content) if "users" in parse or u in users]
+    found += [f"role:{r}" for r in _ROLE_MENTION.findall(content) if "roles" in parse or r in roles]
+    found += [f"@{e}" for e in _EVERYONE.findall(content) if "everyone" in parse]
+    return found

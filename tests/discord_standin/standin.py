@@ -59,6 +59,9 @@ class DiscordStandin:
         self.users: dict[int, User] = {u.id: u for u in (self.bot_user, self.owner)}
         self.guilds: dict[int, Guild] = {}
         self.channels: dict[int, Channel] = {}
+        # (request, ping) for every mention a message sent by the bot would notify:
+        # story text must never ping (tests assert this stays empty).
+        self.pings: list[tuple[str, str]] = []
         self.dms: dict[int, Channel] = {}
         self.global_commands: list[dict[str, Any]] = []
         self.guild_commands: dict[int, list[dict[str, Any]]] = {}
@@ -680,7 +683,8 @@ class DiscordStandin:
                 unanswered)
 
     def assert_clean(self) -> None:
-        """Fail loudly on any broken rule, any 429, any interaction left unanswered past the deadline."""
+        """Fail loudly on any broken rule, any 429, any interaction left unanswered past the deadline,
+        any ping."""
         violations, hits, unanswered = self.unexpected()
         for item in [*violations, *hits, *unanswered]:
             item.expected = True  # report each problem once
@@ -688,6 +692,8 @@ class DiscordStandin:
         problems += [f"429 {'(global) ' if h.is_global else ''}on {h.request} (bucket {h.bucket})" for h in hits]
         problems += [f"interaction {r.id} ({r.data.get('name') or r.data.get('custom_id')}) never answered"
                      for r in unanswered]
+        problems += [f"a message would ping {ping}: {request}" for request, ping in self.pings]
+        self.pings.clear()  # report each once; a test that means to ping reads and clears them
         if problems:
             raise AssertionError("the Discord stand-in saw:\n  " + "\n  ".join(problems))
 
