@@ -44,6 +44,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.chapters",
     "cogs.characters",
     "cogs.settings",
+    "cogs.stories",
 )
 
 # app_state key of the hash of the global commands last synced to Discord.

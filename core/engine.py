@@ -700,6 +700,9 @@ class StoryEngine:
                 if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
                     raise Conflict(msg.LEASE_LOST)
                 scene_id, variant_id = await plan.save(s, content, choices, token_count)
+                # Free the story in the same transaction: players may act on the new
+                # scene the moment a front end shows it.
+                await repo.release_lease(s, plan.story_id, holder)
         except KahaniError as exc:
             yield Failed(exc.message, "conflict")
             return
@@ -708,9 +711,17 @@ class StoryEngine:
 
         if plan.fold:
             # Older scenes of the chapter no longer fit: fold them into the rolling
-            # summary now, still under the lease. A failure only means it is retried
-            # with the next scene.
-            await self._fold(plan, holder)
+            # summary now, under the story's lease (taken again: if a player was quicker,
+            # the fold is simply redone with a later scene, as after a failure).
+            fold_holder = self._holder()
+            async with self.db.transaction() as s:
+                taken = await repo.acquire_lease(s, plan.story_id, fold_holder, now=self.clock(),
+                                                 ttl=self.config.lease_ttl, purpose="summary")
+            if taken:
+                try:
+                    await self._fold(plan, fold_holder)
+                finally:
+                    await self._release(plan.story_id, fold_holder)
 
     async def _more_choices(self, frame: StoryFrame, scene: str, found: list[Choice]) -> list[Choice]:
         """The one short extra call for choices; generic ones if even that fails."""

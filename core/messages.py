@@ -193,6 +193,7 @@ STORY_NO_THREAD_PERMISSION = (
     "or start the story in my DMs."
 )
 STORY_STARTED = "**{title}** begins in {where}."
+HERE_IN_DMS = "this conversation"
 STORY_INTRO = "📖 **{title}**\n-# {genre} · {tone}"
 CHOICE_GONE = "That choice does not exist any more."
 VARIANT_GONE = "That version of the scene does not exist any more."

@@ -1,0 +1,275 @@
+"""How a scene looks in Discord: its text and its persistent components.
+
+Components outlive the process (DESIGN §8): each is a ``DynamicItem`` whose custom_id
+is ``kahani:v1:<action>:<id>[:<n>]``. ``from_custom_id`` only parses — every check
+against the database happens in the callback, which hands over to the Stories cog.
+
+Layout (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
+Continue, Narrate, New chapter (≥ 80 % of the context); row 3 the variant select (more
+than one variant); row 4 the rating select; row 5 Favourite, Retry.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.errors import funnel_errors
+from core.choices import Choice, shorten_label
+
+if TYPE_CHECKING:
+    from cogs.stories import Stories
+
+PREFIX = "kahani:v1"
+HEADER_PREFIX = "-# → "
+INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
+
+
+def cog(interaction: discord.Interaction[Any]) -> Stories:
+    stories = interaction.client.get_cog("Stories")  # type: ignore[union-attr]
+    assert stories is not None, "the Stories cog is not loaded"
+    return stories  # type: ignore[return-value]
+
+
+# --- text ---------------------------------------------------------------------------------
+
+
+def one_line(text: str, limit: int = INSTRUCTION_LIMIT) -> str:
+    """An instruction as it appears in a scene's header line."""
+    return " ".join(text.split())[:limit]
+
+
+def header(instruction: str | None) -> str:
+    """The first line of a scene message: what led to it (read back by Retry)."""
+    return f"{HEADER_PREFIX}{one_line(instruction)}" if instruction else ""
+
+
+def instruction_from(message: discord.Message | None) -> str | None:
+    """The instruction in a message's header line (for Retry of a free-text action)."""
+    if message is None or not message.content.startswith(HEADER_PREFIX):
+        return None
+    return message.content.split("\n", 1)[0][len(HEADER_PREFIX):].strip() or None
+
+
+def choices_footer(choices: Sequence[Choice]) -> str:
+    """The choices in full, under the scene (buttons may be shortened)."""
+    return "\n".join(f"**{n}.** {c.text}" for n, c in enumerate(choices, start=1))
+
+
+# --- components --------------------------------------------------------------------------
+
+
+class ChoiceButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                   template=rf"{PREFIX}:choose:(?P<variant>\d+):(?P<n>[1-6])"):
+    def __init__(self, variant_id: int, n: int, label: str = "…") -> None:
+        super().__init__(discord.ui.Button(
+            label=f"{n}. {label}"[:80], style=discord.ButtonStyle.primary, row=0,
+            custom_id=f"{PREFIX}:choose:{variant_id}:{n}",
+        ))
+        self.variant_id, self.n = variant_id, n
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Any, item: Any, match: re.Match[str]) -> ChoiceButton:
+        return cls(int(match["variant"]), int(match["n"]))
+
+    @funnel_errors
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await cog(interaction).on_choice(interaction, self.variant_id, self.n)
+
+
+def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int, handler: str,
+                   emoji: str | None = None) -> type[discord.ui.DynamicItem[Any]]:
+    """A button that carries a variant id and hands the click to a Stories method."""
+
+    class _Button(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PREFIX}:{action}:(?P<id>\d+)"):
+        def __init__(self, target_id: int) -> None:
+            super().__init__(discord.ui.Button(
+                label=label, style=style, row=row, emoji=emoji, custom_id=f"{PREFIX}:{action}:{target_id}",
+            ))
+            self.target_id = target_id
+
+        @classmethod
+        async def from_custom_id(cls, interaction: Any, item: Any, match: re.Match[str]) -> Any:
+            return cls(int(match["id"]))
+
+        @funnel_errors
+        async def callback(self, interaction: discord.Interaction[Any]) -> None:
+            await getattr(cog(interaction), handler)(interaction, self.target_id)
+
+    _Button.__name__ = _Button.__qualname__ = f"{action.title()}Button"
+    return _Button
+
+
+ActionButton = _simple_button("act", "Your action", discord.ButtonStyle.success, 0, "on_action", "✍️")
+RegenerateButton = _simple_button("regen", "Regenerate", discord.ButtonStyle.secondary, 1, "on_regenerate", "🔄")
+BranchButton = _simple_button("branch", "Branch", discord.ButtonStyle.secondary, 1, "on_branch", "🌿")
+ContinueButton = _simple_button("cont", "Continue", discord.ButtonStyle.secondary, 1, "on_continue", "➕")
+NarrateButton = _simple_button("narrate", "Narrate", discord.ButtonStyle.secondary, 1, "on_narrate", "🔊")
+ChapterButton = _simple_button("chapter", "New chapter", discord.ButtonStyle.danger, 1, "on_new_chapter", "📖")
+FavouriteButton = _simple_button("fav", "Favourite", discord.ButtonStyle.secondary, 4, "on_favourite", "⭐")
+
+
+class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
+                  template=rf"{PREFIX}:retry:(?P<kind>open|choose|act|regen|cont|branch):(?P<id>\d+)(?::(?P<n>[1-6]))?"):
+    """Retry a failed or interrupted request; what to retry is in the custom_id (and, for
+    a free-text action, in the header line of the message the button is on)."""
+
+    def __init__(self, kind: str, target_id: int, n: int | None = None) -> None:
+        suffix = f":{n}" if n else ""
+        super().__init__(discord.ui.Button(
+            label="Retry", style=discord.ButtonStyle.primary, emoji="🔁", row=4,
+            custom_id=f"{PREFIX}:retry:{kind}:{target_id}{suffix}",
+        ))
+        self.kind, self.target_id, self.n = kind, target_id, n
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Any, item: Any, match: re.Match[str]) -> RetryButton:
+        return cls(match["kind"], int(match["id"]), int(match["n"]) if match["n"] else None)
+
+    @funnel_errors
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        await cog(interaction).on_retry(interaction, self.kind, self.target_id, self.n)
+
+
+class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:variant:(?P<scene>\d+)"):
+    def __init__(self, scene_id: int, options: Sequence[discord.SelectOption] = ()) -> None:
+        super().__init__(discord.ui.Select(
+            custom_id=f"{PREFIX}:variant:{scene_id}", placeholder="Versions of this scene",
+            options=list(options) or [discord.SelectOption(label="…", value="0")], row=2,
+        ))
+        self.scene_id = scene_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Any, item: Any, match: re.Match[str]) -> VariantSelect:
+        return cls(int(match["scene"]))
+
+    @funnel_errors
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        values = (interaction.data or {}).get("values") or []
+        await cog(interaction).on_select_variant(interaction, self.scene_id, values[0] if values else "")
+
+
+class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:rate:(?P<variant>\d+)"):
+    def __init__(self, variant_id: int, current: int | None = None) -> None:
+        options = [
+            discord.SelectOption(label="★" * n + "☆" * (5 - n), value=str(n), default=current == n)
+            for n in range(5, 0, -1)
+        ]
+        super().__init__(discord.ui.Select(
+            custom_id=f"{PREFIX}:rate:{variant_id}", placeholder="Rate this scene", options=options, row=3,
+        ))
+        self.variant_id = variant_id
+
+    @classmethod
+    async def from_custom_id(cls, interaction: Any, item: Any, match: re.Match[str]) -> RatingSelect:
+        return cls(int(match["variant"]))
+
+    @funnel_errors
+    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        values = (interaction.data or {}).get("values") or []
+        await cog(interaction).on_rate(interaction, self.variant_id, values[0] if values else "")
+
+
+DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
+    ChoiceButton, ActionButton, RegenerateButton, BranchButton, ContinueButton, NarrateButton,
+    ChapterButton, FavouriteButton, RetryButton, VariantSelect, RatingSelect,
+)
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    """What the variant select shows for one variant."""
+
+    id: int
+    number: int
+    kind: str
+    snippet: str
+    rating: int | None
+    favourite: bool
+    active: bool
+
+
+def scene_view(
+    variant_id: int,
+    scene_id: int,
+    choices: Sequence[Choice],
+    variants: Sequence[VariantInfo],
+    *,
+    rating: int | None = None,
+    offer_chapter: bool = False,
+) -> discord.ui.View:
+    """The live components of the latest scene."""
+    view = discord.ui.View(timeout=None)
+    for n, choice in enumerate(choices[:4], start=1):
+        view.add_item(ChoiceButton(variant_id, n, shorten_label(choice.label or choice.text, 76)))
+    view.add_item(ActionButton(variant_id))
+    for item in (RegenerateButton, BranchButton, ContinueButton, NarrateButton):
+        view.add_item(item(variant_id))
+    if offer_chapter:
+        view.add_item(ChapterButton(variant_id))
+    if len(variants) > 1:
+        view.add_item(VariantSelect(scene_id, variant_options(variants)))
+    view.add_item(RatingSelect(variant_id, rating))
+    view.add_item(FavouriteButton(variant_id))
+    return view
+
+
+def variant_options(variants: Sequence[VariantInfo]) -> list[discord.SelectOption]:
+    """≤ 25 options, newest first: number, kind, rating, a snippet."""
+    options = []
+    for v in sorted(variants, key=lambda v: v.number, reverse=True)[:25]:
+        stars = f" {'★' * v.rating}" if v.rating else ""
+        fav = " ⭐" if v.favourite else ""
+        options.append(discord.SelectOption(
+            label=f"#{v.number} {v.kind}{stars}{fav}"[:100],
+            value=str(v.id),
+            description=(v.snippet or "…")[:100],
+            default=v.active,
+        ))
+    return options
+
+
+def retry_view(kind: str, target_id: int, n: int | None = None) -> discord.ui.View:
+    view = discord.ui.View(timeout=None)
+    view.add_item(RetryButton(kind, target_id, n))
+    return view
+
+
+def disabled_copy(message: discord.Message | None, chosen_custom_id: str | None = None) -> discord.ui.View | None:
+    """The message's components, all disabled (the chosen one marked), as a finished
+    view: used to answer a click with a type-7 update, which costs no channel budget."""
+    if message is None or not message.components:
+        return None
+    view = discord.ui.View.from_message(message, timeout=None)
+    for item in view.children:
+        if hasattr(item, "disabled"):
+            item.disabled = True  # type: ignore[attr-defined]
+        if isinstance(item, discord.ui.Button) and item.custom_id == chosen_custom_id:
+            item.style = discord.ButtonStyle.success
+    view.stop()  # finished: discord.py does not keep listening for these
+    return view
+
+
+class TextModal(discord.ui.Modal):
+    """A one-field modal (Your action, Branch) that hands its text to a callback."""
+
+    def __init__(self, title: str, label: str, placeholder: str, on_submit: Any, *, default: str = "") -> None:
+        super().__init__(title=title[:45], timeout=900)
+        self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label=label[:45], placeholder=placeholder[:100], style=discord.TextStyle.paragraph,
+            max_length=INSTRUCTION_LIMIT, min_length=2, default=default or None,
+        )
+        self.add_item(self.text)
+        self._on_submit = on_submit
+
+    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+        await self._on_submit(interaction, str(self.text.value))
+
+    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+        from bot.errors import report_error
+
+        await report_error(interaction, error)

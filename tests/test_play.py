@@ -1,0 +1,334 @@
+"""Playing a story in Discord end to end: the real KahaniBot against the Discord stand-in
+and the fake LM Studio — /story new, streamed scenes, choices, Your action, variants,
+failures with Retry, permissions, /story list|info|resume|end|delete."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+
+from bot.app import KahaniBot
+from core import messages as msg
+from core import repository as repo
+from core.db import Database
+from core.models import Base, Story
+from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, User
+from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.fakes.llm import FakeLLM, Fault
+from tests.harness import running_bot
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+def scene(text: str, *choices: str) -> str:
+    choices = choices or ("Climb the stair", "Call out", "Light the lantern", "Close the door")
+    return text + "\n\n### Choices\n" + "\n".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
+
+
+@dataclass
+class World:
+    standin: DiscordStandin
+    bot: KahaniBot
+    llm: FakeLLM
+    guild: Guild
+    general: Channel
+    alice: User
+    bob: User
+
+    @property
+    def db(self) -> Database:
+        return self.bot.db
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
+    path = tmp_path_factory.mktemp("play") / "kahani.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(token_rate=400) as llm:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "stories")
+        alice = standin.add_user("alice", guild=guild)
+        bob = standin.add_user("bob", guild=guild)
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
+            yield World(standin, running.bot, llm, guild, general, alice, bob)
+
+
+@pytest.fixture(scope="module")
+def standin(world: World) -> DiscordStandin:
+    return world.standin
+
+
+async def ephemeral(world: World, rec: InteractionRecord) -> str:
+    response = await rec.wait_response()
+    if response.type == 5:
+        await world.standin.wait_until(lambda: rec.followups, what="the followup")
+    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
+    assert answers, "no answer"
+    answer = answers[-1]
+    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
+    return answer.content or answer.embeds[0].get("description", "")
+
+
+def done_scene(message: Message) -> bool:
+    """A scene message whose writing is over: it has its choice buttons."""
+    return any(c.get("custom_id", "").startswith("kahani:v1:choose:") for c in message.component_items())
+
+
+async def wait_scene(world: World, channel: Channel, after: int = 0) -> Message:
+    """The next finished scene message in ``channel`` (with its buttons), after ``after``."""
+    def found() -> Message | None:
+        scenes = [m for m in channel.messages if m.author is world.standin.bot_user and done_scene(m)]
+        return scenes[after] if len(scenes) > after else None
+
+    return await world.standin.wait_until(found, timeout=10, what="a finished scene")
+
+
+async def new_story(world: World, user: User, channel: Channel, title: str, **options: object) -> Channel:
+    """/story new → the modal → the story's thread (or the DM), with its first scene."""
+    rec = await world.standin.slash(user, channel, "story new", **options)
+    await rec.wait_response()
+    [modal] = [m for m in world.standin.modals_for(user) if not m.submitted]
+    submitted = await world.standin.submit_modal(user, modal, {
+        "Title": title, "Genre": "mystery", "Tone": "eerie", "World / setting": "a rocky island",
+        "Premise: how does it start?": "The keeper has vanished.",
+    })
+    text = await ephemeral(world, submitted)
+    if channel.is_dm:
+        return channel
+    thread = await world.standin.wait_until(
+        lambda: next((c for c in world.standin.channels.values() if c.is_thread and c.name == title), None),
+        what="the story's thread")
+    assert f"<#{thread.id}>" in text
+    return thread
+
+
+async def story_of(world: World, title: str) -> Story:
+    async with world.db.read() as s:
+        return await s.scalar(select(Story).where(Story.title == title))
+
+
+# --- a story in a server thread ---------------------------------------------------------
+
+
+async def test_story_new_opens_a_thread_and_streams_the_first_scene(world: World) -> None:
+    world.llm.script(scene("The lighthouse door creaks open. Salt wind fills the stair."))
+    thread = await new_story(world, world.alice, world.general, "The Lighthouse")
+    first = await wait_scene(world, thread)
+
+    assert first.content.startswith("The lighthouse door creaks open. Salt wind fills the stair.")
+    assert "**1.** Climb the stair" in first.content and "### Choices" not in first.content
+    assert len(first.history) >= 2  # it grew while the model wrote (placeholder, text…, final)
+    assert all("### Choices" not in r.content for r in first.history)
+    labels = [c.get("label") for c in first.component_items() if c.get("type") == 2]
+    assert labels[:5] == ["1. Climb the stair", "2. Call out", "3. Light the lantern", "4. Close the door",
+                          "Your action"]
+    assert {"Regenerate", "Branch", "Continue", "Narrate", "Favourite"} <= set(labels)
+    story = await story_of(world, "The Lighthouse")
+    assert (story.mode, story.thread_id, story.guild_id) == ("group", thread.id, world.guild.id)
+    async with world.db.read() as s:
+        tip = await repo.tip(s, story.id)
+        assert await repo.get_variant_messages(s, tip.variant.id) == [(thread.id, first.id)]
+
+
+async def test_a_choice_streams_the_next_scene_and_greys_out_the_old_buttons(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    first = await wait_scene(world, thread)
+    world.llm.script(scene("You climb. The keeper's logbook lies open on the landing.",
+                           "Read it", "Pocket it", "Climb on", "Listen"))
+    rec = await world.standin.click(world.alice, first, "1. Climb the stair")
+    response = await rec.wait_response()
+    assert response.type == 7  # the click was answered by updating the old scene
+    second = await wait_scene(world, thread, after=1)
+    assert second.content.startswith("-# → Climb the stair\n")
+    assert "The keeper's logbook lies open" in second.content
+    old = [c for c in first.component_items()]
+    assert old and all(c.get("disabled") for c in old)
+    assert world.llm.chat_requests[-1]["messages"][-1]["content"].startswith("The player chooses: Climb the stair")
+
+
+async def test_your_action_goes_through_a_modal(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    second = await wait_scene(world, thread, after=1)
+    rec = await world.standin.click(world.alice, second, "Your action")
+    assert (await rec.wait_response()).type == 9  # a modal
+    [modal] = [m for m in world.standin.modals_for(world.alice) if not m.submitted]
+    world.llm.script(scene("You tear out the last page. It shows a map.", "Follow it", "Burn it", "Hide it", "Wait"))
+    await world.standin.submit_modal(world.alice, modal, {"What do you do?": "I tear out the last page"})
+    third = await wait_scene(world, thread, after=2)
+    assert third.content.startswith("-# → I tear out the last page\n")
+    last = world.llm.chat_requests[-1]["messages"][-1]["content"]
+    assert last.startswith("The player does this: I tear out the last page")
+
+
+async def test_regenerate_adds_a_version_and_the_select_switches_back(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    third = await wait_scene(world, thread, after=2)
+    world.llm.script(scene("You tear out the last page. It is blank.", "Look again", "Shrug", "Keep it", "Leave"))
+    rec = await world.standin.click(world.alice, third, "Regenerate")
+    assert (await rec.wait_response()).type == 7
+    await world.standin.wait_until(lambda: "It is blank." in third.content and done_scene(third),
+                                   what="the regenerated scene in place")
+    assert third.content.startswith("-# → I tear out the last page\n")
+    select_ = next(c for c in third.component_items() if c.get("custom_id", "").startswith("kahani:v1:variant:"))
+    options = select_["options"]
+    assert [o["label"].split()[1] for o in options] == ["regenerate", "original"]
+    original = options[1]["value"]
+
+    rec = await world.standin.select(world.alice, third, [original], custom_id=select_["custom_id"])
+    await rec.wait_response()
+    await world.standin.wait_until(lambda: "It shows a map." in third.content and done_scene(third),
+                                   what="the original version shown again")
+    story = await story_of(world, "The Lighthouse")
+    async with world.db.read() as s:
+        assert (await repo.tip(s, story.id)).variant.id == int(original)
+
+
+async def test_acting_on_an_old_scene_is_refused_and_nothing_changes(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    second = await wait_scene(world, thread, after=1)
+    # The second scene's buttons are disabled for users; a crafted click (an old client)
+    # still reaches the bot, which re-checks in the database.
+    story = await story_of(world, "The Lighthouse")
+    async with world.db.read() as s:
+        before = len(await repo.active_path(s, story.id))
+        path = await repo.active_path(s, story.id)
+    stale = world.standin.post_message(thread, world.standin.bot_user, type(second.current)(
+        content="old", components=[{"type": 1, "components": [
+            {"type": 2, "style": 1, "label": "stale", "custom_id": f"kahani:v1:choose:{path[0].variant.id}:1"}]}]))
+    rec = await world.standin.click(world.alice, stale, "stale")
+    assert msg.NOT_LAST_SCENE in await ephemeral(world, rec)
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == before
+
+
+async def test_a_malformed_button_gets_a_polite_answer(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    stale = world.standin.post_message(thread, world.standin.bot_user, type(thread.messages[0].current)(
+        content="odd", components=[{"type": 1, "components": [
+            {"type": 2, "style": 1, "label": "odd", "custom_id": "kahani:v1:choose:abc:9"}]}]))
+    rec = await world.standin.click(world.alice, stale, "odd")
+    assert msg.DISCORD_STALE_COMPONENT in await ephemeral(world, rec)
+
+
+async def test_someone_else_cannot_play_a_solo_story(world: World) -> None:
+    world.llm.script(scene("A quiet beach at dawn."))
+    thread = await new_story(world, world.alice, world.general, "Alone", mode="solo")
+    first = await wait_scene(world, thread)
+    rec = await world.standin.click(world.bob, first, "1. Climb the stair")
+    assert msg.NOT_YOUR_STORY in await ephemeral(world, rec)
+    story = await story_of(world, "Alone")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == 1
+
+
+async def test_scene_text_never_pings(world: World) -> None:
+    world.llm.script(scene("@everyone look! <@" + str(world.bob.id) + "> and <@&1234> wave. @here too."))
+    thread = await new_story(world, world.alice, world.general, "Pings")
+    first = await wait_scene(world, thread)
+    assert "@everyone" in first.content
+    assert world.standin.pings == []
+
+
+# --- failures -----------------------------------------------------------------------------
+
+
+async def test_a_storyteller_failure_offers_retry_and_leaves_the_story_unchanged(world: World) -> None:
+    world.llm.script(scene("Fog rolls over the harbour."))
+    thread = await new_story(world, world.alice, world.general, "Harbour")
+    first = await wait_scene(world, thread)
+    story = await story_of(world, "Harbour")
+    async with world.db.read() as s:
+        before = len(await repo.active_path(s, story.id))
+    world.llm.script(fault=Fault.HTTP_500)
+    await (await world.standin.click(world.alice, first, "2. Call out")).wait_response()
+    failed = await world.standin.wait_until(
+        lambda: next((m for m in thread.messages if "internal error" in m.content), None), what="the failure")
+    assert failed.content.startswith("-# → Call out")
+    retry = next(c for c in failed.component_items() if c.get("label") == "Retry")
+    assert retry["custom_id"].startswith("kahani:v1:retry:choose:")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == before
+
+    world.llm.script(scene("Your voice echoes back from the water."))
+    await (await world.standin.click(world.alice, failed, "Retry")).wait_response()
+    await world.standin.wait_until(lambda: "echoes back" in failed.content and done_scene(failed),
+                                   what="the retried scene")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == before + 1
+
+
+async def test_a_failed_regenerate_restores_the_scene_and_says_why_privately(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "Harbour")
+    scenes = [m for m in thread.messages if done_scene(m)]
+    last = scenes[-1]
+    text_before = last.content
+    world.llm.script(fault=Fault.CONTEXT_OVERFLOW)
+    await (await world.standin.click(world.alice, last, "Regenerate")).wait_response()
+    note = await world.standin.wait_for_ephemeral(world.alice, lambda m: "context window" in m.content)
+    assert any(c.get("label") == "Retry" for c in note.component_items())
+    await world.standin.wait_until(lambda: last.content == text_before and done_scene(last),
+                                   what="the scene shown as it was")
+
+
+# --- DMs and the other /story commands ----------------------------------------------------
+
+
+async def test_a_solo_story_in_dms(world: World) -> None:
+    dm = await world.standin.dm(world.alice)
+    world.llm.script(scene("Your cabin rocks on the night sea."))
+    await new_story(world, world.alice, dm, "Night Sea")
+    first = await wait_scene(world, dm)
+    assert first.content.startswith("Your cabin rocks on the night sea.")
+    story = await story_of(world, "Night Sea")
+    assert (story.mode, story.guild_id, story.channel_id) == ("solo", None, dm.id)
+
+
+async def test_story_list_info_and_end(world: World) -> None:
+    rec = await world.standin.slash(world.alice, world.general, "story list")
+    listing = (await rec.wait_response()).data["embeds"][0]["description"]
+    assert "The Lighthouse" in listing and "Harbour" in listing
+    thread = next(c for c in world.standin.channels.values() if c.name == "Harbour")
+    rec = await world.standin.slash(world.alice, thread, "story info")
+    await rec.wait_response()
+    await world.standin.wait_until(lambda: rec.followups, what="the info")
+    fields = {f["name"]: f["value"] for f in rec.followups[-1].embeds[0]["fields"]}
+    assert fields["Scenes"] == "2" and "%" in fields["Context used"]
+    rec = await world.standin.slash(world.bob, thread, "story end")
+    assert msg.NOT_YOUR_STORY_TO_MANAGE in await ephemeral(world, rec)
+    rec = await world.standin.slash(world.alice, thread, "story end")
+    await rec.wait_response()
+    assert (await story_of(world, "Harbour")).status == "ended"
+
+
+async def test_story_resume_reposts_the_latest_scene_with_live_buttons(world: World) -> None:
+    thread = next(c for c in world.standin.channels.values() if c.name == "The Lighthouse")
+    count = len([m for m in thread.messages if done_scene(m)])
+    rec = await world.standin.slash(world.alice, thread, "story resume")
+    await rec.wait_response()
+    again = await wait_scene(world, thread, after=count)
+    assert "It shows a map." in again.content
+
+
+async def test_story_delete_asks_first_then_removes_every_row(world: World) -> None:
+    world.llm.script(scene("Short-lived."))
+    thread = await new_story(world, world.alice, world.general, "Doomed")
+    await wait_scene(world, thread)
+    story = await story_of(world, "Doomed")
+    rec = await world.standin.slash(world.alice, thread, "story delete")
+    answer = (await rec.wait_response())
+    assert answer.data["flags"] & EPHEMERAL
+    confirm = rec.original
+    click = await world.standin.click(world.alice, confirm, "Delete it for good")
+    await click.wait_response()
+    async with world.db.read() as s:
+        assert await s.get(Story, story.id) is None
+        for table in ("scenes", "chapters", "story_members"):
+            count = await s.scalar(select(func.count()).select_from(Base.metadata.tables[table])
+                                   .where(Base.metadata.tables[table].c.story_id == story.id))
+            assert count == 0, table

@@ -1,0 +1,477 @@
+"""cogs/render.py: live scene messages, with the real discord.py client against the stand-in.
+
+The first half drives SceneStreamer through a real client (one stand-in and one client
+for the module); the stand-in's checks (autouse ``discord_rules``) fail a test on any
+429 or broken rule. The second half tests the budget arithmetic and the splitting
+with a fake clock and plain strings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import statistics
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import discord
+import pytest
+import pytest_asyncio
+
+from cogs.render import (
+    FAILED_LINE, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer, StreamScheduler,
+    Urgency, show_text, split_text,
+)
+from tests.discord_standin import Channel, DiscordStandin, Guild, Message, Permissions, run_client
+from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+
+e2e = pytest.mark.asyncio(loop_scope="module")  # one stand-in and one client for the module
+
+PIECE = re.compile(r"\s*\S{1,6}|\s+")  # word pieces with their leading space, as tests/fakes/llm.py streams
+EDIT = ("PATCH", "/channels/{channel_id}/messages/{message_id}")
+CREATE = ("POST", "/channels/{channel_id}/messages")
+SENTENCES = (
+    "The lantern swung in the wind and threw long shadows over the deck.",
+    "Mira counted the crates twice, then a third time, because the numbers would not agree.",
+    "Somewhere below, a door banged shut and the ship groaned like an old animal.",
+    "Nobody aboard admitted to hearing the singing, but everyone had stopped whistling.",
+    "She wrote the tally in the margin of the log and underlined it with a shaking hand.",
+    "The captain's boots sounded on the ladder, slow and deliberate, one rung at a time.",
+)
+
+
+def scene(chars: int, *, paragraph: int = 420) -> str:
+    """Deterministic prose of about ``chars`` characters, in paragraphs of about ``paragraph``."""
+    paragraphs, current, n = [], [], 0
+    while sum(map(len, paragraphs)) + 2 * len(paragraphs) < chars:
+        current.append(SENTENCES[n % len(SENTENCES)])
+        n += 1
+        if len(" ".join(current)) >= paragraph:
+            paragraphs.append(" ".join(current))
+            current = []
+    return "\n\n".join(paragraphs)[:chars].rstrip() + "."
+
+
+@dataclass
+class World:
+    standin: DiscordStandin
+    client: discord.Client
+    guild: Guild
+    bodies: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)  # (kind, channel id, body)
+    shown: list[tuple[float, int, str]] = field(default_factory=list)  # (monotonic, channel id, content)
+    counter: int = 0
+
+    def channel(self, name: str = "scene", **options: Any) -> Channel:
+        self.counter += 1
+        return self.standin.add_channel(self.guild, f"{name}-{self.counter}", **options)
+
+    def messageable(self, channel: Channel) -> discord.abc.Messageable:
+        found = self.client.get_channel(channel.id)
+        return found if found is not None else self.client.get_partial_messageable(channel.id)
+
+    async def placeholder(self, channel: Channel, text: str = "✍️ The storyteller is writing…") -> discord.Message:
+        return await self.messageable(channel).send(text)
+
+
+def _record_bodies(standin: DiscordStandin, bodies: list[tuple[str, int, dict[str, Any]]]) -> None:
+    """Keep the JSON body of every message create and edit (the stand-in keeps contents only)."""
+    for kind, route in (("edit", EDIT), ("create", CREATE)):
+        handler = standin.rest.routes[route]
+
+        async def recording(req: Any, handler: Any = handler, kind: str = kind) -> Any:
+            bodies.append((kind, int(req.params["channel_id"]), dict(req.body or {})))
+            return await handler(req)
+
+        standin.rest.routes[route] = recording
+
+
+def _time_updates(standin: DiscordStandin, shown: list[tuple[float, int, str]]) -> None:
+    """Time every message post and edit the stand-in applies: the moment users see it."""
+    post, edit = standin.post_message, standin.edit_message
+
+    def timed_post(channel: Channel, *args: Any, **kw: Any) -> Message:
+        message = post(channel, *args, **kw)
+        shown.append((time.monotonic(), channel.id, message.content))
+        return message
+
+    def timed_edit(message: Message, *args: Any) -> Message:
+        edited = edit(message, *args)
+        shown.append((time.monotonic(), message.channel.id, message.content))
+        return edited
+
+    standin.post_message = timed_post  # type: ignore[method-assign]
+    standin.edit_message = timed_edit  # type: ignore[method-assign]
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world() -> AsyncIterator[World]:
+    async with DiscordStandin() as standin:
+        guild = standin.add_guild("Library")
+        client = discord.Client(intents=discord.Intents.default(), guild_ready_timeout=0.1)
+
+        async def no_identify_pause(shard_id: int | None, *, initial: bool = False) -> None:
+            pass
+
+        client.before_identify_hook = no_identify_pause  # type: ignore[method-assign]
+        world = World(standin, client, guild)
+        _record_bodies(standin, world.bodies)
+        _time_updates(standin, world.shown)
+        async with run_client(client, standin):
+            yield world
+        standin.assert_clean()
+
+
+@pytest.fixture
+def standin(world: World) -> DiscordStandin:
+    return world.standin
+
+
+def pieces(text: str) -> list[str]:
+    found = PIECE.findall(text)
+    assert "".join(found) == text
+    return found
+
+
+async def stream(streamer: SceneStreamer, text: str, *, rate: float = 30.0) -> list[float]:
+    """Feed ``text`` in word pieces at ``rate`` per second (absolute pacing); returns feed times."""
+    start = time.monotonic()
+    times = []
+    for n, piece in enumerate(pieces(text)):
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        times.append(time.monotonic())
+        await streamer.feed(piece)
+    return times
+
+
+# ----------------------------------------------------------------- streaming ---
+
+@dataclass
+class Timing:
+    first: float  # first token → first 20 characters visible
+    final: float  # last token → final text visible
+    gaps: list[float]  # between visible updates
+
+
+def timing(world: World, channel: Channel, feeds: list[float]) -> Timing:
+    updates = [(at, content) for at, cid, content in world.shown if cid == channel.id and at >= feeds[0]]
+    first = next(at for at, content in updates if len(content.removesuffix(WRITING)) >= 20)
+    times = [at for at, _ in updates]
+    return Timing(first - feeds[0], times[-1] - feeds[-1], [b - a for a, b in zip(times, times[1:])])
+
+
+def assert_paced(t: Timing) -> None:
+    # DESIGN §4's targets are 0.35 / 0.3 / 1.05 / 1.5 s (the benchmark measures them);
+    # the test allows for a loaded machine without letting a blocked edit (≥ 1 s late) pass.
+    assert t.first <= 0.6, t
+    assert t.final <= 0.6, t
+    assert statistics.median(t.gaps) <= 1.1 and max(t.gaps) <= 1.9, t
+
+
+@e2e
+async def test_a_scene_grows_in_one_message_at_about_one_edit_a_second_and_ends_exact(world: World) -> None:
+    channel = world.channel()
+    first = await world.placeholder(channel)
+    text = scene(900)
+    streamer = SceneStreamer(world.messageable(channel), first_message=first)
+    feeds = await stream(streamer, text)
+    messages = await streamer.finish(text)
+    await streamer.aclose()
+    assert_paced(timing(world, channel, feeds))
+    (message,) = channel.messages
+    assert [m.id for m in messages] == [message.id] and streamer.error is None
+    contents = [r.content for r in message.history]
+    assert contents[-1] == text
+    growing = contents[1:-1]
+    assert len(growing) >= 4 and all(c.endswith(WRITING) for c in growing)
+    streamed = [c.removesuffix(WRITING) for c in growing]
+    assert all(text.startswith(c) for c in streamed) and streamed == sorted(streamed, key=len)
+
+
+@e2e
+async def test_model_text_never_pings(world: World) -> None:
+    channel = world.channel()
+    text = "Hey @everyone, <@123> and <@&456> and @here: the dragon wakes. " * 3
+    streamer = SceneStreamer(world.messageable(channel))  # no placeholder: the first text is a new message
+    await stream(streamer, text, rate=120)
+    await streamer.fail("The storyteller stopped <@123>.")
+    await streamer.aclose()
+    bodies = [body for _, cid, body in world.bodies if cid == channel.id]
+    assert len(bodies) >= 2 and {kind for kind, cid, _ in world.bodies if cid == channel.id} == {"create", "edit"}
+    assert all(body.get("allowed_mentions") == {"parse": []} for body in bodies), bodies
+
+
+@e2e
+async def test_a_long_scene_continues_in_messages_split_at_paragraphs(world: World) -> None:
+    channel = world.channel()
+    text = scene(5000)
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    await stream(streamer, text, rate=600)
+    messages = await streamer.finish(text)
+    await streamer.aclose()
+    contents = [m.content for m in channel.messages]
+    assert [m.id for m in messages] == [m.id for m in channel.messages] and len(contents) == 3
+    assert "\n\n".join(contents) == text  # every boundary is a paragraph break, nothing cut or lost
+    assert all(len(c) <= MESSAGE_LIMIT and c == c.strip() for c in contents)
+    for message in channel.messages[:-1]:  # a full message was final while the next one streamed
+        assert message.history[-1].content == message.content
+        assert not message.content.endswith(WRITING)
+
+
+@e2e
+async def test_finish_puts_the_final_text_footer_and_view_on_the_last_message(world: World) -> None:
+    channel = world.channel()
+    streamed = scene(2300) + "\n\n### Cho"  # the engine trims what the model wrote after the scene
+    final = scene(2300)
+    streamer = SceneStreamer(world.messageable(channel), header="**Scene 4**\n",
+                             first_message=await world.placeholder(channel))
+    await stream(streamer, streamed, rate=600)
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label="Open the door", custom_id="test:render:choice:1"))
+    messages = await streamer.finish(final, view=view, footer="\n\n**1.** Open the door")
+    await streamer.aclose()
+    first, last = channel.messages
+    assert first.content.startswith("**Scene 4**\n") and last.content.endswith("\n\n**1.** Open the door")
+    body = first.content.removeprefix("**Scene 4**\n") + "\n\n" + last.content.removesuffix("\n\n**1.** Open the door")
+    assert body == final
+    assert first.components == [] and last.find_component("Open the door")
+    assert [m.id for m in messages] == [first.id, last.id]
+
+
+@e2e
+async def test_fail_keeps_what_was_written_and_adds_the_reason_and_retry(world: World) -> None:
+    channel = world.channel()
+    text = scene(300)
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    await stream(streamer, text, rate=120)
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label="Retry", custom_id="test:render:retry"))
+    messages = await streamer.fail("The storyteller stopped writing.", view=view)
+    await streamer.aclose()
+    (message,) = channel.messages
+    assert message.content == text + "\n\n" + FAILED_LINE.format(reason="The storyteller stopped writing.")
+    assert message.find_component("Retry") and [m.id for m in messages] == [message.id]
+
+
+@e2e
+async def test_fail_before_any_text_replaces_the_placeholder(world: World) -> None:
+    channel = world.channel()
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    await streamer.fail("The storyteller is not reachable.")
+    (message,) = channel.messages
+    assert message.content == FAILED_LINE.format(reason="The storyteller is not reachable.")
+
+
+@e2e
+async def test_a_message_deleted_by_a_moderator_mid_stream_stops_the_stream_quietly(world: World) -> None:
+    channel = world.channel()
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    text = scene(600)
+    half = len(pieces(text)) // 2
+    await stream(streamer, "".join(pieces(text)[:half]), rate=60)
+    await world.standin.moderator_delete_message(channel.messages[0])
+    await stream(streamer, "".join(pieces(text)[half:]), rate=60)
+    messages = await streamer.finish(text)
+    await streamer.aclose()
+    assert isinstance(streamer.error, discord.NotFound) and messages == []
+    assert channel.messages == []
+
+
+@e2e
+async def test_a_deleted_channel_or_missing_permission_stops_without_raising(world: World) -> None:
+    denied = world.channel(deny_bot=Permissions.SEND_MESSAGES)
+    streamer = SceneStreamer(world.messageable(denied))
+    await stream(streamer, scene(200), rate=200)
+    assert await streamer.finish(scene(200)) == []
+    assert isinstance(streamer.error, discord.Forbidden) and denied.messages == []
+
+    gone = world.channel()
+    streamer = SceneStreamer(world.messageable(gone), first_message=await world.placeholder(gone))
+    await stream(streamer, scene(200), rate=100)
+    world.standin.delete_channel(gone)
+    await stream(streamer, " And then silence.", rate=100)
+    assert await streamer.fail("gone") == []  # nothing exists any more
+    assert isinstance(streamer.error, discord.NotFound) and streamer.error.code == 10003
+
+
+@e2e
+async def test_a_transient_server_error_is_retried_once(world: World) -> None:
+    channel = world.channel()
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    world.standin.fail_next(*EDIT, status=503)  # discord.py itself only retries 500/502/504/524
+    text = scene(200)
+    await stream(streamer, text, rate=200)
+    await streamer.finish(text)
+    assert streamer.error is None and channel.messages[0].content == text
+
+
+@e2e
+async def test_five_streams_in_five_channels_each_meet_the_limits(world: World) -> None:
+    channels = [world.channel() for _ in range(5)]
+    texts = [scene(650 + 40 * n) for n in range(5)]
+
+    async def one(channel: Channel, text: str) -> list[float]:
+        streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+        feeds = await stream(streamer, text)
+        await streamer.finish(text)
+        await streamer.aclose()
+        return feeds
+
+    all_feeds = await asyncio.gather(*(one(c, t) for c, t in zip(channels, texts)))
+    for channel, text, feeds in zip(channels, texts, all_feeds):
+        assert channel.messages[0].content == text
+        assert_paced(timing(world, channel, feeds))
+
+
+@e2e
+async def test_under_a_tight_global_budget_every_stream_keeps_updating_and_finals_go_first(world: World) -> None:
+    scheduler = StreamScheduler(global_limit=5)  # 8 streams want ~8 requests/s
+    channels = [world.channel() for _ in range(8)]
+    texts = [scene(250 + 60 * n) for n in range(8)]
+    done: dict[int, tuple[float, float]] = {}
+
+    async def one(channel: Channel, text: str) -> None:
+        streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel),
+                                 scheduler=scheduler)
+        await stream(streamer, text)
+        last_token = time.monotonic()
+        await streamer.finish(text)
+        done[channel.id] = (last_token, time.monotonic())
+
+    await asyncio.gather(*(one(c, t) for c, t in zip(channels, texts)))
+    for channel, text in zip(channels, texts):
+        assert channel.messages[0].content == text
+        updates = [at for at, cid, _ in world.shown if cid == channel.id][1:]  # after the placeholder
+        gaps = [b - a for a, b in zip(updates, updates[1:])]
+        assert max(gaps) <= 8 / 4 + 1.5, gaps  # one round (streams / (budget − 1 kept for finals)) + finals
+        last_token, _ = done[channel.id]
+        assert updates[-1] - last_token <= 0.5  # the final edit jumped the queue
+
+
+@e2e
+async def test_show_text_switches_a_variant_in_place_adding_or_deleting_the_tail(world: World) -> None:
+    channel = world.channel()
+    long, short = scene(3000), scene(700)
+    messageable = world.messageable(channel)
+    view = discord.ui.View(timeout=None)
+    view.add_item(discord.ui.Button(label="Regenerate", custom_id="test:render:regen"))
+    shown = await show_text(messageable, [], long, view=view)
+    assert len(shown) == 2 and "\n\n".join(m.content for m in channel.messages) == long
+    assert channel.messages[-1].find_component("Regenerate")
+
+    ids = [m.id for m in shown]
+    shown = await show_text(messageable, shown, short, header="**v2**\n", view=view)
+    assert [m.id for m in shown] == ids[:1] and [m.content for m in channel.messages] == ["**v2**\n" + short]
+    assert channel.messages[0].find_component("Regenerate")
+
+    shown = await show_text(messageable, shown, long, view=view)
+    assert [m.id for m in shown][:1] == ids[:1] and len(shown) == 2
+    first, *_, last = channel.messages
+    assert first.components == [] and last.find_component("Regenerate")
+    assert "\n\n".join(m.content for m in channel.messages) == long
+
+
+# ------------------------------------------------------------ budgets (fake clock) ---
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_rate_window_opens_at_its_first_request_and_ends_after_the_answer() -> None:
+    window = RateWindow(5, 5.0)
+    ticket = window.take(10.0)
+    assert ticket is not None and window.ends == float("inf")  # unknown until Discord answers
+    assert [window.take(10.1) for _ in range(4)] == [None] * 4 and window.left(10.2) == 0
+    window.answered(ticket, 10.05)
+    assert window.ends == pytest.approx(15.05)
+    assert window.left(15.0) == 0 and window.left(15.05) == 5
+
+    window.take(20.0)
+    window.answered(window.take(20.0), 20.01)  # not the opener: the window's end stays unknown
+    assert window.left(20.02) == 3 and window.ends == float("inf")
+
+
+def test_nothing_is_sent_in_a_windows_last_moment() -> None:
+    window = RateWindow(5, 5.0)
+    window.answered(window.take(0.0), 0.0)
+    assert window.left(4.85) == 4 and window.left(4.95) == 0  # it could land in Discord's next window
+    assert window.left(5.0) == 5
+
+
+def test_streaming_edits_spend_the_window_about_once_a_second_and_keep_a_reserve() -> None:
+    clock = FakeClock()
+    budget = ChannelBudget(1, clock=clock)
+    sent: list[float] = []
+    waits_for_final: list[float] = []
+    end = clock.now + 60
+    while clock.now < end:
+        at = budget.edit_ready_at(Urgency.STREAM)
+        # a final text arriving at any moment until then would wait at most RESERVE_LEAD
+        for k in range(20):
+            t = clock.now + (at - clock.now) * k / 20
+            waits_for_final.append(budget.edit_ready_at(Urgency.FINAL, t) - t)
+        clock.now = at
+        ticket = budget.take_edit(clock.now)
+        sent.append(clock.now)
+        clock.now += 0.01  # Discord answers
+        budget.edits.answered(ticket, clock.now)
+    gaps = [b - a for a, b in zip(sent, sent[1:])]
+    assert statistics.median(gaps) <= 1.05 and max(gaps) <= 1.5
+    assert max(waits_for_final) <= ChannelBudget.RESERVE_LEAD + 0.011
+    for start in sent:  # Discord's view: never 6 edits within 5 s of a window's first one
+        assert sum(start <= t < start + 5.0 for t in sent) <= 5
+
+
+def test_first_text_goes_at_once_and_creates_never_use_the_last_token() -> None:
+    clock = FakeClock()
+    budget = ChannelBudget(1, clock=clock)
+    assert budget.edit_ready_at(Urgency.FIRST) == clock.now
+    budget.creates.answered(budget.take_create(clock.now), clock.now)
+    assert budget.edit_ready_at(Urgency.STREAM) == clock.now + ChannelBudget.INTERVAL  # paced after the post
+    for _ in range(3):
+        budget.creates.answered(budget.take_create(clock.now), clock.now)
+    assert budget.create_ready_at() == pytest.approx(clock.now + 5.0)  # the 5th would block inside discord.py
+
+
+def test_the_global_budget_is_a_sliding_count() -> None:
+    budget = GlobalBudget(5, 1.0)  # running texts: a burst of 2, then 4 a second; finals: the 5th
+    for t in (0.0, 0.0, 0.25, 0.5):
+        assert budget.ready_at(t) == t
+        budget.take(t)
+    assert budget.ready_at(0.6) == pytest.approx(1.0)  # 4 in the last second
+    assert budget.ready_at(0.6, final=True) == 0.6  # one kept for a final text
+    budget.take(0.6, final=True)
+    assert budget.ready_at(0.7, final=True) == pytest.approx(1.0)
+    assert budget.ready_at(1.0) == pytest.approx(1.0)
+    budget.take(1.0)
+    assert budget.ready_at(1.0) == pytest.approx(1.25)  # the burst is spent: evenly spaced
+
+
+# -------------------------------------------------------------------- splitting ---
+
+def test_split_prefers_paragraphs_then_sentences_then_words_and_never_cuts_a_word() -> None:
+    paragraphs = "Alpha beta gamma.\n\nDelta epsilon zeta eta. Theta iota kappa lambda mu"
+    assert split_text(paragraphs, 40) == ["Alpha beta gamma.", "Delta epsilon zeta eta.", "Theta iota kappa lambda mu"]
+    sentences = "One two three. Four five six seven eight nine ten eleven."
+    assert split_text(sentences, 30) == ["One two three.", "Four five six seven eight nine", "ten eleven."]
+    assert split_text("x" * 25, 10) == ["x" * 10, "x" * 10, "x" * 5]  # no boundary at all: the only cut
+    for chunk_limit in range(12, 60):
+        chunks = split_text(scene(400), chunk_limit)
+        assert all(len(c) <= chunk_limit for c in chunks)
+        rebuilt = re.escape(chunks[0]) + "".join(r"\s+" + re.escape(c) for c in chunks[1:])
+        assert re.fullmatch(rebuilt, scene(400))
+
+
+def test_split_does_not_break_markdown_when_it_can_avoid_it() -> None:
+    text = "Plain words here. **The bold part goes on. And on** and the end."
+    chunks = split_text(text, 46)
+    assert chunks == ["Plain words here.", "**The bold part goes on. And on** and the end."]
+    fenced = "Intro.\n\n```\nline one\n\nline two\n```\nAfter the code block there is more."
+    assert split_text(fenced, 40) == ["Intro.\n\n```\nline one\n\nline two\n```", "After the code block there is more."]

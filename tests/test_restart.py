@@ -1,0 +1,80 @@
+"""A bot process killed (SIGKILL) in the middle of a scene, then started again: the story
+is exactly as it was, the interrupted message says so and offers Retry, and Retry works."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from core import messages as msg
+from core import repository as repo
+from core.db import Database
+from tests.discord_standin import DiscordStandin
+from tests.discord_standin.models import Message
+from tests.fakes.llm import FakeLLM
+from tests.harness import BotProcess
+
+LONG = " ".join(["The tide climbs the lighthouse rocks, grey and patient."] * 40)
+
+
+@pytest.fixture
+def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
+    path = tmp_path / "kahani.db"
+    shutil.copyfile(sqlite_template, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+async def test_a_killed_bot_leaves_no_half_scene_and_the_next_one_offers_retry(sqlite_url: str) -> None:
+    async with DiscordStandin() as standin, FakeLLM(token_rate=40) as llm:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "stories")
+        alice = standin.add_user("alice", guild=guild)
+        llm.script(LONG + "\n\n### Choices\n1. a\n2. b\n3. c\n4. d")  # ~10 s at 40 tokens/s
+
+        first = await BotProcess(standin, sqlite_url, llm_base_url=llm.base_url).start()
+        try:
+            await (await standin.slash(alice, general, "story new")).wait_response()
+            [modal] = standin.modals_for(alice)
+            await (await standin.submit_modal(alice, modal, {"Title": "Tides"})).wait_response()
+            thread = await standin.wait_until(
+                lambda: next((c for c in standin.channels.values() if c.is_thread and c.name == "Tides"), None),
+                what="the thread")
+            scene: Message = await standin.wait_until(
+                lambda: next((m for m in thread.messages if "The tide climbs" in m.content), None),
+                timeout=10, what="the scene streaming")
+            first.kill()  # mid-stream
+            assert await first.wait() == -9
+        finally:
+            await first.close()
+
+        db = Database.from_url(sqlite_url)
+        try:
+            async with db.read() as s:
+                [story] = await repo.list_stories(s)
+                assert await repo.active_path(s, story.id) == []  # no half scene
+                lease = await repo.get_lease(s, story.id)
+                assert lease is not None and lease.frontend_ref.startswith(f"{thread.id}:{scene.id}:")
+
+            async with BotProcess(standin, sqlite_url, llm_base_url=llm.base_url) as second:
+                await standin.wait_until(lambda: msg.INTERRUPTED in scene.content, timeout=15,
+                                         what="the message marked interrupted")
+                assert any(c.get("label") == "Retry" for c in scene.component_items())
+                async with db.read() as s:
+                    assert await repo.get_lease(s, story.id) is None
+                    assert await repo.active_path(s, story.id) == []
+
+                llm.script("The lamp flares back to life.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+                await (await standin.click(alice, scene, "Retry")).wait_response()
+                await standin.wait_until(
+                    lambda: "The lamp flares back to life." in scene.content
+                    and any(c.get("label") == "1. a" for c in scene.component_items()),
+                    timeout=10, what="the retried scene")
+                async with db.read() as s:
+                    path = await repo.active_path(s, story.id)
+                    assert [p.variant.content for p in path] == ["The lamp flares back to life."]
+                assert await second.stop() == 0
+        finally:
+            await db.dispose()
+        standin.assert_clean()
