@@ -47,6 +47,9 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.stories",
 )
 
+# Seconds a shutdown waits for background work (generations) to wind down.
+SHUTDOWN_GRACE = 5.0
+
 # app_state key of the hash of the global commands last synced to Discord.
 COMMANDS_HASH_KEY = "commands_hash"
 
@@ -195,7 +198,7 @@ class KahaniBot(commands.AutoShardedBot):
         if self._setup is not None:
             await self._setup(self)
         await sync_commands_if_changed(self)
-        self._spawn(self._check_llm())
+        self.spawn(self._check_llm())
 
     async def before_identify_hook(self, shard_id: int | None, *, initial: bool = False) -> None:
         # Discord wants ~5 s between IDENTIFYs (sessions start limit); the stand-in does not.
@@ -219,10 +222,13 @@ class KahaniBot(commands.AutoShardedBot):
         else:
             log.info("storyteller: %s at %s", model, self.llm.base_url)
 
-    def _spawn(self, coro: Awaitable[Any]) -> None:
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        """Run ``coro`` in the background; :meth:`close` cancels it and waits for it (cogs
+        use this for generations and sweepers, so a shutdown ends them cleanly)."""
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        return task
 
     # -- components -----------------------------------------------------------------
 
@@ -249,11 +255,13 @@ class KahaniBot(commands.AutoShardedBot):
     async def close(self) -> None:
         if not self.is_closed():
             log.info("shutting down")
-        for task in list(self._background):
-            if task is not asyncio.current_task():
-                task.cancel()
-        # When the engine is wired in, running generations are finished or aborted here
-        # (their leases expire and are reclaimed otherwise).
+        # Running generations are aborted: each gives its lease back and marks its
+        # message interrupted (with Retry) while the connection to Discord still works.
+        tasks = [t for t in self._background if t is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         await super().close()
 
 
@@ -269,7 +277,7 @@ def _install_signal_handlers(bot: KahaniBot) -> Callable[[], None]:
 
     def stop(name: str) -> None:
         log.info("%s received", name)
-        bot._spawn(bot.close())
+        bot.spawn(bot.close())
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         try:

@@ -101,19 +101,15 @@ class Stories(commands.Cog):
         self.bot = bot
         self.db = bot.db
         self.engine: StoryEngine = bot.engine
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._sweeper: asyncio.Task[None] | None = None
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*ui.DYNAMIC_ITEMS)
-        self._sweeper = asyncio.create_task(self._sweep_interrupted())
+        self._sweeper = self.bot.spawn(self._sweep_interrupted())
 
     async def cog_unload(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.bot.remove_dynamic_items(*ui.DYNAMIC_ITEMS)
 
     # --- /story new ----------------------------------------------------------------
@@ -181,9 +177,7 @@ class Stories(commands.Cog):
     # --- the scene flow ----------------------------------------------------------------
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self.bot.spawn(coro)  # the bot cancels it on shutdown (see play)
 
     async def play(
         self,
@@ -220,6 +214,16 @@ class Stories(commands.Cog):
                     else:
                         await streamer.fail(event.reason, view=ui.retry_view(kind, target, n))
                     return
+        except asyncio.CancelledError:
+            # The bot is shutting down: the engine has given the lease back; say so on
+            # the message, with Retry, if Discord lets us in time.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(2):
+                    if on_fail is not None:
+                        await on_fail(Failed(msg.INTERRUPTED_SHUTDOWN, "shutdown"))
+                    else:
+                        await streamer.fail(msg.INTERRUPTED_SHUTDOWN, view=ui.retry_view(kind, target, n))
+            raise
         finally:
             await streamer.aclose()
 

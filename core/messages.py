@@ -219,3 +219,107 @@ STORY_KEPT = "Nothing was deleted."
 STORY_SETTINGS = "**{title}**: scenes are {length}, told in the {pov} person."
 INTERRUPTED = "⚠️ *This scene was interrupted (the bot restarted). Nothing was saved: press Retry.*"
 INTERRUPTED_VERSION = "⚠️ A new version of this scene was interrupted by a restart. Nothing was saved: press Retry."
+
+# --- group votes (core/votes.py, cogs/votes.py) ----------------------------------------------
+
+VOTE_BAD_DURATION = "A vote lasts between 10 seconds and 24 hours (86400 s); you gave {seconds} s."
+VOTE_SOLO = "This is a solo story: there is nothing to vote on."
+VOTE_INVITE_ONLY = "This story's table is invite-only: ask the host to /story invite you."
+VOTE_ALREADY_DECIDED = "This vote is over: option {winner} won, and the story goes on with it."
+VOTE_NO_OWN_ACTIONS = "The host has turned off own actions for this story: vote for one of the choices."
+VOTE_NO_ACTION_YET = "Nobody has proposed an action in this vote yet."
+VOTE_ACTION_TAKEN = (
+    "Someone already proposed an action for this vote: “{action}”. Vote for it with **Your action**, "
+    "or wait for the next scene."
+)
+VOTE_GONE = "That vote does not exist any more."
+VOTE_VOIDED = "The vote was called off: the scene changed."
+VOTE_WHY_DEADLINE = "when time ran out"
+VOTE_WHY_EVERYONE = "once everyone had voted"
+VOTE_WHY_HOST = "when the host closed the vote"
+VOTE_NO_VOTES = "Nobody voted."
+VOTE_WON = "Option {winner} won with {votes} of {total} vote(s), {why}."
+VOTE_TIE = (
+    "Options {options} tied with {votes} vote(s) each, {why}; ties go to the earliest option, so {winner} wins."
+)
+VOTE_CAST = "You voted for {n}: {text}"
+VOTE_WITHDRAWN = "You took back your vote for {n}."
+VOTE_JOINED_NOTE = " You joined the story: you'll vote on every scene from now on."
+VOTE_TALLY_TITLE = "🗳️ Vote"
+VOTE_TALLY_OPEN = "Closes {when} · {voters} of {eligible} player(s) voted. Ties go to the earliest option."
+VOTE_TALLY_EXTENDED = "Nobody voted yet, so the vote got more time: it closes {when}."
+VOTE_TALLY_LINE = "**{n}.** {text} — {votes}"
+VOTE_TALLY_ACTION_HINT = "-# Option 5 is a player's own action: press **Your action** to vote for it."
+VOTE_CLOSED_TITLE = "🗳️ Vote closed"
+VOTE_VOID_TITLE = "🗳️ Vote called off"
+VOTE_VOID_REWRITE = "The host is changing this scene; a new vote opens when it is ready."
+VOTE_ASK_HOST = (
+    "<@{host}> nobody voted on the last scene, even with extra time. The choice is yours: press one "
+    "(any other player's vote starts a new round)."
+)
+VOTE_HOST_ONLY_CLOSE = "Only the host (or a moderator who can manage threads) can close this vote early."
+VOTE_MEMBERS_ONLY_CLOSE = "Only players of this story can close its vote."
+VOTE_NOTHING_OPEN = "There is no open vote on this scene."
+VOTE_CLOSED_BY_YOU = "You closed the vote."
+VOTE_JOINED = "You joined **{title}**: you'll vote on what happens next."
+VOTE_ALREADY_JOINED = "You are already playing **{title}**."
+GROUP_HOST_ONLY = (
+    "In a group story only the host (or a moderator who can manage threads) can regenerate, branch, "
+    "continue or switch versions. Vote with the choice buttons instead."
+)
+GROUP_ONLY = "This works only in group stories (start one in a server with /story new mode:group)."
+MEMBER_INVITED = "{user} is invited to **{title}**: they can vote on its scenes."
+MEMBER_KICKED = "{user} was removed from **{title}**'s table; their vote no longer counts."
+MEMBER_KICK_OWNER = "The host cannot be removed from their own story."
+VOTE_SETTINGS = (
+    "**{title}** votes: {duration} s to vote · own actions {actions} · early close by {closer} · "
+    "table {table}."
+)
+VOTE_SETTINGS_ON = "on"
+VOTE_SETTINGS_OFF = "off"
+VOTE_SETTINGS_HOST = "the host only"
+VOTE_SETTINGS_ANYONE = "any player"
+VOTE_SETTINGS_OPEN = "open to everyone in the thread"
+VOTE_SETTINGS_INVITE = "invite-only"
+
+# --- narration (core/tts.py, cogs/narration.py) ----------------------------------------------
+
+TTS_UNREACHABLE = "Narration unavailable: Kokoro at {url} is not reachable. Is it running? The story goes on."
+TTS_TIMEOUT = "Narration unavailable: Kokoro at {url} did not answer within {seconds:g} s. The story goes on."
+TTS_SERVER_ERROR = "Narration unavailable: Kokoro at {url} had an internal error. The story goes on."
+TTS_REJECTED = "Kokoro refused to read this: {detail}"
+TTS_BAD_REPLY = "Narration unavailable: Kokoro at {url} sent back something that is not audio."
+TTS_TOO_LARGE = "This scene's narration is larger than {megabytes:g} MB, too large to send as a file."
+TTS_BAD_VOICE = (
+    "“{voice}” is not a voice name or mix. Use a voice such as af_bella, or a mix such as "
+    "af_bella(2)+af_sky(1)."
+)
+TTS_UNKNOWN_VOICE = "Kokoro has no voice “{voice}”. Pick one from the list /narrate voice suggests."
+NARRATE_VOICE_UNAVAILABLE = (
+    "Voice narration is not available on this bot: {problem}. "
+    "Ask whoever runs Kahani to set it up (see the README)."
+)
+NARRATE_NOT_IN_VOICE = "Join a voice channel first, then use /narrate join."
+NARRATE_JOINED = "🔊 Narrating in {channel}. Press **Narrate** on a scene to hear it."
+NARRATE_ALREADY_HERE = "I'm already narrating in {channel}."
+NARRATE_OTHER_CHANNEL = (
+    "I'm already narrating in {channel}: one narration per server. "
+    "Use /narrate leave there first, or join that channel."
+)
+NARRATE_CONNECT_FAILED = "I couldn't join {channel}. Check that I may connect and speak there, then try again."
+NARRATE_LEFT = "I left {channel}."
+NARRATE_NOT_CONNECTED = "I'm not in a voice channel in this server. Use /narrate join from a voice channel first."
+NARRATE_NOTHING_PLAYING = "Nothing is being narrated right now."
+NARRATE_STOPPED = "Narration stopped."
+NARRATE_SKIPPED = "Skipped ahead."
+NARRATE_STARTED = "🔊 Reading the scene in {channel}."
+NARRATE_FILE = "🔊 The scene, read aloud."
+NARRATE_EMPTY = "This scene has nothing to read aloud."
+NARRATE_VOICE_SAVED = "Your narration voice is now **{voice}**."
+NARRATE_VOICE_SAVED_UNCHECKED = (
+    "Your narration voice is now **{voice}** (Kokoro could not be asked whether it has that voice)."
+)
+NARRATE_VOICE_DEFAULT = "Your narration voice is back to the default ({voice})."
+NARRATE_SPEED_SAVED = "Your narration speed is now {speed:g}×."
+NARRATE_FAILED_MIDWAY = "⚠️ {reason}"
+INTERRUPTED_SHUTDOWN = "The bot is restarting; this scene was not finished and nothing was saved. Press Retry."

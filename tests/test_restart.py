@@ -78,3 +78,33 @@ async def test_a_killed_bot_leaves_no_half_scene_and_the_next_one_offers_retry(s
         finally:
             await db.dispose()
         standin.assert_clean()
+
+
+async def test_a_stopped_bot_marks_the_scene_it_was_writing_and_frees_the_story(sqlite_url: str) -> None:
+    async with DiscordStandin() as standin, FakeLLM(token_rate=40) as llm:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "stories")
+        alice = standin.add_user("alice", guild=guild)
+        llm.script(LONG + "\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
+        async with BotProcess(standin, sqlite_url, llm_base_url=llm.base_url) as bot:
+            await (await standin.slash(alice, general, "story new")).wait_response()
+            [modal] = standin.modals_for(alice)
+            await (await standin.submit_modal(alice, modal, {"Title": "Ebb"})).wait_response()
+            thread = await standin.wait_until(
+                lambda: next((c for c in standin.channels.values() if c.is_thread and c.name == "Ebb"), None),
+                what="the thread")
+            scene: Message = await standin.wait_until(
+                lambda: next((m for m in thread.messages if "The tide climbs" in m.content), None),
+                timeout=10, what="the scene streaming")
+            assert await bot.stop() == 0  # SIGTERM mid-stream
+        assert msg.INTERRUPTED_SHUTDOWN in scene.content
+        assert any(c.get("label") == "Retry" for c in scene.component_items())
+        db = Database.from_url(sqlite_url)
+        try:
+            async with db.read() as s:
+                [story] = await repo.list_stories(s)
+                assert await repo.get_lease(s, story.id) is None
+                assert await repo.active_path(s, story.id) == []
+        finally:
+            await db.dispose()
+        standin.assert_clean()
