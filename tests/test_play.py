@@ -332,3 +332,40 @@ async def test_story_delete_asks_first_then_removes_every_row(world: World) -> N
             count = await s.scalar(select(func.count()).select_from(Base.metadata.tables[table])
                                    .where(Base.metadata.tables[table].c.story_id == story.id))
             assert count == 0, table
+
+
+async def test_a_channel_without_thread_permission_gets_a_clear_message_and_no_story(world: World) -> None:
+    from tests.discord_standin import Permissions
+
+    locked = world.standin.add_channel(world.guild, "locked", deny_bot=Permissions.CREATE_PUBLIC_THREADS)
+    rec = await world.standin.slash(world.alice, locked, "story new")
+    await rec.wait_response()
+    [modal] = [m for m in world.standin.modals_for(world.alice) if not m.submitted]
+    submitted = await world.standin.submit_modal(world.alice, modal, {"Title": "Nowhere"})
+    text = await ephemeral(world, submitted)
+    assert "can't create a thread" in text
+    assert await story_of(world, "Nowhere") is None
+
+
+async def test_a_second_click_while_the_scene_is_written_is_refused(world: World) -> None:
+    world.llm.script(scene("A gull circles the mast."))
+    thread = await new_story(world, world.alice, world.general, "Gulls", mode="solo")
+    first = await wait_scene(world, thread)
+    world.llm.script(scene(" ".join(["The wind howls."] * 60)), token_rate=60)
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    await world.standin.wait_until(lambda: any("The wind howls." in m.content for m in thread.messages),
+                                   what="the next scene streaming")
+    # An old client still shows the buttons: a second click on the same scene.
+    story = await story_of(world, "Gulls")
+    async with world.db.read() as s:
+        [root] = await repo.active_path(s, story.id)
+    stale = world.standin.post_message(thread, world.standin.bot_user, type(first.current)(
+        content="old", components=[{"type": 1, "components": [
+            {"type": 2, "style": 1, "label": "again", "custom_id": f"kahani:v1:choose:{root.variant.id}:2"}]}]))
+    rec = await world.standin.click(world.alice, stale, "again")
+    assert msg.STILL_WRITING in await ephemeral(world, rec)
+    await world.standin.wait_until(
+        lambda: any("The wind howls." in m.content and done_scene(m) for m in thread.messages),
+        timeout=10, what="the scene finished")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == 2  # one scene written, not two
