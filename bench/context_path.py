@@ -12,15 +12,14 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import event, func, insert, select, text, update
-from sqlalchemy.engine import make_url
+from sqlalchemy import func, insert, select, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import count_statements, postgres_database, sqlite_database  # noqa: E402
 from core import db as dbmod  # noqa: E402
 from core import repository as repo  # noqa: E402
 from core.db import Database  # noqa: E402
@@ -71,27 +70,19 @@ async def build_story(db: Database, scenes: int) -> int:
 
 
 async def measure(db: Database, story_id: int, runs: int) -> tuple[int, int, list[float]]:
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
-    timings = []
-    rows = 0
+    timings: list[float] = []
+    queries = rows = 0
     for run in range(runs + 3):
-        statements.clear()
-        event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-        started = time.perf_counter()
-        async with db.read() as s:
-            path = await repo.active_path(s, story_id, limit=LAST)
-            await repo.path_chapters(s, story_id)
-        elapsed = (time.perf_counter() - started) * 1000
-        event.remove(db.engine.sync_engine, "before_cursor_execute", count)
-        rows = len(path)
+        with count_statements(db.engine) as statements:
+            started = time.perf_counter()
+            async with db.read() as s:
+                path = await repo.active_path(s, story_id, limit=LAST)
+                await repo.path_chapters(s, story_id)
+            elapsed = (time.perf_counter() - started) * 1000
+        queries, rows = len(statements), len(path)
         if run >= 3:  # warm-up runs are not counted
             timings.append(elapsed)
-    return len(statements), rows, timings
+    return queries, rows, timings
 
 
 async def bench_engine(name: str, url: str, runs: int) -> list[tuple]:
@@ -126,21 +117,11 @@ async def main() -> int:
     args = parser.parse_args()
 
     results = []
-    with tempfile.TemporaryDirectory() as directory:
-        results += await bench_engine("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args.runs)
+    async with sqlite_database() as url:
+        results += await bench_engine("sqlite", url, args.runs)
     if args.postgres:
-        admin = dbmod.make_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        scratch = "kahani_bench_context_path"
-        async with admin.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-            await conn.execute(text(f"CREATE DATABASE {scratch}"))
-        try:
-            url = make_url(args.postgres).set(database=scratch).render_as_string(hide_password=False)
+        async with postgres_database(args.postgres, "kahani_bench_context_path") as url:
             results += await bench_engine("postgresql", url, args.runs)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-            await admin.dispose()
 
     print(f"\nRead the last {LAST} scenes of the active path (+ its chapters), {args.runs} runs each\n")
     print(f"| engine     | scenes | queries | rows | median ms | p95 ms | vs 10 scenes |")

@@ -11,15 +11,14 @@ import argparse
 import asyncio
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
-from sqlalchemy import event, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import count_statements, postgres_database, sqlite_database  # noqa: E402
 from bench.context_path import SIZES, build_story  # noqa: E402
 from core import db as dbmod  # noqa: E402
 from core import repository as repo  # noqa: E402
@@ -55,26 +54,19 @@ async def bench_engine(name: str, url: str, runs: int) -> list[tuple]:
             await conn.execute(text("ANALYZE"))
             await conn.commit()
     results = []
-    statements: list[str] = []
-
-    def count(conn, cursor, statement, parameters, context, executemany):  # noqa: ANN001
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            statements.append(statement)
-
     try:
         for size, story_id in stories.items():
-            timings, messages = [], 0
+            timings, messages, queries = [], 0, 0
             for run in range(runs + 3):
-                statements.clear()
-                event.listen(db.engine.sync_engine, "before_cursor_execute", count)
-                started = time.perf_counter()
-                messages = await build_prompt(engine, story_id)
-                elapsed = (time.perf_counter() - started) * 1000
-                event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+                with count_statements(db.engine) as statements:
+                    started = time.perf_counter()
+                    messages = await build_prompt(engine, story_id)
+                    elapsed = (time.perf_counter() - started) * 1000
+                queries = len(statements)
                 if run >= 3:
                     timings.append(elapsed)
             timings.sort()
-            results.append((name, size, len(statements), messages, statistics.median(timings),
+            results.append((name, size, queries, messages, statistics.median(timings),
                             timings[int(len(timings) * 0.95) - 1]))
     finally:
         await llm.aclose()
@@ -88,21 +80,11 @@ async def main() -> int:
     parser.add_argument("--runs", type=int, default=100)
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory() as directory:
-        results += await bench_engine("sqlite", f"sqlite+aiosqlite:///{directory}/bench.db", args.runs)
+    async with sqlite_database() as url:
+        results += await bench_engine("sqlite", url, args.runs)
     if args.postgres:
-        admin = dbmod.make_engine(args.postgres, isolation_level="AUTOCOMMIT")
-        scratch = "kahani_bench_prompt_build"
-        async with admin.connect() as conn:
-            await conn.execute(text(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-            await conn.execute(text(f"CREATE DATABASE {scratch}"))
-        try:
-            url = make_url(args.postgres).set(database=scratch).render_as_string(hide_password=False)
+        async with postgres_database(args.postgres, "kahani_bench_prompt_build") as url:
             results += await bench_engine("postgresql", url, args.runs)
-        finally:
-            async with admin.connect() as conn:
-                await conn.execute(text(f"DROP DATABASE IF EXISTS {scratch} WITH (FORCE)"))
-            await admin.dispose()
 
     print(f"\nBuild the next scene's prompt (8,192-token context), {args.runs} runs each\n")
     print("| engine     | scenes | queries | messages | median ms | p95 ms | vs 10 scenes |")

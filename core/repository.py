@@ -9,12 +9,13 @@ query, so its cost does not grow with the story (DESIGN §8).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, delete, func, literal, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -483,25 +484,22 @@ async def active_path(
     One query whatever the story length: a recursive walk up from the stored tip that
     stops after ``limit`` scenes, so only those rows are read.
     """
-    tip_scene = await session.scalar(select(Story.tip_scene_id).where(Story.id == story_id))
-    if tip_scene is None:
-        return []
-    anchor = aliased(SceneVariant)
-    return await _walk_up(session, anchor, and_(anchor.scene_id == tip_scene, anchor.is_active), limit)
+    return await _walk_up(session, "story", story_id, limit)
 
 
 async def ancestry(session: AsyncSession, variant_id: int, limit: int | None = None) -> list[PathScene]:
     """The path that ends at this variant (its scene and the scenes above it), oldest
     first: all, or the last ``limit``. One query, like :func:`active_path`."""
-    anchor = aliased(SceneVariant)
-    return await _walk_up(session, anchor, anchor.id == variant_id, limit)
+    return await _walk_up(session, "variant", variant_id, limit)
 
 
-async def _walk_up(
-    session: AsyncSession, anchor: Any, condition: Any, limit: int | None
-) -> list[PathScene]:
-    if limit is not None and limit <= 0:
-        return []
+_NO_LIMIT = 2**31 - 1
+
+
+@functools.cache
+def _walk_up_statement(start: str) -> Any:
+    """The recursive walk up the tree, built once (building it costs more than running
+    it): from the tip of story ``:start`` or from variant ``:start``, ``:limit`` scenes."""
 
     # The walk carries every column it returns, so the rows are read by primary key as
     # it goes up and nothing joins back to the whole table afterwards.
@@ -512,6 +510,12 @@ async def _walk_up(
             scene.parent_variant_id.label("parent_variant_id"),
         ]
 
+    anchor = aliased(SceneVariant)
+    if start == "story":
+        tip_scene = select(Story.tip_scene_id).where(Story.id == bindparam("start")).scalar_subquery()
+        condition = and_(anchor.scene_id == tip_scene, anchor.is_active)
+    else:
+        condition = anchor.id == bindparam("start")
     up = (
         select(*columns(anchor, Scene), literal(1).label("n"))
         .join(Scene, Scene.id == anchor.scene_id)
@@ -520,18 +524,22 @@ async def _walk_up(
     )
     parent_variant = aliased(SceneVariant)
     parent_scene = aliased(Scene)
-    step = (
+    up = up.union_all(
         select(*columns(parent_variant, parent_scene), up.c.n + 1)
         .select_from(up)
         .join(parent_variant, parent_variant.id == up.c.parent_variant_id)
         .join(parent_scene, parent_scene.id == parent_variant.scene_id)
+        .where(up.c.n < bindparam("limit"))
     )
-    if limit is not None:
-        step = step.where(up.c.n < limit)
-    up = up.union_all(step)
     variant = aliased(SceneVariant, up)
+    return select(variant, up.c.depth, up.c.chapter_id).order_by(up.c.depth)
+
+
+async def _walk_up(session: AsyncSession, start: str, start_id: int, limit: int | None) -> list[PathScene]:
+    if limit is not None and limit <= 0:
+        return []
     rows = await session.execute(
-        select(variant, up.c.depth, up.c.chapter_id).order_by(up.c.depth)
+        _walk_up_statement(start), {"start": start_id, "limit": _NO_LIMIT if limit is None else limit}
     )
     return [
         PathScene(scene_id=v.scene_id, depth=depth, chapter_id=chapter_id, variant=v)
