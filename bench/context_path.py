@@ -124,8 +124,8 @@ async def main() -> int:
             results += await bench_engine("postgresql", url, args.runs)
 
     print(f"\nRead the last {LAST} scenes of the active path (+ its chapters), {args.runs} runs each\n")
-    print(f"| engine     | scenes | queries | rows | median ms | p95 ms | vs 10 scenes |")
-    print(f"|------------|-------:|--------:|-----:|----------:|-------:|-------------:|")
+    print("| engine     | scenes | queries | rows | median ms | p95 ms | vs 10 scenes |")
+    print("|------------|-------:|--------:|-----:|----------:|-------:|-------------:|")
     ok = True
     base: dict[str, float] = {}
     for name, size, queries, rows, median, p95 in results:
