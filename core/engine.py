@@ -498,7 +498,10 @@ class StoryEngine:
             while start < len(candidates) - 1 and self.counter.adjust(kept_cost) > budget // 2:
                 kept_cost -= costs[start]
                 start += 1
-        fold, kept = candidates[:start], candidates[start:]
+        kept = candidates[start:]
+        # Only the open chapter's own scenes go into its rolling summary (the scene kept
+        # for continuity after a chapter break is already in its chapter's summary).
+        fold = [p for p in candidates[:start] if p.chapter_id == ctx.chapter_id]
         turns = [SceneTurn(p.variant.instruction_kind, p.variant.instruction, p.variant.content) for p in kept]
         messages = scene_messages(frame, bible, turns, kind, instruction, continue_last=continue_last)
         return messages, fold, report, self.counter.count_messages(messages), max_tokens
