@@ -35,6 +35,7 @@ from core.db import Database
 from core.errors import KahaniError
 from core.engine import StoryEngine
 from core.llm import LLMClient, LLMError, LLMTimeouts
+from core.tts import KokoroClient  # narration (issue 8)
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +46,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.characters",
     "cogs.settings",
     "cogs.stories",
+    "cogs.narration",  # issue 8: /narrate and the Narrate button
 )
 
 # Seconds a shutdown waits for background work (generations) to wind down.
@@ -105,17 +107,20 @@ class Resources:
 
     db: Database
     llm: LLMClient
+    tts: KokoroClient  # issue 8: the Kokoro text-to-speech client
 
 
 @contextlib.asynccontextmanager
 async def create_resources(settings: Settings) -> AsyncIterator[Resources]:
-    """The database engine and the LLM client; closed when the block ends."""
+    """The database engine, the LLM client and the TTS client; closed when the block ends."""
     database = Database.from_url(settings.database_url)
     try:
         llm = make_llm_client(settings)
+        tts = KokoroClient(settings.kokoro_url)  # issue 8
         try:
-            yield Resources(database, llm)
+            yield Resources(database, llm, tts)
         finally:
+            await tts.aclose()
             await llm.aclose()
     finally:
         await database.dispose()
@@ -161,6 +166,7 @@ class KahaniBot(commands.AutoShardedBot):
         settings: Settings,
         db: Database,
         llm: LLMClient,
+        tts: KokoroClient | None = None,
         setup: SetupHook | None = None,
         **kwargs: Any,
     ) -> None:
@@ -182,6 +188,8 @@ class KahaniBot(commands.AutoShardedBot):
         self.settings = settings
         self.db = db
         self.llm = llm
+        # issue 8: narration's Kokoro client (cogs reach it as ``bot.tts``).
+        self.tts = tts if tts is not None else KokoroClient(settings.kokoro_url)
         self.instance_id = make_instance_id()
         # The story engine; cogs reach it as ``bot.engine``. Its leases name this process.
         self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id)
@@ -267,7 +275,7 @@ class KahaniBot(commands.AutoShardedBot):
 
 def build_bot(settings: Settings, resources: Resources, *, setup: SetupHook | None = None) -> KahaniBot:
     """The bot with its resources injected (what ``run_bot`` and the tests both use)."""
-    return KahaniBot(settings=settings, db=resources.db, llm=resources.llm, setup=setup)
+    return KahaniBot(settings=settings, db=resources.db, llm=resources.llm, tts=resources.tts, setup=setup)
 
 
 def _install_signal_handlers(bot: KahaniBot) -> Callable[[], None]:

@@ -1,4 +1,4 @@
-"""The ``kahani`` command (also ``python -m bot``): run the bot, migrate the database.
+"""The ``kahani`` command (also ``python -m bot``): run the bot, migrate the database, export a story.
 
 Start-up errors (a missing token, an invalid setting, an unusable database) end the
 process with one clear line on stderr and exit code 2 — no traceback.
@@ -9,7 +9,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
+import tempfile
+from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
 from core.errors import KahaniError
@@ -26,6 +29,14 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("migrate", help="bring the database schema up to date, then exit")
     play = sub.add_parser("play", help="play a story in the terminal (no Discord needed)")
     play.add_argument("--story", type=int, metavar="ID", help="resume this story")
+    export = sub.add_parser("export", help="export a story as Markdown, HTML, EPUB or PDF")
+    export.add_argument("story_id", type=int, metavar="STORY_ID")
+    export.add_argument("--format", "-f", default="markdown", choices=["markdown", "html", "epub", "pdf"])
+    export.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="where to write (a file or a directory; default: standard output)")
+    export.add_argument("--whole-tree", action="store_true",
+                        help="every version and branch, not only the story as it stands (Markdown/HTML)")
+    export.add_argument("--summaries", action="store_true", help="add the chapter summaries at the end")
     return parser
 
 
@@ -65,17 +76,51 @@ async def _play(settings: Settings, story_id: int | None) -> int:
         await database.dispose()
 
 
+async def _export(settings: Settings, args: argparse.Namespace) -> None:
+    from core import db as dbmod
+    from core.db import Database
+    from core.export import export_story, human_size
+
+    await dbmod.upgrade(settings.database_url)
+    database = Database.from_url(settings.database_url)
+    try:
+        if args.output is None:
+            result = await export_story(database, args.story_id, args.format, sys.stdout.buffer,
+                                        whole_tree=args.whole_tree, summaries=args.summaries)
+            sys.stdout.flush()
+            where = "standard output"
+        else:
+            # Written beside the target and renamed at the end: a failed export leaves no half file.
+            directory = args.output if args.output.is_dir() else args.output.parent
+            with tempfile.NamedTemporaryFile(dir=directory, prefix=".kahani-export-", delete=False) as tmp:
+                try:
+                    result = await export_story(database, args.story_id, args.format, tmp,
+                                                whole_tree=args.whole_tree, summaries=args.summaries)
+                except BaseException:
+                    Path(tmp.name).unlink(missing_ok=True)
+                    raise
+            target = directory / result.filename if args.output.is_dir() else args.output
+            os.replace(tmp.name, target)
+            where = str(target)
+        print(f"kahani: wrote {result.scenes} scenes of “{result.title}” as {result.format.label} "
+              f"({human_size(result.size)}) to {where}", file=sys.stderr)
+    finally:
+        await database.dispose()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     try:
         settings = load_settings()
-        configure_logging(settings, quiet=command == "play")
+        configure_logging(settings, quiet=command in ("play", "export"))
         if command == "migrate":
             asyncio.run(_migrate(settings))
             print("kahani: database is up to date", file=sys.stderr)
         elif command == "play":
             return asyncio.run(_play(settings, args.story))
+        elif command == "export":
+            asyncio.run(_export(settings, args))
         else:
             from bot.app import run_bot
 

@@ -6,7 +6,7 @@ against the database happens in the callback, which hands over to the Stories co
 
 Layout (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
 Continue, Narrate, New chapter (≥ 80 % of the context); row 3 the variant select (more
-than one variant); row 4 the rating select; row 5 Favourite, Retry.
+than one variant); row 4 the rating select; row 5 Favourite, Close vote and Join (group stories), Retry.
 """
 
 from __future__ import annotations
@@ -111,6 +111,9 @@ ContinueButton = _simple_button("cont", "Continue", discord.ButtonStyle.secondar
 NarrateButton = _simple_button("narrate", "Narrate", discord.ButtonStyle.secondary, 1, "on_narrate", "🔊")
 ChapterButton = _simple_button("chapter", "New chapter", discord.ButtonStyle.danger, 1, "on_new_chapter", "📖")
 FavouriteButton = _simple_button("fav", "Favourite", discord.ButtonStyle.secondary, 4, "on_favourite", "⭐")
+# Group stories (cogs/votes.py): close the vote early, join the story's table.
+CloseVoteButton = _simple_button("close", "Close vote", discord.ButtonStyle.danger, 4, "on_close_vote", "🗳️")
+JoinButton = _simple_button("join", "Join", discord.ButtonStyle.success, 4, "on_join", "🙋")
 
 
 class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -176,7 +179,7 @@ class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (
     ChoiceButton, ActionButton, RegenerateButton, BranchButton, ContinueButton, NarrateButton,
-    ChapterButton, FavouriteButton, RetryButton, VariantSelect, RatingSelect,
+    ChapterButton, FavouriteButton, RetryButton, VariantSelect, RatingSelect, CloseVoteButton, JoinButton,
 )
 
 
@@ -201,8 +204,10 @@ def scene_view(
     *,
     rating: int | None = None,
     offer_chapter: bool = False,
+    group: bool = False,
 ) -> discord.ui.View:
-    """The live components of the latest scene."""
+    """The live components of the latest scene (in a group story the choices are votes,
+    with Close vote and Join on the last row)."""
     view = discord.ui.View(timeout=None)
     for n, choice in enumerate(choices[:4], start=1):
         view.add_item(ChoiceButton(variant_id, n, shorten_label(choice.label or choice.text, 76)))
@@ -215,6 +220,9 @@ def scene_view(
         view.add_item(VariantSelect(scene_id, variant_options(variants)))
     view.add_item(RatingSelect(variant_id, rating))
     view.add_item(FavouriteButton(variant_id))
+    if group:
+        view.add_item(CloseVoteButton(variant_id))
+        view.add_item(JoinButton(variant_id))
     return view
 
 

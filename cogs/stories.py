@@ -23,14 +23,25 @@ from discord.ext import commands
 
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
 from cogs import scene_ui as ui
-from cogs.common import Actor, NotAllowed, actor, ensure_can_manage, ensure_can_play, story_choices, story_here
+from cogs.common import (
+    Actor,
+    NotAllowed,
+    actor,
+    before_a_modal,
+    ensure_can_manage,
+    ensure_can_play,
+    story_choices,
+    story_here,
+)
 from cogs.render import SceneStreamer, show_text
+from cogs.votes import GroupPlay, ensure_host_in_group, settings_text
 from core import messages as msg
 from core import repository as repo
 from core.choices import Choice
 from core.engine import EngineEvent, Failed, SceneDone, SceneText, StoryEngine
 from core.errors import Conflict, KahaniError, NotFound
-from core.models import InstructionKind, SceneLength, Story, StoryMode, StoryStatus
+from core.models import InstructionKind, MemberStatus, SceneLength, Story, StoryMode, StoryStatus
+from core.votes import MAX_DURATION, MIN_DURATION, VoteSettings
 
 log = logging.getLogger(__name__)
 NO_PINGS = discord.AllowedMentions.none()
@@ -102,14 +113,17 @@ class Stories(commands.Cog):
         self.db = bot.db
         self.engine: StoryEngine = bot.engine
         self._sweeper: asyncio.Task[None] | None = None
+        self.group = GroupPlay(self)  # votes in group stories (cogs/votes.py)
 
     async def cog_load(self) -> None:
         self.bot.add_dynamic_items(*ui.DYNAMIC_ITEMS)
         self._sweeper = self.bot.spawn(self._sweep_interrupted())
+        self.group.start()
 
     async def cog_unload(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        await self.group.stop()
         self.bot.remove_dynamic_items(*ui.DYNAMIC_ITEMS)
 
     # --- /story new ----------------------------------------------------------------
@@ -232,8 +246,19 @@ class Stories(commands.Cog):
         # The messages must be recorded before the components appear (a click may come
         # at once); the final edit may add or drop a tail message, so record again after.
         await self._record(done.variant_id, streamer.messages)
+        ballot = await self.group.scene_ready(done.variant_id)  # a group story votes on it
         messages = await streamer.finish(done.content, view=view, footer="\n\n" + ui.choices_footer(done.choices))
         await self._record(done.variant_id, messages)
+        if ballot is not None:
+            await self.group.repaint(ballot)
+
+    def continue_story(self, channel: discord.abc.Messageable, story_id: int, variant_id: int,
+                       kind: InstructionKind, instruction: str, *, retry: tuple[str, int, int | None]) -> None:
+        """Write the scene after ``variant_id`` (e.g. what a group's vote chose), as a
+        solo choice does."""
+        self._spawn(self.play(channel, instruction, lambda ref: self.engine.next_scene(
+            story_id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
+            frontend_ref=ref), retry=retry))
 
     async def _record(self, variant_id: int, messages: list[discord.Message]) -> None:
         if not messages:
@@ -251,11 +276,11 @@ class Stories(commands.Cog):
                                v.is_active)
                 for v in await repo.list_variants(s, variant.scene_id)
             ]
-            story_id = await repo.variant_story_id(s, variant_id)
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
         if offer_chapter is None:
-            offer_chapter = (await self.engine.context_report(story_id)).flagged()
+            offer_chapter = (await self.engine.context_report(story.id)).flagged()
         return ui.scene_view(variant_id, variant.scene_id, choices, variants, rating=variant.rating,
-                             offer_chapter=offer_chapter)
+                             offer_chapter=offer_chapter, group=story.mode == StoryMode.GROUP.value)
 
     async def _header_text(self, variant_id: int, direction: str | None) -> str:
         """What a new version's header names: the branch's direction, else what led to
@@ -292,11 +317,13 @@ class Stories(commands.Cog):
         return story, who
 
     async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
-        """The story, if the user may play it (any scene of it)."""
+        """The story, if the user may play it (any scene of it) — in a group story: if
+        the user is its host or a moderator."""
         async with self.db.transaction() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
             who = await actor(s, interaction)
             await ensure_can_play(s, story, who)
+            ensure_host_in_group(story, who)
             if story.status == StoryStatus.ENDED.value:
                 raise Conflict(msg.STORY_ENDED)
             if await repo.get_lease(s, story.id) is not None:
@@ -326,12 +353,26 @@ class Stories(commands.Cog):
                         into: discord.Message | None = None) -> None:
         async with self.db.read() as s:
             choices = await repo.get_choices(s, variant_id)
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
         if not 1 <= n <= len(choices):
             raise NotFound(msg.CHOICE_GONE)
+        if story.mode == StoryMode.GROUP.value:
+            if into is None:  # a group's choice buttons are votes
+                await self.group.on_vote(interaction, variant_id, n)
+                return
+            await self._ensure_decided(variant_id)  # Retry of what a vote chose
         await self._next(interaction, variant_id, InstructionKind.CHOICE, choices[n - 1].text,
                          ("choose", variant_id, n), into=into)
 
+    async def _ensure_decided(self, variant_id: int) -> None:
+        if not await self.group.decided(variant_id):
+            raise NotAllowed(msg.GROUP_HOST_ONLY)
+
     async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        if await before_a_modal(self._is_group(variant_id)):
+            await self.group.on_action(interaction, variant_id)
+            return
+
         async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
             await self._next(modal_interaction, variant_id, InstructionKind.ACTION, text.strip(),
                              ("act", variant_id, None))
@@ -343,6 +384,8 @@ class Stories(commands.Cog):
                            direction: str | None = None) -> None:
         """Regenerate / continue / branch: the new version streams into the scene's message."""
         story, who = await self._check_variant(interaction, variant_id)
+        if story.mode == StoryMode.GROUP.value:  # the vote on this scene is called off
+            await self.group.void_with_update(interaction, story.id)
         if interaction.message is not None and not interaction.response.is_done():
             await interaction.response.edit_message(view=ui.disabled_copy(interaction.message))
         elif not interaction.response.is_done():
@@ -377,6 +420,8 @@ class Stories(commands.Cog):
         await self._new_version(interaction, variant_id, "cont")
 
     async def on_branch(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        await before_a_modal(self.group.check_host(interaction, variant_id))
+
         async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
             await self._new_version(modal_interaction, variant_id, "branch", text.strip())
 
@@ -401,6 +446,8 @@ class Stories(commands.Cog):
         elif kind == "choose" and n is not None:
             await self.on_choice(interaction, target_id, n, into=interaction.message)
         elif kind == "act":
+            if await self._is_group(target_id):
+                await self._ensure_decided(target_id)
             text = ui.instruction_from(interaction.message)
             if not text:
                 await self.on_action(interaction, target_id)  # ask again
@@ -432,6 +479,8 @@ class Stories(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 target = await target.fetch()
         story, who = await self._check_variant(interaction, variant_id)
+        if story.mode == StoryMode.GROUP.value:
+            await self.group.void(story.id)
         starts = {
             "regen": lambda ref: self.engine.regenerate(variant_id, user_id=who.user.id, frontend_ref=ref),
             "cont": lambda ref: self.engine.continue_scene(variant_id, user_id=who.user.id, frontend_ref=ref),
@@ -462,8 +511,11 @@ class Stories(commands.Cog):
         place: more are posted or the tail deleted as the text needs) and record them."""
         head, text, footer = await self.text_for(variant_id)
         view = await self.view_for(variant_id)
+        ballot = await self.group.scene_ready(variant_id)  # before its buttons appear
         shown = await show_text(messages[0].channel, messages, text, header=head, footer=footer, view=view)
         await self._record(variant_id, shown)
+        if ballot is not None:
+            await self.group.repaint(ballot)
         return shown
 
     async def on_select_variant(self, interaction: discord.Interaction[Any], scene_id: int, value: str) -> None:
@@ -475,9 +527,13 @@ class Stories(commands.Cog):
             if variant.scene_id != scene_id:
                 raise NotFound(msg.VARIANT_GONE)
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            await ensure_can_play(s, story, await actor(s, interaction))
+            who = await actor(s, interaction)
+            await ensure_can_play(s, story, who)
+            ensure_host_in_group(story, who)
             if await repo.get_lease(s, story.id) is not None:
                 raise Conflict(msg.STILL_WRITING)
+        if story.mode == StoryMode.GROUP.value:
+            await self.group.void(story.id)
         await self.engine.select_variant(variant_id)
         await interaction.response.defer()  # a deferred update: no channel budget spent
         async with self.db.read() as s:
@@ -510,8 +566,19 @@ class Stories(commands.Cog):
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
             await ensure_can_play(s, story, await actor(s, interaction))
 
+    async def _is_group(self, variant_id: int) -> bool:
+        async with self.db.read() as s:
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+        return story.mode == StoryMode.GROUP.value
+
+    async def on_close_vote(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        await self.group.on_close(interaction, variant_id)
+
+    async def on_join(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        await self.group.on_join(interaction, variant_id)
+
     async def on_narrate(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
-        await send_ephemeral(interaction, msg.NARRATION_UNAVAILABLE)
+        await self.bot.get_cog("Narration").narrate_button(interaction, variant_id)  # cogs/narration.py
 
     async def on_new_chapter(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
         async with self.db.transaction() as s:
@@ -595,6 +662,8 @@ class Stories(commands.Cog):
         embed = discord.Embed(title=found.title[:256], description=(found.premise or "")[:1000] or None)
         embed.add_field(name="Genre / tone", value=f"{found.genre or '—'} / {found.tone or '—'}"[:1024])
         embed.add_field(name="Mode", value=found.mode)
+        if found.mode == StoryMode.GROUP.value:
+            embed.add_field(name="Votes", value=settings_text(found.title, VoteSettings.of(found))[:1024], inline=False)
         embed.add_field(name="Scene length", value=found.scene_length)
         embed.add_field(name="Scenes", value=str(path[0].depth + 1 if path else 0))
         embed.add_field(name="Context used", value=f"{report.percent}% of {report.budget} tokens"
@@ -638,7 +707,99 @@ class Stories(commands.Cog):
             if pov:
                 found.point_of_view = pov
             text = msg.STORY_SETTINGS.format(title=found.title, length=found.scene_length, pov=found.point_of_view)
+            if found.mode == StoryMode.GROUP.value:  # where the vote settings are (/story vote-settings)
+                text += "\n" + settings_text(found.title, VoteSettings.of(found))
         await send_ephemeral(interaction, text)
+
+    @story.command(name="export", description="The story as a file: Markdown, HTML, EPUB or PDF")
+    @app_commands.describe(format="The file's format", whole_tree="Every version and branch too (Markdown/HTML)",
+                           summaries="Add the chapter summaries at the end",
+                           public="Post the file here for everyone (default: only you see it)")
+    @app_commands.choices(format=[app_commands.Choice(name=n, value=v) for n, v in (
+        ("Markdown", "markdown"), ("EPUB (e-book)", "epub"), ("PDF", "pdf"), ("HTML (web page)", "html"))])
+    @app_commands.autocomplete(story=story_autocomplete)
+    async def export(self, interaction: discord.Interaction[Any], format: str, whole_tree: bool = False,
+                     summaries: bool = False, public: bool = False, story: int | None = None) -> None:
+        # Imported here so that this command stays one self-contained block of the cog.
+        import tempfile
+
+        from cogs.common import story_to_view
+        from core.export import ExportError, ExportFormat, check_fits, export_story
+
+        fmt = ExportFormat.parse(format)
+        if whole_tree and not fmt.streams:
+            raise ExportError(msg.EXPORT_TREE_FORMATS)
+        async with self.db.transaction() as s:
+            found, _ = await story_to_view(s, interaction, story)
+        await interaction.response.defer(ephemeral=not public, thinking=True)
+        with tempfile.TemporaryFile() as file:
+            result = await export_story(self.db, found.id, fmt, file, whole_tree=whole_tree, summaries=summaries)
+            # The limit Discord gave this interaction (the channel's, boosts included).
+            check_fits(result, interaction.filesize_limit, whole_tree=whole_tree, story_id=found.id)
+            file.seek(0)
+            text = msg.EXPORT_READY.format(title=discord.utils.escape_markdown(result.title), scenes=result.scenes,
+                                           format=fmt.label)
+            await interaction.followup.send(text, file=discord.File(file, result.filename), ephemeral=not public,
+                                            allowed_mentions=NO_PINGS)
+
+    # --- group stories: who plays, and how votes work ------------------------------------
+
+    @story.command(name="invite", description="Let someone vote in a group story (needed at an invite-only table)")
+    @app_commands.describe(player="Who may vote", story="Which story (default: the story of this thread)")
+    @app_commands.autocomplete(story=story_autocomplete)
+    async def invite(self, interaction: discord.Interaction[Any], player: discord.User,
+                     story: int | None = None) -> None:
+        async with self.db.transaction() as s:
+            found, invited = await self._group_story_and_player(s, interaction, story, player)
+            member = await repo.get_member(s, found.id, invited.id)
+            if member is None or member.status == MemberStatus.KICKED.value:
+                await repo.set_member(s, found.id, invited.id, MemberStatus.INVITED)
+            title = found.title
+        await send_ephemeral(interaction, msg.MEMBER_INVITED.format(user=player.mention, title=title))
+
+    @story.command(name="kick", description="Take someone off a group story's table: their votes stop counting")
+    @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
+    @app_commands.autocomplete(story=story_autocomplete)
+    async def kick(self, interaction: discord.Interaction[Any], player: discord.User, story: int | None = None) -> None:
+        async with self.db.transaction() as s:
+            found, kicked = await self._group_story_and_player(s, interaction, story, player)
+            if kicked.id == found.owner_id:
+                raise KahaniError(msg.MEMBER_KICK_OWNER)
+            await repo.set_member(s, found.id, kicked.id, MemberStatus.KICKED)
+            story_id, user_id, title = found.id, kicked.id, found.title
+        await send_ephemeral(interaction, msg.MEMBER_KICKED.format(user=player.mention, title=title))
+        await self.group.after_kick(story_id, user_id)
+
+    async def _group_story_and_player(self, s: Any, interaction: discord.Interaction[Any], story_id: int | None,
+                                      player: discord.User) -> tuple[Story, Any]:
+        """The group story a command is about, if its user may manage it, and the player."""
+        found = await story_here(s, interaction, story_id)
+        ensure_can_manage(found, await actor(s, interaction))
+        if found.mode != StoryMode.GROUP.value:
+            raise KahaniError(msg.GROUP_ONLY)
+        return found, await repo.get_or_create_user(s, player.id, player.display_name)
+
+    @story.command(name="vote-settings", description="How a group story votes: time to vote, own actions, who closes")
+    @app_commands.describe(
+        seconds=f"How long each vote stays open, in seconds ({MIN_DURATION}–{MAX_DURATION}; default 60)",
+        own_actions="Players may propose their own action as a 5th option",
+        host_closes="Only the host (or a moderator) may close a vote early",
+        invite_only="Only invited players may vote (see /story invite)",
+        story="Which story (default: the story of this thread)")
+    @app_commands.autocomplete(story=story_autocomplete)
+    async def vote_settings(self, interaction: discord.Interaction[Any],
+                            seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
+                            own_actions: bool | None = None, host_closes: bool | None = None,
+                            invite_only: bool | None = None, story: int | None = None) -> None:
+        async with self.db.transaction() as s:
+            found = await story_here(s, interaction, story)
+            ensure_can_manage(found, await actor(s, interaction))
+            if found.mode != StoryMode.GROUP.value:
+                raise KahaniError(msg.GROUP_ONLY)
+        settings = await self.group.votes.update_settings(
+            found.id, duration=seconds, own_actions=own_actions, host_closes=host_closes,
+            open_table=None if invite_only is None else not invite_only)
+        await send_ephemeral(interaction, settings_text(found.title, settings))
 
     # --- generations interrupted by a restart ---------------------------------------------
 

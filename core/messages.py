@@ -323,3 +323,18 @@ NARRATE_VOICE_DEFAULT = "Your narration voice is back to the default ({voice})."
 NARRATE_SPEED_SAVED = "Your narration speed is now {speed:g}×."
 NARRATE_FAILED_MIDWAY = "⚠️ {reason}"
 INTERRUPTED_SHUTDOWN = "The bot is restarting; this scene was not finished and nothing was saved. Press Retry."
+
+# --- story export (core/export, /story export, kahani export) ---------------------------------
+
+EXPORT_NO_SCENES = "This story has no scene yet: there is nothing to export."
+EXPORT_BOOK_TOO_LONG = (
+    "This story has {scenes:,} scenes; {format} exports stop at {limit:,}. "
+    "Export it as Markdown or HTML instead: they take any length."
+)
+EXPORT_TREE_FORMATS = "The whole tree (every version and branch) is exported as Markdown or HTML only."
+EXPORT_UNKNOWN_FORMAT = "Export formats are markdown, html, epub and pdf."
+EXPORT_TOO_BIG_HERE = "The {format} file is {size}, but files here can be at most {limit}. {smaller}"
+EXPORT_TRY_PATH_ONLY = "Try again without `whole_tree`: the story as it stands is much smaller."
+EXPORT_TRY_MARKDOWN = "Try `format:markdown`: it is the smallest."
+EXPORT_TRY_CLI = "Whoever runs the bot can export it with `kahani export {story_id}`."
+EXPORT_READY = "📖 **{title}** — {scenes} scenes as {format}."

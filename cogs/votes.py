@@ -1,0 +1,450 @@
+"""Group play in Discord: the choice buttons of a group story's latest scene are votes.
+
+The Stories cog owns one :class:`GroupPlay` and hands it what is specific to group
+stories; the votes themselves (who may vote, the tally, deadlines, the close claim)
+are ``core.votes``. Here:
+
+- a click is answered ephemerally at once ("You voted for 2"), with an interaction
+  callback (no rate limit); the scene message's tally embed follows through
+  :class:`TallyPainter`, which coalesces: a burst of votes becomes about one edit a
+  second, spent from the render scheduler's budget of that channel, so scene streams
+  and tallies together never draw a 429;
+- a timer closes ballots at their deadline. Deadlines live in the database: at
+  start-up and at least every :data:`TIMER_MAX` seconds the timer settles every
+  ballot past due (so a deadline that passed while the bot was down fires on start-up),
+  and the close claim makes one process win when several run;
+- the winner is taken through the same path as a solo choice (``Stories.play`` with
+  ``engine.next_scene``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+import discord
+
+from bot.errors import send_ephemeral
+from cogs import scene_ui as ui
+from cogs.common import NotAllowed, actor, before_a_modal, ensure_can_manage
+from cogs.render import ChannelBudget, StreamScheduler, Urgency
+from core import messages as msg
+from core import repository as repo
+from core.models import InstructionKind, MemberStatus, StoryMode, User
+from core.votes import (
+    ACTION_POSITION,
+    BallotState,
+    CloseReason,
+    Settled,
+    VoteService,
+    VoteSettings,
+    host_of,
+    options_summary,
+)
+
+if TYPE_CHECKING:
+    from cogs.stories import Stories
+
+log = logging.getLogger(__name__)
+TIMER_MAX = 15.0  # seconds: the timer looks at the database at least this often
+NO_PINGS = discord.AllowedMentions.none()
+
+
+def tally_embed(state: BallotState) -> discord.Embed:
+    """What the scene message shows under its text: the options with their votes and
+    when the vote closes, or how it ended."""
+    if state.closed_by == CloseReason.VOID:
+        return discord.Embed(title=msg.VOTE_VOID_TITLE, description=msg.VOTE_VOID_REWRITE)
+    lines = [msg.VOTE_TALLY_LINE.format(n=n, text=ui.one_line(text, 120), votes=votes)
+             for n, text, votes in options_summary(state)]
+    if state.open:
+        when = discord.utils.format_dt(state.deadline, "R")
+        lines.append("")
+        lines.append(msg.VOTE_TALLY_EXTENDED.format(when=when) if state.extended and not state.voters
+                     else msg.VOTE_TALLY_OPEN.format(when=when, voters=state.voters, eligible=state.eligible))
+        if state.action is not None:
+            lines.append(msg.VOTE_TALLY_ACTION_HINT)
+        return discord.Embed(title=msg.VOTE_TALLY_TITLE, description="\n".join(lines)[:4096])
+    lines += ["", f"**{state.outcome or ''}**"]
+    return discord.Embed(title=msg.VOTE_CLOSED_TITLE, description="\n".join(lines)[:4096])
+
+
+def disabled(view: discord.ui.View, winner: int | None = None, variant_id: int | None = None) -> discord.ui.View:
+    """The view with every component disabled (the winning choice marked)."""
+    chosen = f"{ui.PREFIX}:choose:{variant_id}:{winner}" if winner else None
+    for child in view.children:
+        # A DynamicItem wraps the real component: disable that one.
+        item = child.item if isinstance(child, discord.ui.DynamicItem) else child
+        if hasattr(item, "disabled"):
+            item.disabled = True
+        if isinstance(item, discord.ui.Button) and item.custom_id == chosen:
+            item.style = discord.ButtonStyle.success
+    view.stop()
+    return view
+
+
+class TallyPainter:
+    """Edits of tally embeds, coalesced per ballot and paced by the channel's budget.
+
+    :meth:`request` returns at once; one worker per channel sends, whenever the render
+    scheduler's :class:`ChannelBudget` (shared with the scene streams of that channel)
+    and its global budget allow, one edit per requested ballot carrying the ballot's
+    state as the database has it at that moment — so any number of votes in between
+    cost one edit."""
+
+    def __init__(self, group: GroupPlay) -> None:
+        self.group = group
+        self._pending: dict[int, dict[int, Urgency]] = {}  # channel id → ballot ids (ordered) → urgency
+        self._workers: dict[int, asyncio.Task[None]] = {}
+        self.edits = 0  # edits sent (for the benchmark)
+
+    def request(self, channel_id: int, ballot_id: int, *, outcome: bool = False) -> None:
+        """Show the ballot's current state soon; an ``outcome`` (closed, called off) goes
+        at once when the channel's budget has room, a tally change about once a second."""
+        pending = self._pending.setdefault(channel_id, {})
+        urgency = Urgency.FIRST if outcome else Urgency.STREAM
+        pending[ballot_id] = min(urgency, pending.get(ballot_id, Urgency.STREAM))
+        worker = self._workers.get(channel_id)
+        if worker is None or worker.done():
+            self._workers[channel_id] = asyncio.create_task(self._work(channel_id), name=f"kahani-tally-{channel_id}")
+
+    async def close(self) -> None:
+        for task in self._workers.values():
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)
+
+    async def _work(self, channel_id: int) -> None:
+        pending = self._pending[channel_id]
+        while pending:
+            scheduler = StreamScheduler.shared()
+            now = scheduler.clock()
+            # Re-read every time: the scheduler drops idle budgets and makes new ones.
+            urgency = min(pending.values())
+            at = max(ChannelBudget.for_channel(channel_id).edit_ready_at(urgency, now),
+                     scheduler.global_budget.ready_at(now))
+            if at > now:
+                await asyncio.sleep(at - now)  # the channel's rate-limit window, not a guess
+                continue
+            ballot_id = next(b for b, u in pending.items() if u == urgency)
+            del pending[ballot_id]
+            try:
+                edit = await self.group.tally_edit(ballot_id)
+            except Exception:
+                log.exception("could not build the tally of ballot %s", ballot_id)
+                continue
+            if edit is None:
+                continue
+            message, kwargs = edit
+            now = scheduler.clock()
+            budget = ChannelBudget.for_channel(channel_id)
+            ticket = budget.take_edit(now)
+            scheduler.global_budget.take(now)
+            try:
+                await message.edit(**kwargs)
+                self.edits += 1
+            except discord.HTTPException as exc:
+                log.info("could not update the tally in channel %s: %s", channel_id, exc)
+            finally:
+                budget.edits.answered(ticket, scheduler.clock())
+                scheduler.poke()
+        self._pending.pop(channel_id, None)
+
+
+class GroupPlay:
+    """Votes in group stories, for the Stories cog."""
+
+    def __init__(self, stories: Stories) -> None:
+        self.stories = stories
+        self.bot = stories.bot
+        self.db = stories.db
+        self.votes = VoteService(self.db)
+        self.painter = TallyPainter(self)
+        self._wake = asyncio.Event()
+        self._timer: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._timer = asyncio.create_task(self._run_timer(), name="kahani-vote-timer")
+
+    async def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+        await self.painter.close()
+
+    def wake(self) -> None:
+        """Look at the deadlines now (e.g. after a test moved the clock)."""
+        self._wake.set()
+
+    # --- the timer ---------------------------------------------------------------------
+
+    async def _run_timer(self) -> None:
+        await self.bot.wait_until_ready()
+        while True:
+            self._wake.clear()
+            timeout = TIMER_MAX
+            try:
+                for ballot_id in await self.votes.due():
+                    settled = await self.votes.settle_due(ballot_id)
+                    if settled is not None:
+                        await self.after_settle(settled)
+                upcoming = await self.votes.next_deadline()
+                if upcoming is not None:
+                    timeout = min(timeout, max(0.05, (upcoming - self.votes.clock()).total_seconds()))
+            except Exception:
+                log.exception("settling votes failed; trying again in %.0f s", timeout)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    # --- scenes ------------------------------------------------------------------------
+
+    async def scene_ready(self, variant_id: int) -> BallotState | None:
+        """A group story's scene is shown: open its ballot (call it before the buttons
+        appear, then :meth:`repaint` once the message is recorded). None: no vote."""
+        state = await self.votes.open_ballot(variant_id)
+        if state is not None:
+            self.wake()  # the timer sleeps until the earliest deadline: this one may be earlier
+        return state
+
+    async def paint(self, variant_id: int) -> None:
+        """Show the variant's ballot (the newest) on its message."""
+        state = await self.votes.latest(variant_id)
+        if state is not None:
+            await self.repaint(state)
+
+    async def repaint(self, state: BallotState) -> None:
+        async with self.db.read() as s:
+            messages = await repo.get_variant_messages(s, state.variant_id)
+        if messages:
+            self.painter.request(messages[-1][0], state.ballot_id, outcome=not state.open)
+
+    async def tally_edit(self, ballot_id: int) -> tuple[discord.PartialMessage, dict[str, Any]] | None:
+        """The edit that shows a ballot as it is now on its scene's last message."""
+        state = await self.votes.state(ballot_id)
+        async with self.db.read() as s:
+            messages = await repo.get_variant_messages(s, state.variant_id)
+        if not messages:
+            return None
+        channel = self.bot.get_channel(messages[-1][0])
+        if channel is None:
+            return None
+        kwargs: dict[str, Any] = {"embed": tally_embed(state)}
+        if not state.open and state.winner is not None:  # decided: the buttons go grey
+            kwargs["view"] = disabled(await self.stories.view_for(state.variant_id), state.winner, state.variant_id)
+        return channel.get_partial_message(messages[-1][1]), kwargs
+
+    async def void(self, story_id: int) -> None:
+        """The scene is being changed (regenerate, branch, continue, switch): call its
+        vote off, saying so on the message."""
+        for state in await self.votes.void(story_id):
+            await self.repaint(state)
+
+    async def void_with_update(self, interaction: discord.Interaction[Any], story_id: int) -> bool:
+        """Like :meth:`void`, shown through the click's own update (type 7, no channel
+        budget) when the click was on the voted message; True if it answered."""
+        voided = await self.votes.void(story_id)
+        answered = False
+        for state in voided:
+            shown_here = interaction.message is not None and await self._shows(state.variant_id, interaction.message.id)
+            if shown_here and not interaction.response.is_done():
+                await interaction.response.edit_message(embed=tally_embed(state),
+                                                        view=ui.disabled_copy(interaction.message))
+                answered = True
+            else:
+                await self.repaint(state)
+        return answered
+
+    async def _shows(self, variant_id: int, message_id: int) -> bool:
+        async with self.db.read() as s:
+            return message_id in {m for _, m in await repo.get_variant_messages(s, variant_id)}
+
+    # --- clicks ------------------------------------------------------------------------
+
+    async def on_vote(self, interaction: discord.Interaction[Any], variant_id: int, n: int,
+                      action: str | None = None) -> None:
+        user = interaction.user
+        result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action)
+        state = result.state
+        host = result.by_owner or bool(interaction.guild_id and interaction.permissions.manage_threads)
+        awaiting_host = result.after_no_votes
+        settled: Settled | None = None
+        if result.position is not None and awaiting_host and host:
+            settled = await self.votes.close(state.ballot_id, CloseReason.HOST)  # the host was asked: decided
+        elif state.everyone_voted:
+            settled = await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
+        if settled is not None and await self._answer_with_outcome(interaction, settled):
+            # The click that closed the vote is answered by updating the scene message
+            # with the outcome (type 7: no channel budget spent).
+            await self.after_settle(settled, painted=True)
+            return
+        if result.position is None:
+            text = msg.VOTE_WITHDRAWN.format(n=n)
+        else:
+            text = msg.VOTE_CAST.format(n=result.position, text=ui.one_line(state.text_of(result.position), 200))
+        await send_ephemeral(interaction, text + (msg.VOTE_JOINED_NOTE if result.joined else ""))
+        if settled is not None:
+            await self.after_settle(settled)
+            return
+        if result.state.voters == 1 and result.position is not None:
+            self.wake()  # perhaps a new round: its deadline may be the earliest
+        await self.repaint(state)
+
+    async def _answer_with_outcome(self, interaction: discord.Interaction[Any], settled: Settled) -> bool:
+        variant_id = settled.state.variant_id
+        if interaction.response.is_done() or interaction.message is None \
+                or not await self._shows(variant_id, interaction.message.id):
+            return False
+        view = disabled(await self.stories.view_for(variant_id), settled.winner, variant_id)
+        await interaction.response.edit_message(embed=tally_embed(settled.state), view=view)
+        return True
+
+    async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        """Your action in a group story: propose an own action (option 5) through a form,
+        or vote for the one already proposed."""
+        story, state = await before_a_modal(self._action_state(variant_id))
+        if not VoteSettings.of(story).own_actions:
+            raise NotAllowed(msg.VOTE_NO_OWN_ACTIONS)
+        if state is not None and state.open and state.action is not None:
+            await self.on_vote(interaction, variant_id, ACTION_POSITION)
+            return
+
+        async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
+            await self.on_vote(modal_interaction, variant_id, ACTION_POSITION, action=text.strip())
+
+        await interaction.response.send_modal(ui.TextModal(
+            "Your action", "What do you do?", "We pick the lock and slip inside… (the others vote on it)",
+            submitted))
+
+    async def _action_state(self, variant_id: int) -> tuple[Any, BallotState | None]:
+        async with self.db.read() as s:
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+        return story, await self.votes.latest(variant_id)
+
+    async def on_close(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        async with self.db.transaction() as s:
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+            who = await actor(s, interaction)
+            if VoteSettings.of(story).host_closes:
+                try:
+                    ensure_can_manage(story, who)
+                except NotAllowed:
+                    raise NotAllowed(msg.VOTE_HOST_ONLY_CLOSE) from None
+            else:
+                member = await repo.get_member(s, story.id, who.user.id)
+                if story.owner_id != who.user.id and (member is None or member.status != MemberStatus.JOINED.value):
+                    raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
+        state = await self.votes.latest(variant_id)
+        settled = None if state is None or not state.open else await self.votes.close(state.ballot_id, CloseReason.HOST)
+        if settled is None:
+            raise NotAllowed(msg.VOTE_NOTHING_OPEN)
+        # The click's own update shows the outcome: no channel budget spent.
+        if not await self._answer_with_outcome(interaction, settled):
+            await send_ephemeral(interaction, msg.VOTE_CLOSED_BY_YOU)
+            await self.after_settle(settled)
+            return
+        await self.after_settle(settled, painted=True)
+
+    async def on_join(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        async with self.db.transaction() as s:
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+            who = await actor(s, interaction)
+            member = await repo.get_member(s, story.id, who.user.id)
+            if member is not None and member.status == MemberStatus.KICKED.value:
+                raise NotAllowed(msg.NOT_A_PLAYER_KICKED)
+            if member is not None and member.status == MemberStatus.JOINED.value:
+                await send_ephemeral(interaction, msg.VOTE_ALREADY_JOINED.format(title=story.title))
+                return
+            if member is None and not VoteSettings.of(story).open_table:
+                raise NotAllowed(msg.VOTE_INVITE_ONLY)
+            await repo.set_member(s, story.id, who.user.id, MemberStatus.JOINED)
+            title = story.title
+        await send_ephemeral(interaction, msg.VOTE_JOINED.format(title=title))
+        state = await self.votes.latest(variant_id)
+        if state is not None and state.open:
+            await self.repaint(state)
+
+    async def check_host(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        """Before a form (Branch) in a group story: the host or a moderator only. Reads
+        only, so it is quick enough to come before the form."""
+        async with self.db.read() as s:
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+            if story.mode != StoryMode.GROUP.value:
+                return
+            owner = await s.get(User, story.owner_id)
+        manage = bool(interaction.guild_id and interaction.permissions.manage_threads)
+        if not manage and (owner is None or owner.discord_id != interaction.user.id):
+            raise NotAllowed(msg.GROUP_HOST_ONLY)
+
+    async def decided(self, variant_id: int) -> bool:
+        """Whether the variant's vote is over with a winner (a Retry may take it)."""
+        state = await self.votes.latest(variant_id)
+        return state is not None and not state.open and state.winner is not None
+
+    # --- outcomes ----------------------------------------------------------------------
+
+    async def after_settle(self, settled: Settled, *, painted: bool = False) -> None:
+        """Show how a ballot ended and go on: the winner is taken as a solo choice is; no
+        votes after the extension asks the host (the one ping the bot may send)."""
+        state = settled.state
+        if not painted:
+            await self.repaint(state)
+        if settled.extended:
+            self.wake()
+            return
+        story_id = state.story_id
+        async with self.db.read() as s:
+            story = await repo.get_story(s, story_id)
+        if story.mode != StoryMode.GROUP.value:
+            return
+        channel = await self.stories._channel_of(story)
+        if settled.ask_host:
+            host = await host_of(self.db, story_id)
+            if host is not None:
+                only_host = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
+                                                    users=[discord.Object(host)])
+                await channel.send(msg.VOTE_ASK_HOST.format(host=host), allowed_mentions=only_host)
+                ChannelBudget.for_channel(channel.id).note_create()
+            return
+        if state.winner is None:
+            return
+        kind, text = settled.instruction
+        retry = ("act", state.variant_id, None) if kind is InstructionKind.ACTION else \
+            ("choose", state.variant_id, state.winner)
+        self.stories.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry)
+
+    # --- members -----------------------------------------------------------------------
+
+    async def after_kick(self, story_id: int, user_id: int) -> None:
+        """A kicked member's vote no longer counts; everyone else may have voted now."""
+        state = await self.votes.withdraw_member(story_id, user_id)
+        if state is None:
+            return
+        if state.everyone_voted:
+            settled = await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
+            if settled is not None:
+                await self.after_settle(settled)
+                return
+        await self.repaint(state)
+
+
+def settings_text(title: str, settings: VoteSettings) -> str:
+    return msg.VOTE_SETTINGS.format(
+        title=title, duration=settings.duration,
+        actions=msg.VOTE_SETTINGS_ON if settings.own_actions else msg.VOTE_SETTINGS_OFF,
+        closer=msg.VOTE_SETTINGS_HOST if settings.host_closes else msg.VOTE_SETTINGS_ANYONE,
+        table=msg.VOTE_SETTINGS_OPEN if settings.open_table else msg.VOTE_SETTINGS_INVITE,
+    )
+
+
+
+def ensure_host_in_group(story: Any, who: Any) -> None:
+    """Regenerate, branch, continue and switching versions in a group story: the host
+    or a moderator (who can manage threads) only."""
+    if story.mode != StoryMode.GROUP.value:
+        return
+    try:
+        ensure_can_manage(story, who)
+    except NotAllowed:
+        raise NotAllowed(msg.GROUP_HOST_ONLY) from None
