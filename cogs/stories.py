@@ -214,14 +214,21 @@ class Stories(commands.Cog):
         retry_id = ui.RetryButton(kind, target, n).custom_id
         ref = f"{first_message.channel.id}:{first_message.id}:{retry_id}"
         streamer = SceneStreamer(first_message.channel, header=head, first_message=first_message)
+        narration = await self._auto_narration(first_message.channel)
         try:
             async for event in start(ref):
                 if isinstance(event, SceneText):
                     await streamer.feed(event.text)
+                    if narration is not None:
+                        narration.feed(event.text)
                 elif isinstance(event, SceneDone):
+                    if narration is not None:
+                        narration.finish()
                     await self._finish_scene(streamer, event)
                     return
                 elif isinstance(event, Failed):
+                    if narration is not None:
+                        await narration.stop()
                     if on_fail is not None:
                         await streamer.aclose()
                         await on_fail(event)
@@ -240,6 +247,28 @@ class Stories(commands.Cog):
             raise
         finally:
             await streamer.aclose()
+
+    async def _auto_narration(self, channel: Any) -> Any:
+        """A narration job reading the scene while it is written, when the bot is in a
+        voice channel of this server and the story's owner has auto-narrate on (their
+        voice and speed). None otherwise; narration trouble never stops the story."""
+        guild = getattr(channel, "guild", None)
+        narrator = self.bot.get_cog("Narration")
+        if guild is None or narrator is None or not narrator.narrating(guild.id):
+            return None
+        try:
+            async with self.db.transaction() as s:  # may create the owner's default settings
+                story = await repo.story_for_thread(s, channel.id)
+                if story is None:
+                    return None
+                settings = await repo.get_user_settings(s, story.owner_id)
+                if not (settings.auto_narrate or story.settings.get("auto_narrate")):
+                    return None
+                voice, speed = settings.tts_voice, settings.tts_speed
+            return await narrator.play(guild.id, voice=voice, speed=speed)
+        except Exception:
+            log.warning("auto-narration could not start in guild %s", guild.id, exc_info=True)
+            return None
 
     async def _finish_scene(self, streamer: SceneStreamer, done: SceneDone) -> None:
         view = await self.view_for(done.variant_id, offer_chapter=done.context.flagged())

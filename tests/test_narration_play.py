@@ -361,3 +361,33 @@ async def test_the_bot_disconnected_from_voice_stops_the_narration(world: World)
     finally:
         world.kokoro.realtime_factor = None
         world.cog.sessions.pop(world.guild.id, None)
+
+
+async def test_auto_narrate_reads_the_next_scene_while_it_is_written(world: World) -> None:
+    from cogs.narration import GuildNarration
+    from core import repository as repo
+
+    thread = next(c for c in world.standin.channels.values() if c.name == "Tavern Tales")
+    scenes = [m for m in thread.messages if "kahani:v1:choose:" in str(m.component_items())]
+    last = scenes[-1]
+    async with world.db.transaction() as s:
+        alice = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
+        await repo.update_user_settings(s, alice.id, auto_narrate=True, tts_voice="af_sky", tts_speed=1.25)
+    guild = world.bot.get_guild(world.guild.id)
+    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
+    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    world.kokoro.realtime_factor = 200
+    speech_before = len(world.kokoro.speech_requests)
+    try:
+        world.llm.script(scene("The bard strikes a chord. Every head turns."))
+        await (await world.standin.click(world.alice, last, "1. Climb the stair")).wait_response()
+        await until(lambda: voice.players and voice.players[-1].finished.is_set(), timeout=10)
+        asked = world.kokoro.speech_requests[speech_before:]
+        assert asked and all(r["voice"] == "af_sky" and r["speed"] == 1.25 for r in asked)
+        assert "The bard strikes a chord." in " ".join(r["input"] for r in asked)
+        assert [f for f in voice.players[-1].frames if f != SILENCE]
+    finally:
+        world.kokoro.realtime_factor = None
+        world.cog.sessions.pop(world.guild.id, None)
+        async with world.db.transaction() as s:
+            await repo.update_user_settings(s, alice.id, auto_narrate=False)
