@@ -650,7 +650,10 @@ class Stories(commands.Cog):
             found = await story_here(s, interaction, story)
             await ensure_can_play(s, found, await actor(s, interaction))
             tip = await repo.tip(s, found.id)
-        channel = await self._channel_of(found)
+        try:
+            channel = await self._channel_of(found)
+        except NotFound:
+            channel = await self._move_story_here(interaction, found)
         if isinstance(channel, discord.Thread) and channel.archived:
             try:
                 await channel.edit(archived=False)
@@ -665,6 +668,20 @@ class Stories(commands.Cog):
         await self.show_variant(tip.variant.id, [first])
         await interaction.followup.send(msg.RESUMED.format(where=getattr(channel, "mention", "your DMs")),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
+
+    async def _move_story_here(self, interaction: discord.Interaction[Any], story: Story) -> Any:
+        """The story's thread (or DM) is gone: give it a new thread in this channel (a DM
+        story: this DM). Nothing of the story was lost with the old one."""
+        if (story.guild_id is None) != (interaction.guild_id is None):
+            raise NotFound(msg.STORY_CHANNEL_GONE)
+        channel = await self._story_channel(interaction, story.title, private=False)
+        async with self.db.transaction() as s:
+            moved = await repo.get_story(s, story.id)
+            if interaction.guild_id is not None:
+                moved.thread_id, moved.channel_id = channel.id, interaction.channel_id
+            else:
+                moved.channel_id = channel.id
+        return channel
 
     async def _channel_of(self, story: Story) -> Any:
         channel_id = story.thread_id or story.channel_id

@@ -4,6 +4,7 @@ failures with Retry, permissions, /story list|info|resume|end|delete."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -369,3 +370,38 @@ async def test_a_second_click_while_the_scene_is_written_is_refused(world: World
         timeout=10, what="the scene finished")
     async with world.db.read() as s:
         assert len(await repo.active_path(s, story.id)) == 2  # one scene written, not two
+
+
+async def test_a_story_whose_thread_was_deleted_resumes_in_a_new_thread(world: World) -> None:
+    world.llm.script(scene("Moss covers the old gate."))
+    thread = await new_story(world, world.alice, world.general, "Moss", mode="solo")
+    await wait_scene(world, thread)
+    story = await story_of(world, "Moss")
+    await world.standin.moderator_delete_thread(thread)
+    rec = await world.standin.slash(world.alice, world.general, "story resume", story=story.id)
+    await rec.wait_response()
+    moved = await world.standin.wait_until(
+        lambda: next((c for c in world.standin.channels.values()
+                      if c.is_thread and c.name == "Moss" and c.id != thread.id), None),
+        what="a new thread")
+    again = await wait_scene(world, moved)
+    assert again.content.startswith("Moss covers the old gate.")
+    assert (await story_of(world, "Moss")).thread_id == moved.id
+
+
+async def test_a_thread_deleted_mid_scene_loses_nothing(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.llm.script(scene("A bell tolls."))
+    thread = await new_story(world, world.alice, world.general, "Bells", mode="solo")
+    first = await wait_scene(world, thread)
+    world.llm.script(scene(" ".join(["The bell tolls again."] * 60)), token_rate=60)
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    await world.standin.wait_until(lambda: any("tolls again" in m.content for m in thread.all_messages),
+                                   what="the next scene streaming")
+    writing = [t for t in world.bot._background if t.get_coro().__qualname__ == "Stories.play"]
+    await world.standin.moderator_delete_thread(thread)
+    await asyncio.wait_for(asyncio.gather(*writing), 15)  # the generation runs to its end
+    story = await story_of(world, "Bells")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == 2  # the scene is stored all the same
+        assert await repo.get_lease(s, story.id) is None
+    assert "unexpected error" not in caplog.text
