@@ -3,9 +3,8 @@ the fake Kokoro-FastAPI — the Narrate button in DMs (an MP3 attachment read wi
 player's voice and speed), /narrate voice|speed|join|leave|stop|skip, and Kokoro failing
 while the story goes on.
 
-Not covered here: audio reaching a voice channel (that needs a voice-server stand-in:
-TLS websocket, IP discovery, RTP decryption; see DESIGN §7). Everything up to the
-AudioSource is covered by tests/test_narration_audio.py."""
+Playback here goes into a FakeVoice connection; audio reaching a real voice connection
+(TLS voice gateway, IP discovery, encrypted RTP) is tests/test_voice_e2e.py."""
 
 from __future__ import annotations
 
