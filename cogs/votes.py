@@ -14,7 +14,10 @@ are ``core.votes``. Here:
   ballot past due (so a deadline that passed while the bot was down fires on start-up),
   and the close claim makes one process win when several run;
 - the winner is taken through the same path as a solo choice (``Stories.play`` with
-  ``engine.next_scene``).
+  ``engine.next_scene``), once its hand-off is claimed in the database; the timer also
+  recovers winners nobody is writing (the closer died between the close and the scene,
+  or the scene's generation died or failed): ``VoteService.recover`` hands each to one
+  process.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -182,6 +186,7 @@ class GroupPlay:
 
     async def _run_timer(self) -> None:
         await self.bot.wait_until_ready()
+        seen: datetime | None = None  # the deadline last logged
         while True:
             self._wake.clear()
             timeout = TIMER_MAX
@@ -190,7 +195,14 @@ class GroupPlay:
                     settled = await self.votes.settle_due(ballot_id)
                     if settled is not None:
                         await self.after_settle(settled)
+                for settled in await self.votes.recover():
+                    log.warning("vote %s of story %s was decided but its scene never came: writing it now",
+                                settled.state.ballot_id, settled.state.story_id)
+                    await self.after_settle(settled, taken=True)
                 upcoming = await self.votes.next_deadline()
+                if upcoming is not None and upcoming != seen:
+                    seen = upcoming
+                    log.debug("vote timer: next deadline at %s", upcoming.isoformat())
                 if upcoming is not None:
                     timeout = min(timeout, max(0.05, (upcoming - self.votes.clock()).total_seconds()))
             except Exception:
@@ -384,9 +396,10 @@ class GroupPlay:
 
     # --- outcomes ----------------------------------------------------------------------
 
-    async def after_settle(self, settled: Settled, *, painted: bool = False) -> None:
-        """Show how a ballot ended and go on: the winner is taken as a solo choice is; no
-        votes after the extension asks the host (the one ping the bot may send)."""
+    async def after_settle(self, settled: Settled, *, painted: bool = False, taken: bool = False) -> None:
+        """Show how a ballot ended and go on: the winner is taken as a solo choice is —
+        once its hand-off is claimed (``taken``: already claimed by a recovery); no votes
+        after the extension asks the host (the one ping the bot may send)."""
         state = settled.state
         if not painted:
             await self.repaint(state)
@@ -409,6 +422,8 @@ class GroupPlay:
             return
         if state.winner is None:
             return
+        if not taken and not await self.votes.take(state.ballot_id):
+            return  # another process (or a recovery) writes it
         kind, text = settled.instruction
         retry = ("act", state.variant_id, None) if kind is InstructionKind.ACTION else \
             ("choose", state.variant_id, state.winner)

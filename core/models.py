@@ -418,6 +418,10 @@ class Ballot(Base):
     closed_by: Mapped[str | None] = mapped_column(String(20))  # deadline|everyone|host|void
     winner_position: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(Text)  # how it was decided, for the message
+    # The winner's generation handed off: claimed (UPDATE … WHERE taken_at IS NULL …
+    # RETURNING) by the closer at once, or by a recovery check when the closer died.
+    taken_at: Mapped[datetime | None]
+    takes: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))  # hand-offs so far
 
 
 class Vote(Base):

@@ -14,6 +14,15 @@ for the ballots past their deadline (at start-up and periodically) and settles t
 
 A ballot with no votes at its deadline is extended once; with none at the second
 deadline it closes without a winner and the host is asked (their next click decides).
+
+A decided ballot's winning scene is **handed off** to a generation by a second claim,
+``UPDATE ballots SET taken_at … WHERE taken_at IS NULL RETURNING``: the closer takes it
+at once (:meth:`VoteService.take`). If the closer dies before that, or its generation
+dies or fails, no scene follows; :meth:`VoteService.recover` (at start-up and with the
+deadlines) claims such ballots — still the story's tip, no generation lease held, no
+scene after them, closed more than :data:`TAKE_GRACE` ago and never taken, or taken
+more than :data:`RETAKE_AFTER` ago, at most :data:`MAX_TAKES` hand-offs in all — so
+exactly one process starts the winner's scene.
 """
 
 from __future__ import annotations
@@ -24,7 +33,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import and_, delete, exists, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -34,14 +43,16 @@ from core.db import Database
 from core.errors import Conflict, KahaniError, NotFound
 from core.models import (
     Ballot,
+    GenerationLease,
     InstructionKind,
     MemberStatus,
     Scene,
     SceneVariant,
     Story,
     StoryMember,
-    User,
     StoryMode,
+    StoryStatus,
+    User,
     Vote,
     utcnow,
 )
@@ -50,6 +61,12 @@ MIN_DURATION = 10  # seconds
 MAX_DURATION = 24 * 3600
 ACTION_POSITION = 5  # a proposed own action joins the ballot as option 5
 SETTINGS_KEY = "votes"  # Story.settings["votes"]
+# The winner's hand-off (see the module doc): a decided ballot nobody took this long after
+# it closed lost its closer; one taken this long ago with no lease and no scene after it
+# lost its generation (the process died, or the generation failed). One automatic retry.
+TAKE_GRACE = timedelta(seconds=10)
+RETAKE_AFTER = timedelta(seconds=60)
+MAX_TAKES = 2
 
 
 class VoteRefused(KahaniError):
@@ -328,6 +345,69 @@ class VoteService:
                 await s.refresh(ballot)
                 return Settled(await self._state(s, ballot), extended=True)
             return await self._close(s, ballot_id, CloseReason.DEADLINE, due_only=True)
+
+    async def take(self, ballot_id: int) -> bool:
+        """Claim the decided ballot's winning scene for a generation (the closer does, at
+        once). False when it was already taken — by another process or a recovery."""
+        async with self.db.transaction() as s:
+            return await s.scalar(
+                update(Ballot)
+                .where(Ballot.id == ballot_id, Ballot.winner_position.is_not(None), Ballot.taken_at.is_(None))
+                .values(taken_at=self.clock(), takes=Ballot.takes + 1)
+                .returning(Ballot.id)
+            ) is not None
+
+    def _stranded(self, now: datetime) -> Any:
+        """Decided ballots whose winning scene nobody is writing: still the story's tip
+        (an active story), no generation lease, no scene after the variant, and either
+        never taken though closed :data:`TAKE_GRACE` ago, or taken :data:`RETAKE_AFTER`
+        ago with a retry left."""
+        return and_(
+            Ballot.closed_at.is_not(None),
+            Ballot.winner_position.is_not(None),
+            Ballot.takes < MAX_TAKES,
+            or_(
+                and_(Ballot.taken_at.is_(None), Ballot.closed_at <= now - TAKE_GRACE),
+                Ballot.taken_at <= now - RETAKE_AFTER,
+            ),
+            ~exists().where(GenerationLease.story_id == Ballot.story_id),
+            ~exists().where(Scene.parent_variant_id == Ballot.variant_id),
+            exists().where(
+                Story.id == Ballot.story_id,
+                Story.status == StoryStatus.ACTIVE.value,
+                Story.mode == StoryMode.GROUP.value,
+                SceneVariant.id == Ballot.variant_id,
+                SceneVariant.is_active,
+                SceneVariant.scene_id == Story.tip_scene_id,
+            ).correlate(Ballot),
+        )
+
+    async def recover(self) -> list[Settled]:
+        """Claim the decided ballots whose winning scene was never started, or whose
+        generation died (see :meth:`_stranded`); each is returned to exactly one caller,
+        whichever process asks — the caller starts its winner's scene."""
+        now = self.clock()
+        async with self.db.read() as s:
+            # Driven from the group stories' tips (ix_ballots_story_id): no scan of old ballots.
+            candidates = (await s.scalars(
+                select(Ballot.id)
+                .join(Story, Story.id == Ballot.story_id)
+                .join(SceneVariant, and_(SceneVariant.id == Ballot.variant_id,
+                                         SceneVariant.scene_id == Story.tip_scene_id))
+                .where(Story.mode == StoryMode.GROUP.value, Story.status == StoryStatus.ACTIVE.value,
+                       self._stranded(now))
+                .order_by(Ballot.closed_at)
+            )).all()
+        claimed: list[Settled] = []
+        for ballot_id in candidates:
+            async with self.db.transaction() as s:
+                won = await s.scalar(
+                    update(Ballot).where(Ballot.id == ballot_id, self._stranded(now))
+                    .values(taken_at=now, takes=Ballot.takes + 1).returning(Ballot.id)
+                )
+                if won is not None:
+                    claimed.append(Settled(await self._state(s, await s.get_one(Ballot, ballot_id))))
+        return claimed
 
     async def due(self) -> list[int]:
         """Open ballots at or past their deadline, oldest deadline first."""
