@@ -27,13 +27,14 @@ import discord
 import yarl
 from discord.ext import commands
 
+from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
 from bot.settings import Settings, require_token
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
-from core.errors import KahaniError
 from core.engine import StoryEngine
+from core.errors import KahaniError
 from core.llm import LLMClient, LLMError, LLMTimeouts
 from core.tts import KokoroClient  # narration (issue 8)
 
@@ -174,6 +175,10 @@ class KahaniBot(commands.AutoShardedBot):
         if self.fast_start:
             # Only the stand-in is this quick; Discord needs discord.py's default 2 s.
             kwargs.setdefault("guild_ready_timeout", 0.1)
+        # This bot's Prometheus metrics (served only with METRICS_PORT); the trace counts
+        # every Discord REST request and 429 on discord.py's HTTP session.
+        self.metrics = metricsmod.Metrics()
+        kwargs.setdefault("http_trace", self.metrics.discord_trace())
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
@@ -203,6 +208,7 @@ class KahaniBot(commands.AutoShardedBot):
     async def setup_hook(self) -> None:
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        self.metrics.instrument(self)
         if self._setup is not None:
             await self._setup(self)
         await sync_commands_if_changed(self)
@@ -307,7 +313,11 @@ async def run_bot(settings: Settings, *, handle_signals: bool = True, setup: Set
     token = require_token(settings)
     apply_discord_endpoints(settings)
     await dbmod.upgrade(settings.database_url)
-    async with create_resources(settings) as resources, build_bot(settings, resources, setup=setup) as bot:
+    async with (
+        create_resources(settings) as resources,
+        build_bot(settings, resources, setup=setup) as bot,
+        metricsmod.serve(settings, bot),  # /metrics and /healthz, with METRICS_PORT
+    ):
         undo = _install_signal_handlers(bot) if handle_signals else (lambda: None)
         try:
             await bot.start(token)

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     shard_count: int | None = Field(None, ge=1, le=10_000)
     shard_ids: Annotated[list[int] | None, NoDecode] = None
+    # Prometheus /metrics and /healthz over HTTP (bot/metrics.py); off unless a port is set.
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
     # Tests only: skip discord.py's pauses meant for the real Discord (2 s wait for guilds
     # before on_ready, 5 s before each re-IDENTIFY), which the local stand-in does not need.
