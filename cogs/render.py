@@ -805,6 +805,28 @@ class SceneStreamer:
             self._done.set()
 
 
+async def post_paced(channel: discord.abc.Messageable, content: str, *,
+                     scheduler: StreamScheduler | None = None, **kwargs: Any) -> discord.Message:
+    """Post a message outside a stream (e.g. a "the storyteller is writing…" placeholder)
+    within the budgets the streams share: it waits for the channel's create window and
+    the bot's global limit instead of drawing a 429 when many scenes start at once."""
+    scheduler = scheduler or StreamScheduler.shared()
+    budget = scheduler.budget(channel.id)  # type: ignore[attr-defined]
+    while True:
+        now = scheduler.clock()
+        ready = max(budget.create_ready_at(now), scheduler.global_budget.ready_at(now))
+        if ready <= now:
+            break
+        await asyncio.sleep(ready - now)  # pacing: the budget opens at a known time
+    ticket = budget.take_create(now)
+    scheduler.global_budget.take(now)
+    try:
+        return await channel.send(content, allowed_mentions=discord.AllowedMentions.none(), **kwargs)
+    finally:
+        budget.creates.answered(ticket, scheduler.clock())
+        scheduler.poke()
+
+
 async def show_text(
     channel: discord.abc.Messageable,
     messages: Sequence[AnyMessage],

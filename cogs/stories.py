@@ -33,7 +33,7 @@ from cogs.common import (
     story_choices,
     story_here,
 )
-from cogs.render import SceneStreamer, show_text
+from cogs.render import SceneStreamer, post_paced, show_text
 from cogs.votes import GroupPlay, ensure_host_in_group, settings_text
 from core import messages as msg
 from core import repository as repo
@@ -206,9 +206,7 @@ class Stories(commands.Cog):
         """Stream one generation into ``channel`` (or into ``first_message``)."""
         head = ui.header(instruction)
         if first_message is None:
-            first_message = await channel.send(
-                f"{head}\n{msg.WRITING}" if head else msg.WRITING, allowed_mentions=NO_PINGS
-            )
+            first_message = await post_paced(channel, f"{head}\n{msg.WRITING}" if head else msg.WRITING)
         head = f"{head}\n" if head else ""
         kind, target, n = retry
         retry_id = ui.RetryButton(kind, target, n).custom_id
@@ -216,7 +214,7 @@ class Stories(commands.Cog):
         streamer = SceneStreamer(first_message.channel, header=head, first_message=first_message)
         narration = await self._auto_narration(first_message.channel)
         try:
-            async for event in start(ref):
+            async for event in self.bot.metrics.watch(start(ref), kind):
                 if isinstance(event, SceneText):
                     await streamer.feed(event.text)
                     if narration is not None:
@@ -331,7 +329,7 @@ class Stories(commands.Cog):
 
     async def _check_tip(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
         """The story, if the user may play it and this variant is where it continues."""
-        async with self.db.transaction() as s:
+        async with self.db.read() as s:  # no write lock on the click's path
             story_id = await repo.variant_story_id(s, variant_id)
             story = await repo.get_story(s, story_id)
             who = await actor(s, interaction)
@@ -348,7 +346,7 @@ class Stories(commands.Cog):
     async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
         """The story, if the user may play it (any scene of it) — in a group story: if
         the user is its host or a moderator."""
-        async with self.db.transaction() as s:
+        async with self.db.read() as s:  # no write lock on the click's path
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
             who = await actor(s, interaction)
             await ensure_can_play(s, story, who)
@@ -364,14 +362,17 @@ class Stories(commands.Cog):
                     into: discord.Message | None = None) -> None:
         """Write the scene that follows ``variant_id`` after the player's instruction
         (into a new message, or ``into`` — e.g. the failed attempt being retried)."""
+        if not acked and not interaction.response.is_done():
+            # Answer within Discord's 3 s whatever the load (a deferred update spends no
+            # channel budget); a refusal below then comes as an ephemeral followup.
+            await interaction.response.defer()
         story, who = await self._check_tip(interaction, variant_id)
         if not acked:
             clicked = (interaction.data or {}).get("custom_id")
             view = ui.disabled_copy(interaction.message, clicked)
-            if view is not None:  # a type-7 update: the old scene's buttons go grey
-                await interaction.response.edit_message(view=view)
-            else:
-                await interaction.response.defer()
+            if view is not None:  # the old scene's buttons go grey (interaction webhook edit)
+                with contextlib.suppress(discord.HTTPException):
+                    await interaction.edit_original_response(view=view)
         channel = interaction.channel
         assert channel is not None
         self._spawn(self.play(channel, instruction, lambda ref: self.engine.next_scene(
@@ -859,6 +860,8 @@ class Stories(commands.Cog):
                     leases = await repo.reclaim_leases(s, now=self.engine.clock(), is_dead=self._holder_is_dead)
                 for lease in leases:
                     await self._mark_interrupted(lease.frontend_ref)
+                if leases:
+                    self.group.wake()  # a vote's winner may have lost its generation
             except Exception:
                 log.exception("sweeping interrupted generations failed")
             await asyncio.sleep(SWEEP_EVERY)

@@ -599,18 +599,26 @@ class StoryEngine:
             yield Failed(exc.reason, exc.kind)
             return
         holder = self._holder()
+        # The lease in one short write; the prompt is read without holding the write
+        # lock (SQLite has one writer at a time: other players' clicks must not wait).
+        async with self.db.transaction() as s:
+            acquired = await repo.acquire_lease(
+                s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
+                purpose=purpose, frontend_ref=frontend_ref,
+            )
+        if not acquired:
+            yield Failed(msg.STILL_WRITING, "busy")
+            return
         try:
-            async with self.db.transaction() as s:
-                if not await repo.acquire_lease(
-                    s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
-                    purpose=purpose, frontend_ref=frontend_ref,
-                ):
-                    yield Failed(msg.STILL_WRITING, "busy")
-                    return
-                plan = await build(s, facts)  # an error here rolls the lease back too
+            async with self.db.read() as s:
+                plan = await build(s, facts)
         except KahaniError as exc:
+            await self._release(story_id, holder)
             yield Failed(exc.message, "invalid")
             return
+        except BaseException:
+            await self._release(story_id, holder)
+            raise
 
         heartbeat = asyncio.create_task(self._heartbeat(story_id, holder))
         try:

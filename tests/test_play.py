@@ -67,7 +67,7 @@ def standin(world: World) -> DiscordStandin:
 
 async def ephemeral(world: World, rec: InteractionRecord) -> str:
     response = await rec.wait_response()
-    if response.type == 5:
+    if response.type in (5, 6):  # deferred: the answer is a followup
         await world.standin.wait_until(lambda: rec.followups, what="the followup")
     answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
     assert answers, "no answer"
@@ -144,7 +144,7 @@ async def test_a_choice_streams_the_next_scene_and_greys_out_the_old_buttons(wor
                            "Read it", "Pocket it", "Climb on", "Listen"))
     rec = await world.standin.click(world.alice, first, "1. Climb the stair")
     response = await rec.wait_response()
-    assert response.type == 7  # the click was answered by updating the old scene
+    assert response.type == 7  # the click (the vote that decides) updates the old scene
     second = await wait_scene(world, thread, after=1)
     assert second.content.startswith("-# → Climb the stair\n")
     assert "The keeper's logbook lies open" in second.content
