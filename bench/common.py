@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import tempfile
-from collections.abc import AsyncIterator, Iterator
+import argparse
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
 from sqlalchemy import event, text
@@ -54,3 +55,26 @@ def count_statements(engine: AsyncEngine) -> Iterator[list[str]]:
         yield statements
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", record)
+
+
+def parse_args(description: str, runs: int) -> argparse.Namespace:
+    """``--postgres URL`` ('' skips PostgreSQL) and ``--runs N``, as every DB bench takes."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--postgres", default=DEFAULT_POSTGRES,
+                        help="an admin URL; a scratch database is created next to it ('' to skip)")
+    parser.add_argument("--runs", type=int, default=runs)
+    return parser.parse_args()
+
+
+async def on_both_databases(
+    bench: Callable[[str, str, int], Awaitable[list[Any]]], args: argparse.Namespace, scratch: str
+) -> list[Any]:
+    """Run ``bench(engine name, url, runs)`` on a scratch SQLite file and, unless skipped,
+    a scratch PostgreSQL database; the results of both, SQLite first."""
+    results: list[Any] = []
+    async with sqlite_database() as url:
+        results += await bench("sqlite", url, args.runs)
+    if args.postgres:
+        async with postgres_database(args.postgres, scratch) as url:
+            results += await bench("postgresql", url, args.runs)
+    return results

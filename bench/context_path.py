@@ -8,7 +8,6 @@ Prints a table: engine, scenes, queries per read, rows returned, median and p95 
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -19,7 +18,7 @@ from sqlalchemy import func, insert, select, text, update
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import count_statements, postgres_database, sqlite_database  # noqa: E402
+from bench.common import count_statements, on_both_databases, parse_args  # noqa: E402
 from core import db as dbmod  # noqa: E402
 from core import repository as repo  # noqa: E402
 from core.db import Database  # noqa: E402
@@ -110,18 +109,8 @@ async def bench_engine(name: str, url: str, runs: int) -> list[tuple]:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test",
-                        help="an admin URL; a scratch database is created next to it ('' to skip)")
-    parser.add_argument("--runs", type=int, default=200)
-    args = parser.parse_args()
-
-    results = []
-    async with sqlite_database() as url:
-        results += await bench_engine("sqlite", url, args.runs)
-    if args.postgres:
-        async with postgres_database(args.postgres, "kahani_bench_context_path") as url:
-            results += await bench_engine("postgresql", url, args.runs)
+    args = parse_args(__doc__, runs=200)
+    results = await on_both_databases(bench_engine, args, "kahani_bench_context_path")
 
     print(f"\nRead the last {LAST} scenes of the active path (+ its chapters), {args.runs} runs each\n")
     print("| engine     | scenes | queries | rows | median ms | p95 ms | vs 10 scenes |")

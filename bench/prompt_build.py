@@ -7,7 +7,6 @@ SQLite and PostgreSQL. Target: flat — the same queries and about the same time
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import statistics
 import sys
@@ -18,7 +17,7 @@ from sqlalchemy import text
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import count_statements, postgres_database, sqlite_database  # noqa: E402
+from bench.common import count_statements, on_both_databases, parse_args  # noqa: E402
 from bench.context_path import SIZES, build_story  # noqa: E402
 from core import db as dbmod  # noqa: E402
 from core import repository as repo  # noqa: E402
@@ -75,16 +74,8 @@ async def bench_engine(name: str, url: str, runs: int) -> list[tuple]:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432/test")
-    parser.add_argument("--runs", type=int, default=100)
-    args = parser.parse_args()
-    results = []
-    async with sqlite_database() as url:
-        results += await bench_engine("sqlite", url, args.runs)
-    if args.postgres:
-        async with postgres_database(args.postgres, "kahani_bench_prompt_build") as url:
-            results += await bench_engine("postgresql", url, args.runs)
+    args = parse_args(__doc__, runs=100)
+    results = await on_both_databases(bench_engine, args, "kahani_bench_prompt_build")
 
     print(f"\nBuild the next scene's prompt (8,192-token context), {args.runs} runs each\n")
     print("| engine     | scenes | queries | messages | median ms | p95 ms | vs 10 scenes |")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -324,8 +325,8 @@ async def test_reading_the_last_scenes_costs_the_same_for_10_and_1000_scenes(db:
     path_sql = results[long][2][0]  # the recursive walk (before the chapter queries)
     assert "RECURSIVE" in path_sql.upper()
     if db.dialect == "postgresql":
-        touched_long = await _rows_touched(db, repo.active_path, long)
-        touched_short = await _rows_touched(db, repo.active_path, short)
+        touched_long = await _rows_touched(db, long)
+        touched_short = await _rows_touched(db, short)
         assert touched_long == touched_short, (touched_short, touched_long)
         assert touched_long < 100, touched_long  # ~5 scenes' worth, not 1,000
     else:
@@ -342,8 +343,8 @@ async def test_the_whole_active_path_is_one_query_for_any_length(db: Database) -
     assert len(counter.statements) == 1  # the walk, anchored at the stored tip
 
 
-async def _rows_touched(db: Database, _fn, story_id: int) -> int:
-    """Sum of rows every plan node produced (PostgreSQL EXPLAIN ANALYZE) for the walk."""
+async def _walk_statement(db: Database, story_id: int) -> tuple[str, object]:
+    """The recursive walk ``active_path(limit=5)`` sends, with its parameters."""
     captured: list[tuple[str, object]] = []
 
     def grab(conn, cursor, statement, parameters, context, executemany):
@@ -356,12 +357,15 @@ async def _rows_touched(db: Database, _fn, story_id: int) -> int:
             await repo.active_path(s, story_id, limit=5)
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", grab)
-    statement, parameters = captured[0]
+    return captured[0]
+
+
+async def _rows_touched(db: Database, story_id: int) -> int:
+    """Sum of rows every plan node produced (PostgreSQL EXPLAIN ANALYZE) for the walk."""
+    statement, parameters = await _walk_statement(db, story_id)
     async with db.engine.connect() as conn:
         raw = await conn.get_raw_connection()
-        driver = raw.driver_connection
-        plan = await driver.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *parameters)
-    import json
+        plan = await raw.driver_connection.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", *parameters)
 
     def total(node: dict) -> int:
         own = int(node.get("Actual Rows", 0)) * int(node.get("Actual Loops", 1))
@@ -372,19 +376,8 @@ async def _rows_touched(db: Database, _fn, story_id: int) -> int:
 
 
 async def _sqlite_plan(db: Database, story_id: int) -> list[str]:
-    captured: list[tuple[str, object]] = []
-
-    def grab(conn, cursor, statement, parameters, context, executemany):
-        if "RECURSIVE" in statement.upper():
-            captured.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", grab)
-    try:
-        async with db.read() as s:
-            await repo.active_path(s, story_id, limit=5)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", grab)
-    statement, parameters = captured[0]
+    """The steps of SQLite's plan for the walk (SCAN = a whole-table read)."""
+    statement, parameters = await _walk_statement(db, story_id)
     async with db.engine.connect() as conn:
         rows = await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters)
         return [row[3] for row in rows]
