@@ -33,6 +33,8 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
+from tests.fakes.server import LocalServer
+
 from tests.fakes.llm import RecordedRequest
 
 RATE = 24_000
@@ -62,7 +64,7 @@ class Planned:
     after_bytes: int = 0
 
 
-class FakeKokoro:
+class FakeKokoro(LocalServer):
     """A fake Kokoro-FastAPI (see the module docstring)."""
 
     def __init__(self, *, realtime_factor: float | None = 50.0, latency: float = 0.0,
@@ -76,29 +78,16 @@ class FakeKokoro:
         self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self._faults: deque[Planned] = deque()
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     # -- lifecycle ----------------------------------------------------------------------
 
-    async def start(self) -> FakeKokoro:
-        app = web.Application()
+    shutdown_timeout = 0.5
+
+    def routes(self, app: web.Application) -> None:
         app.router.add_get("/health", self._health)
         app.router.add_get("/v1/audio/voices", self._voices)
         app.router.add_post("/v1/audio/speech", self._speech)
-        self._closing.clear()
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def pause(self) -> None:
         """Kokoro goes down (connections refused) …"""
@@ -107,12 +96,6 @@ class FakeKokoro:
     async def resume(self) -> None:
         """… and comes back on the same address."""
         await self.start()
-
-    async def __aenter__(self) -> FakeKokoro:
-        return await self.start()
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
 
     @property
     def base_url(self) -> str:

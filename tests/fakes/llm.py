@@ -41,6 +41,8 @@ from typing import Any
 import pytest_asyncio
 from aiohttp import web
 
+from tests.fakes.server import LocalServer
+
 Flavour = str  # "lmstudio" | "llamacpp" | "vllm" | "ollama" | "openai"
 FLAVOURS = ("lmstudio", "llamacpp", "vllm", "ollama", "openai")
 _CREATED = 1_735_689_600  # a fixed timestamp keeps recorded output deterministic
@@ -182,7 +184,7 @@ def estimate_prompt_tokens(body: Any) -> int:
     return chars // 4 + 4 * len(messages)
 
 
-class FakeLLM:
+class FakeLLM(LocalServer):
     """A fake OpenAI-compatible LLM server (see the module docstring)."""
 
     def __init__(
@@ -213,42 +215,14 @@ class FakeLLM:
         self.client_gone = asyncio.Event()  # set when a client hangs up mid-reply
         self._queue: deque[Reply] = deque()
         self._ids = itertools.count(1)
-        self._closing = asyncio.Event()
-        self._runner: web.AppRunner | None = None
-        self.port = 0
+        super().__init__()
 
     # -- lifecycle ------------------------------------------------------------------------
 
-    async def start(self) -> FakeLLM:
-        """Listen on 127.0.0.1 at a free port."""
-        app = web.Application()
+    def routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_get("/v1/models", self._v1_models)
         app.router.add_route("*", "/{tail:.*}", self._other)
-        # handler_cancellation: a client hanging up cancels its handler, which is how
-        # the fake notices (and records) that a stream was closed by the caller.
-        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=1.0, access_log=None)
-        await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
-        self.port = self._runner.addresses[0][1]
-        return self
-
-    async def close(self) -> None:
-        """Stop the server; stalled replies end at once."""
-        self._closing.set()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    async def __aenter__(self) -> FakeLLM:
-        return await self.start()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.close()
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
 
     @property
     def base_url(self) -> str:

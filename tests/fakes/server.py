@@ -1,0 +1,57 @@
+"""The life cycle every fake server shares: an aiohttp app on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Self
+
+from aiohttp import web
+
+
+class LocalServer:
+    """Serves the routes a subclass adds in :meth:`routes` on 127.0.0.1 (a free port the
+    first time, the same port after a restart); ``async with`` starts and stops it.
+
+    ``handler_cancellation``: a client hanging up cancels its handler, which is how the
+    fakes notice (and record) that a stream was closed by the caller. ``_closing`` is set
+    while stopping, so stalled replies end at once.
+    """
+
+    shutdown_timeout = 1.0
+
+    def __init__(self) -> None:
+        self._closing = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    def routes(self, app: web.Application) -> None:
+        raise NotImplementedError
+
+    async def start(self) -> Self:
+        """Listen on 127.0.0.1."""
+        app = web.Application()
+        self.routes(app)
+        self._closing.clear()
+        self._runner = web.AppRunner(app, handler_cancellation=True, shutdown_timeout=self.shutdown_timeout,
+                                     access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        self.port = self._runner.addresses[0][1]
+        return self
+
+    async def close(self) -> None:
+        """Stop the server; stalled replies end at once."""
+        self._closing.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        return await self.start()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def root_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
