@@ -253,3 +253,22 @@ def checked_text(value: str | None, field: str, limit: int, *, required: bool = 
     if len(text) > limit:
         raise KahaniError(msg.TEXT_TOO_LONG.format(field=field, limit=limit, length=len(text)))
     return text
+
+
+# Discord wants an answer within 3 s; past this, answer "thinking…" first (a followup
+# then carries the real answer), so a loaded bot or database never loses a click.
+ACK_WITHIN = 2.0
+
+
+async def within_the_deadline(
+    interaction: discord.Interaction[Any], work: Any, *, ephemeral: bool = True
+) -> Any:
+    """Await ``work``; when it takes longer than :data:`ACK_WITHIN`, defer the interaction
+    (thinking, ephemeral by default) while it finishes. The fast path stays one response."""
+    task = asyncio.ensure_future(work)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), ACK_WITHIN)
+    except TimeoutError:
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+        return await task

@@ -32,7 +32,7 @@ import discord
 
 from bot.errors import send_ephemeral
 from cogs import scene_ui as ui
-from cogs.common import NotAllowed, actor, before_a_modal, ensure_can_manage
+from cogs.common import NotAllowed, actor, before_a_modal, ensure_can_manage, within_the_deadline
 from cogs.render import ChannelBudget, StreamScheduler, Urgency
 from core import messages as msg
 from core import repository as repo
@@ -277,15 +277,19 @@ class GroupPlay:
     async def on_vote(self, interaction: discord.Interaction[Any], variant_id: int, n: int,
                       action: str | None = None) -> None:
         user = interaction.user
-        result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action)
+        host_perms = bool(interaction.guild_id and interaction.permissions.manage_threads)
+
+        async def decide() -> tuple[Any, Settled | None]:
+            result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action)
+            state = result.state
+            if result.position is not None and result.after_no_votes and (result.by_owner or host_perms):
+                return result, await self.votes.close(state.ballot_id, CloseReason.HOST)  # the host was asked
+            if state.everyone_voted:
+                return result, await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
+            return result, None
+
+        result, settled = await within_the_deadline(interaction, decide())
         state = result.state
-        host = result.by_owner or bool(interaction.guild_id and interaction.permissions.manage_threads)
-        awaiting_host = result.after_no_votes
-        settled: Settled | None = None
-        if result.position is not None and awaiting_host and host:
-            settled = await self.votes.close(state.ballot_id, CloseReason.HOST)  # the host was asked: decided
-        elif state.everyone_voted:
-            settled = await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
         if settled is not None and await self._answer_with_outcome(interaction, settled):
             # The click that closed the vote is answered by updating the scene message
             # with the outcome (type 7: no channel budget spent).
