@@ -261,14 +261,16 @@ ACK_WITHIN = 2.0
 
 
 async def within_the_deadline(
-    interaction: discord.Interaction[Any], work: Any, *, ephemeral: bool = True
+    interaction: discord.Interaction[Any], work: Any, *, ephemeral: bool = True, thinking: bool = True
 ) -> Any:
     """Await ``work``; when it takes longer than :data:`ACK_WITHIN`, defer the interaction
-    (thinking, ephemeral by default) while it finishes. The fast path stays one response."""
+    while it finishes — "thinking…" (ephemeral by default) for an answer that follows,
+    or, with ``thinking=False``, a deferred update for a click that edits its message.
+    The fast path stays one response."""
     task = asyncio.ensure_future(work)
     try:
         return await asyncio.wait_for(asyncio.shield(task), ACK_WITHIN)
     except TimeoutError:
         if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=ephemeral, thinking=True)
+            await interaction.response.defer(ephemeral=ephemeral, thinking=thinking)
         return await task

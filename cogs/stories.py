@@ -32,6 +32,7 @@ from cogs.common import (
     ensure_can_play,
     story_choices,
     story_here,
+    within_the_deadline,
 )
 from cogs.render import SceneStreamer, post_paced, show_text
 from cogs.votes import GroupPlay, ensure_host_in_group, settings_text
@@ -413,7 +414,8 @@ class Stories(commands.Cog):
     async def _new_version(self, interaction: discord.Interaction[Any], variant_id: int, kind: str,
                            direction: str | None = None) -> None:
         """Regenerate / continue / branch: the new version streams into the scene's message."""
-        story, who = await self._check_variant(interaction, variant_id)
+        story, who = await within_the_deadline(interaction, self._check_variant(interaction, variant_id),
+                                               thinking=False)
         if story.mode == StoryMode.GROUP.value:  # the vote on this scene is called off
             await self.group.void_with_update(interaction, story.id)
         if interaction.message is not None and not interaction.response.is_done():
@@ -508,7 +510,8 @@ class Stories(commands.Cog):
         if target is not None:
             with contextlib.suppress(discord.HTTPException):
                 target = await target.fetch()
-        story, who = await self._check_variant(interaction, variant_id)
+        story, who = await within_the_deadline(interaction, self._check_variant(interaction, variant_id),
+                                               thinking=False)
         if story.mode == StoryMode.GROUP.value:
             await self.group.void(story.id)
         starts = {
