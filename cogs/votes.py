@@ -169,7 +169,7 @@ class GroupPlay:
         self._timer: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self._timer = asyncio.create_task(self._run_timer(), name="kahani-vote-timer")
+        self._timer = self.bot.spawn(self._run_timer())  # the bot cancels it on shutdown
 
     async def stop(self) -> None:
         if self._timer is not None:
