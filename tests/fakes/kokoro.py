@@ -22,7 +22,6 @@ on the same port.
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from collections import deque
 from collections.abc import AsyncIterator
@@ -35,7 +34,6 @@ from aiohttp import web
 
 from tests.fakes.server import LocalServer
 
-from tests.fakes.llm import RecordedRequest
 
 RATE = 24_000
 DEFAULT_VOICES = ("af_bella", "af_heart", "af_nicole", "af_sky", "am_adam", "am_michael", "bf_emma", "bm_george")
@@ -75,7 +73,6 @@ class FakeKokoro(LocalServer):
         self.seconds_per_char = seconds_per_char
         self.voices = list(voices)
         self.legacy = legacy
-        self.requests: list[RecordedRequest] = []
         self.disconnects = 0
         self._faults: deque[Planned] = deque()
         super().__init__()
@@ -116,15 +113,6 @@ class FakeKokoro(LocalServer):
         return int(RATE * self.seconds_per_char * len(text) / speed) * 2
 
     # -- handlers -----------------------------------------------------------------------
-
-    async def _record(self, request: web.Request) -> Any:
-        text = await request.text()
-        try:
-            body: Any = json.loads(text) if text else None
-        except ValueError:
-            body = text
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.headers), body))
-        return body
 
     async def _health(self, request: web.Request) -> web.Response:
         await self._record(request)
@@ -221,15 +209,6 @@ class FakeKokoro(LocalServer):
                 # Audio is made realtime_factor times faster than it plays.
                 due = started + sent / (2 * RATE * self.realtime_factor)
                 await asyncio.sleep(max(0.0, due - loop.time()))
-
-    async def _pause(self, seconds: float) -> None:
-        if seconds <= 0:
-            return
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            pass
-
 
 @pytest_asyncio.fixture
 async def fake_kokoro() -> AsyncIterator[FakeKokoro]:

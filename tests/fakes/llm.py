@@ -100,16 +100,6 @@ class FakeModel:
 
 
 @dataclass
-class RecordedRequest:
-    """One request as the server saw it."""
-
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: Any  # parsed JSON, or the raw text when it was not JSON, or None
-
-
-@dataclass
 class StreamLog:
     """When each content delta of one streamed reply was written (perf_counter)."""
 
@@ -209,7 +199,6 @@ class FakeLLM(LocalServer):
         self.auto_overflow = auto_overflow
         self.reject_json_schema = reject_json_schema
         self.ollama_running = ollama_running
-        self.requests: list[RecordedRequest] = []
         self.streams: list[StreamLog] = []
         self.disconnects = 0
         self.client_gone = asyncio.Event()  # set when a client hangs up mid-reply
@@ -252,15 +241,6 @@ class FakeLLM(LocalServer):
         return [r.body for r in self.requests if r.path.endswith("/chat/completions")]
 
     # -- handlers ---------------------------------------------------------------------------
-
-    async def _record(self, request: web.Request) -> Any:
-        text = await request.text()
-        try:
-            body: Any = json.loads(text) if text else None
-        except ValueError:
-            body = text
-        self.requests.append(RecordedRequest(request.method, request.path, dict(request.headers), body))
-        return body
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._record(request)
@@ -413,15 +393,6 @@ class FakeLLM(LocalServer):
         if request.transport is not None:
             request.transport.close()
         return response
-
-    async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds``, or less when the server is closing (keeps teardown fast)."""
-        if seconds <= 0:
-            return
-        try:
-            await asyncio.wait_for(self._closing.wait(), seconds)
-        except TimeoutError:
-            pass
 
     def _overflow_body(self, prompt_tokens: int) -> dict[str, Any]:
         n_ctx = self.context_length

@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Self
+import json
+from dataclasses import dataclass
+from typing import Any, Self
 
 from aiohttp import web
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any  # parsed JSON, or the raw text when it was not JSON, or None
 
 
 class LocalServer:
@@ -20,6 +32,7 @@ class LocalServer:
     shutdown_timeout = 1.0
 
     def __init__(self) -> None:
+        self.requests: list[RecordedRequest] = []
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -55,3 +68,22 @@ class LocalServer:
     @property
     def root_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    async def _record(self, request: web.Request) -> Any:
+        """Keep the request (body parsed as JSON where it is JSON); returns the body."""
+        text = await request.text()
+        try:
+            body: Any = json.loads(text) if text else None
+        except ValueError:
+            body = text
+        self.requests.append(RecordedRequest(request.method, request.path, dict(request.headers), body))
+        return body
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds``, or less when the server is closing (keeps teardown fast)."""
+        if seconds <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._closing.wait(), seconds)
+        except TimeoutError:
+            pass
