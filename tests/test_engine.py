@@ -95,6 +95,12 @@ async def first_scene(engine: StoryEngine, fake: FakeLLM, story_id: int) -> Scen
     return done(await collect(engine.next_scene(story_id)))
 
 
+def choose(engine: StoryEngine, story_id: int, choice: str, after: int | None = None) -> AsyncIterator[EngineEvent]:
+    """The next scene after the player took ``choice`` (acting on variant ``after``)."""
+    return engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE, instruction=choice,
+                             after_variant_id=after)
+
+
 # --- generation ---------------------------------------------------------------------------
 
 
@@ -141,10 +147,7 @@ async def test_a_choice_is_the_last_message_after_the_previous_scenes(
     story_id = await new_story(db)
     first = await first_scene(engine, fake_llm, story_id)
     fake_llm.script(SCENE_2)
-    second = done(await collect(engine.next_scene(
-        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
-        after_variant_id=first.variant_id,
-    )))
+    second = done(await collect(choose(engine, story_id, "Climb the stair", first.variant_id)))
     messages = fake_llm.chat_requests[-1]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
     assert messages[2]["content"] == first.content  # the scene, without its choice block
@@ -161,11 +164,9 @@ async def test_acting_on_an_old_scene_is_refused_and_changes_nothing(
     story_id = await new_story(db)
     first = await first_scene(engine, fake_llm, story_id)
     fake_llm.script(SCENE_2)
-    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
-                                         instruction="Call out", after_variant_id=first.variant_id)))
+    done(await collect(choose(engine, story_id, "Call out", first.variant_id)))
     before = await snapshot(db)
-    events = await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
-                                             instruction="Call out", after_variant_id=first.variant_id))
+    events = await collect(choose(engine, story_id, "Call out", first.variant_id))
     assert events == [Failed(msg.NOT_LAST_SCENE, "invalid")]
     assert await snapshot(db) == before
 
@@ -194,8 +195,7 @@ async def test_every_failure_leaves_the_story_exactly_as_it_was(
     first = await first_scene(engine, fake_llm, story_id)
     before = await snapshot(db)
     fake_llm.script(**reply)
-    events = await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
-                                             instruction="Call out", after_variant_id=first.variant_id))
+    events = await collect(choose(engine, story_id, "Call out", first.variant_id))
     assert isinstance(events[-1], Failed), events[-1]
     assert reason in events[-1].reason
     assert not any(isinstance(e, SceneDone) for e in events)
@@ -326,9 +326,7 @@ async def test_regenerate_keeps_the_choice_that_led_here(
     story_id = await new_story(db)
     first = await first_scene(engine, fake_llm, story_id)
     fake_llm.script(SCENE_2)
-    second = done(await collect(engine.next_scene(
-        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
-        after_variant_id=first.variant_id)))
+    second = done(await collect(choose(engine, story_id, "Climb the stair", first.variant_id)))
     fake_llm.script("You climb faster than you meant to.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
     again = done(await collect(engine.regenerate(second.variant_id)))
 
@@ -391,14 +389,13 @@ async def test_selecting_an_earlier_variant_switches_what_the_next_scene_follows
     story_id = await new_story(db)
     first = await first_scene(engine, fake_llm, story_id)
     fake_llm.script(SCENE_2)
-    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
-                                         instruction="Climb the stair", after_variant_id=first.variant_id)))
+    done(await collect(choose(engine, story_id, "Climb the stair", first.variant_id)))
     fake_llm.script("A storm.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
     storm = done(await collect(engine.branch(first.variant_id, "A storm")))
     tip = await engine.select_variant(storm.variant_id)
     assert tip.variant.id == storm.variant_id
     fake_llm.script(SCENE_2)
-    done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE, instruction="a")))
+    done(await collect(choose(engine, story_id, "a")))
     assert fake_llm.chat_requests[-1]["messages"][2]["content"] == "A storm."
     tip = await engine.select_variant(first.variant_id)
     assert tip.depth == 1  # the old continuation came back
@@ -423,8 +420,7 @@ async def test_the_chapter_is_flagged_at_80_percent_of_the_budget(
         parent = None
         for n in range(6):  # up to ~90 %: flagged, but everything still fits (no fold)
             fake_llm.script(f"{LONG_SCENE} ({n})\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
-            result = done(await collect(engine.next_scene(
-                story_id, instruction_kind=InstructionKind.CHOICE, instruction="a", after_variant_id=parent)))
+            result = done(await collect(choose(engine, story_id, "a", parent)))
             parent = result.variant_id
             reports.append(result.context)
         percents = [r.percent for r in reports]
@@ -449,8 +445,7 @@ async def test_older_scenes_are_folded_into_a_rolling_summary_when_they_no_longe
             if n >= 4:
                 # Queued for the fold call, which comes after the scene if one is due.
                 fake_llm.script(f"SUMMARY-{n}: the keeper watched the sea.")
-            events = await collect(engine.next_scene(
-                story_id, instruction_kind=InstructionKind.CHOICE, instruction="a", after_variant_id=parent))
+            events = await collect(choose(engine, story_id, "a", parent))
             parent = done(events).variant_id
             prompt = fake_llm.chat_requests[-1]
             if "SUMMARY" not in str(prompt) and fake_llm._queue:
@@ -460,7 +455,7 @@ async def test_older_scenes_are_folded_into_a_rolling_summary_when_they_no_longe
         assert summaries, "the chapter outgrew the budget but nothing was folded"
         # The next prompt carries the summary and only the scenes after it.
         fake_llm.script(f"Scene last. {LONG_SCENE}\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
-        done(await collect(engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE, instruction="a")))
+        done(await collect(choose(engine, story_id, "a")))
         scene_requests = [r for r in fake_llm.chat_requests if r.get("stream")]
         messages = scene_requests[-1]["messages"]
         newest = max(summaries, key=lambda x: x.through_depth)
@@ -481,9 +476,7 @@ async def test_a_new_chapter_closes_the_old_one_with_a_summary(
     chapter = await engine.new_chapter(story_id, title="The Stair")
     assert chapter.number == 2
     fake_llm.script(SCENE_2)
-    result = done(await collect(engine.next_scene(
-        story_id, instruction_kind=InstructionKind.CHOICE, instruction="Climb the stair",
-        after_variant_id=first.variant_id)))
+    result = done(await collect(choose(engine, story_id, "Climb the stair", first.variant_id)))
     messages = fake_llm.chat_requests[-1]["messages"]
     assert "Chapter 1: Asha entered the lighthouse" in messages[1]["content"]
     so_far = await engine.story_so_far(story_id)
