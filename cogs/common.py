@@ -21,7 +21,7 @@ from bot.errors import KahaniView
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError, NotFound
-from core.models import MemberRole, MemberStatus, Story, StoryMode, User
+from core.models import MemberStatus, Story, StoryMode, User
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -82,10 +82,6 @@ def ensure_can_manage(story: Story, who: Actor) -> None:
     if story.owner_id == who.user.id or (story.guild_id is not None and who.can_manage_threads):
         return
     raise NotAllowed(msg.NOT_YOUR_STORY_TO_MANAGE)
-
-
-def is_owner_role(role: str) -> bool:
-    return role == MemberRole.OWNER.value
 
 
 async def story_choices(

@@ -845,17 +845,6 @@ async def heartbeat_lease(
     return result.rowcount == 1
 
 
-async def set_lease_frontend_ref(
-    session: AsyncSession, story_id: int, holder: str, frontend_ref: str | None
-) -> bool:
-    result = await session.execute(
-        update(GenerationLease)
-        .where(GenerationLease.story_id == story_id, GenerationLease.holder == holder)
-        .values(frontend_ref=frontend_ref)
-    )
-    return result.rowcount == 1
-
-
 async def release_lease(session: AsyncSession, story_id: int, holder: str) -> bool:
     """Give the lease back (only if this holder still has it)."""
     result = await session.execute(
