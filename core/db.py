@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -104,6 +105,13 @@ class Database:
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
+        # SQLite has one writer at a time. Writers of this process queue here, in order,
+        # instead of in SQLite's busy handler, which sleeps and retries (up to 100 ms a
+        # try): with a burst of clicks that made each write wait seconds. Other processes
+        # still wait in the busy handler (busy_timeout).
+        self._writers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] | None = (
+            weakref.WeakKeyDictionary() if engine.dialect.name == "sqlite" else None
+        )
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._read_sessions = async_sessionmaker(
             engine.execution_options(**{_READ_ONLY: True}), expire_on_commit=False
@@ -120,7 +128,15 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write unit of work: committed when the block ends, rolled back on error."""
-        async with self._sessions() as session, session.begin():
+        if self._writers is None:
+            async with self._sessions() as session, session.begin():
+                yield session
+            return
+        loop = asyncio.get_running_loop()
+        lock = self._writers.get(loop)
+        if lock is None:
+            lock = self._writers[loop] = asyncio.Lock()
+        async with lock, self._sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager

@@ -318,5 +318,7 @@ async def test_two_hundred_votes_in_two_seconds_draw_no_429(world: World) -> Non
     counts = re.findall(r"— (\d+)", tally(first))
     assert counts == ["50", "50", "50", "50"]
     tally_edits = len(first.history) - edits_before
-    assert tally_edits <= 8, tally_edits  # coalesced: about one a second, not 200
+    # Coalesced: about one a second (5 in a burst) while the clicks and their answers
+    # last, a few seconds on a busy machine — not one per vote (200).
+    assert tally_edits <= 12, tally_edits
     # The discord_rules fixture fails the test on any 429.
