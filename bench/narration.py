@@ -12,11 +12,15 @@ send is missing). Measured per narration:
 - CPU %: process CPU time / wall time while narrating (the fake LLM and Kokoro run in
   this process too, so this is an upper bound), divided by the number of channels.
 
-Run: .venv/bin/python bench/narration.py
+Two scenes: plain narration, and dialogue whose characters have voices of their own
+(their quoted lines are separate Kokoro requests with their voices).
+
+Run: .venv/bin/python bench/narration.py [--channels 1 4] [--scene plain dialogue]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -43,6 +47,13 @@ SCENE = (
     "lies open on the desk, its last page torn out.\n\n### Choices\n1. Read the logbook\n"
     "2. Light the lamp\n3. Call out\n4. Go back down"
 )
+DIALOGUE = (
+    'The lighthouse door creaks open. Mara whispered, "Someone has been here." Salt wind fills '
+    'the stair. "Only the gulls," said Tom, and climbs ahead of her. At the top, the lamp room is '
+    'dark. "Look," Mara said. "The logbook." Its last page is torn out.\n\n### Choices\n'
+    "1. Read the logbook\n2. Light the lamp\n3. Call out\n4. Go back down"
+)
+SCENES = {"plain": (SCENE, {}), "dialogue": (DIALOGUE, {"Mara": "bf_emma", "Tom": "am_adam"})}
 MESSAGES = [{"role": "user", "content": "Continue the story."}]
 
 
@@ -65,10 +76,10 @@ class EncodingPlayer(threading.Thread):
         self.finished.set()
 
 
-async def narrate_one(llm: FakeLLM, tts: KokoroClient) -> tuple[float, int, int]:
-    llm.script(SCENE)
+async def narrate_one(llm: FakeLLM, tts: KokoroClient, scene: str, voices: dict[str, str]) -> tuple[float, int, int]:
+    llm.script(scene)
     client = LLMClient(llm.base_url)
-    job = NarrationJob(tts, voice="af_bella", speed=1.0)
+    job = NarrationJob(tts, voice="af_bella", speed=1.0, voices=voices)
     player = EncodingPlayer(job.source)
     player.start()
     job.start()
@@ -94,18 +105,22 @@ async def narrate_one(llm: FakeLLM, tts: KokoroClient) -> tuple[float, int, int]
     return stats.first_audio_at - first_token, stats.underruns, stats.audio_frames
 
 
-async def run(channels: int) -> dict[str, float]:
+async def run(channels: int, scene_name: str) -> dict[str, float | int | str]:
+    scene, voices = SCENES[scene_name]
     async with FakeLLM(token_rate=30) as llm, FakeKokoro(realtime_factor=5, latency=0.05) as kokoro:
         tts = KokoroClient(kokoro.base_url)
         try:
             cpu, wall = time.process_time(), time.perf_counter()
-            results = await asyncio.gather(*(narrate_one(llm, tts) for _ in range(channels)))
+            results = await asyncio.gather(*(narrate_one(llm, tts, scene, voices) for _ in range(channels)))
             cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
         finally:
             await tts.aclose()
+        requests = len(kokoro.speech_requests) // channels
     latencies = [r[0] for r in results]
     return {
+        "scene": scene_name,
         "channels": channels,
+        "Kokoro requests / channel": requests,
         "first token → audio (median s)": statistics.median(latencies),
         "first token → audio (max s)": max(latencies),
         "underruns": sum(r[1] for r in results),
@@ -114,10 +129,10 @@ async def run(channels: int) -> dict[str, float]:
     }
 
 
-async def main() -> None:
+async def main(channels: list[int], scenes: list[str]) -> None:
     problem = voice_problem()
     print(f"voice: {'available' if problem is None else problem} (Opus encoding {'on' if problem is None else 'off'})")
-    rows = [await run(1), await run(4)]
+    rows = [await run(n, name) for name in scenes for n in channels]
     keys = list(rows[0])
     print(" | ".join(f"{k:>30}" for k in keys))
     for row in rows:
@@ -125,4 +140,11 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--channels", type=int, nargs="+", default=[1, 4],
+                        help="narrating channels at once, one run each (default: 1 4)")
+    parser.add_argument("--scene", nargs="+", choices=sorted(SCENES), default=["plain", "dialogue"],
+                        help="plain narration, and/or dialogue read with character voices (default: both)")
+    args = parser.parse_args()
+    asyncio.run(main(args.channels, args.scene))

@@ -12,7 +12,7 @@ visible; gaps between visible updates; requests per scene; 429s; words cut at me
 boundaries; text lost. 1 stream runs several scenes one after another; 20 and 200 run
 at once in different channels (200 also meets Discord's global 50 requests/s).
 
-Run: .venv/bin/python bench/streaming.py [--quick]
+Run: .venv/bin/python bench/streaming.py [--quick] [--cases 20 200 200:5]
 """
 
 from __future__ import annotations
@@ -232,9 +232,18 @@ async def main() -> None:
     parser.add_argument("--chars", type=int, default=2600, help="characters per scene")
     parser.add_argument("--spread", type=float, default=5.0,
                         help="the last case starts its 200 scenes over this many seconds")
+    parser.add_argument("--cases", nargs="+", metavar="N[:SPREAD]",
+                        help="run only these cases: N streams at once, starting over SPREAD seconds "
+                             "(e.g. --cases 20 200 200:5); default: 1 (several rounds), 20, 200, 200:SPREAD")
     args = parser.parse_args()
     chars = 900 if args.quick else args.chars
-    cases = [(1, 2 if args.quick else 6, 0.0), (20, 1, 0.0), (200, 1, 0.0), (200, 1, args.spread)]
+    rounds_alone = 2 if args.quick else 6
+    cases = [(1, rounds_alone, 0.0), (20, 1, 0.0), (200, 1, 0.0), (200, 1, args.spread)]
+    if args.cases:
+        cases = []
+        for spec in args.cases:
+            streams, _, spread = spec.partition(":")
+            cases.append((int(streams), rounds_alone if int(streams) == 1 else 1, float(spread or 0)))
 
     st = StandinThread()
     client = discord.Client(intents=discord.Intents.none(), guild_ready_timeout=0.1)

@@ -29,13 +29,14 @@ from discord.ext import commands
 
 from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
-from bot.settings import Settings, require_token
+from bot.settings import Settings, llm_concurrency, require_token
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
 from core.engine import StoryEngine
 from core.errors import KahaniError
 from core.llm import LLMClient, LLMError, LLMTimeouts
+from core.llmqueue import GenerationLimits, LLMQueue
 from core.tts import KokoroClient  # narration (issue 8)
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,10 @@ class KahaniBot(commands.AutoShardedBot):
         self.tts = tts if tts is not None else KokoroClient(settings.kokoro_url)
         self.instance_id = make_instance_id()
         # The story engine; cogs reach it as ``bot.engine``. Its leases name this process.
-        self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id)
+        # Generations take turns for the LLM server's slots, across processes.
+        self.llm_queue = LLMQueue(db, llm_concurrency(settings), holder_prefix=self.instance_id)
+        limits = GenerationLimits(settings.generations_per_user_per_minute, settings.generations_per_guild_per_minute)
+        self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits)
         self._setup = setup
         self._created = time.perf_counter()
         self._dynamic_templates: dict[type, re.Pattern[str]] = {}
@@ -276,6 +280,7 @@ class KahaniBot(commands.AutoShardedBot):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        await self.llm_queue.close()
         await super().close()
 
 

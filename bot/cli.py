@@ -15,6 +15,7 @@ import tempfile
 from pathlib import Path
 
 from bot.settings import Settings, SettingsError, load_settings
+from core import logctx
 from core.errors import KahaniError
 
 EXIT_USAGE = 2
@@ -43,11 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 def configure_logging(settings: Settings, *, quiet: bool = False) -> None:
     """Log to stderr; ``quiet`` (the console game) shows warnings only unless LOG_LEVEL is set."""
     level = "WARNING" if quiet and "log_level" not in settings.model_fields_set else settings.log_level
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logging.basicConfig(level=level, handlers=[logctx.handler(sys.stderr, json_lines=settings.log_format == "json")])
     if settings.log_level != "DEBUG":
         # Alembic announces each of its plugins at INFO on every start.
         logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import discord
 from discord import app_commands
 
+from core import logctx
 from core import messages as msg
 from core.errors import KahaniError
 
@@ -134,10 +135,20 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     return ref
 
 
+def bind_interaction(interaction: discord.Interaction[Any]) -> None:
+    """Every log line of this interaction's handling — and of the generation it starts —
+    names it (core/logctx.py)."""
+    logctx.bind(interaction=interaction.id, user=interaction.user.id, guild=interaction.guild_id)
+
+
 class KahaniTree(app_commands.CommandTree[Any]):
     """The bot's command tree: every command error goes through :func:`report_error`.
 
     Cogs do not attach their own error handlers; they raise ``KahaniError``."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        bind_interaction(interaction)
+        return True
 
     async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError, /) -> None:
         await report_error(interaction, error)
@@ -146,6 +157,10 @@ class KahaniTree(app_commands.CommandTree[Any]):
 class KahaniView(discord.ui.View):
     """A View whose item callbacks' errors go through the funnel."""
 
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        bind_interaction(interaction)
+        return True
+
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
                        item: discord.ui.Item[Any], /) -> None:
         await report_error(interaction, error)
@@ -153,6 +168,10 @@ class KahaniView(discord.ui.View):
 
 class KahaniModal(discord.ui.Modal):
     """A Modal whose ``on_submit`` errors go through the funnel."""
+
+    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+        bind_interaction(interaction)
+        return True
 
     async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
         await report_error(interaction, error)
@@ -164,6 +183,7 @@ def funnel_errors(callback: F) -> F:
 
     @functools.wraps(callback)
     async def wrapper(self: Any, interaction: discord.Interaction[Any], *args: Any, **kwargs: Any) -> Any:
+        bind_interaction(interaction)
         try:
             return await callback(self, interaction, *args, **kwargs)
         except Exception as exc:

@@ -34,12 +34,13 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
 from sqlalchemy import text
 
-from core.engine import EngineEvent, Failed, SceneDone, SceneText, UsageReport
+from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, UsageReport
 from core.errors import KahaniError
 
 if TYPE_CHECKING:
@@ -91,6 +92,17 @@ class Metrics:
         self.narration_underruns = Counter(
             "kahani_narration_underruns", "Gaps in narration audio (played silence after audio had started)",
             registry=r)
+        self.queue_wait = Histogram(
+            "kahani_llm_queue_wait_seconds",
+            "Seconds a generation waited for an LLM slot (LLM_MAX_CONCURRENCY), when it had to wait",
+            buckets=(0.1, 0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600), registry=r)
+        self.queue_length = Gauge(
+            "kahani_llm_queue_length",
+            "Generations waiting for an LLM slot, across all processes (as this process last saw it)",
+            registry=r)
+        self.queue_running = Gauge(
+            "kahani_llm_queue_running", "LLM slots in use, across all processes (as this process last saw it)",
+            registry=r)
         self.vote_closes = Counter(
             "kahani_vote_closes", "Ballots this process closed, by reason (deadline, everyone, host)",
             ["reason"], registry=r)
@@ -104,10 +116,17 @@ class Metrics:
         first_at: float | None = None
         skip_text = kind in _PREFIXED_KINDS
         outcome = False
+        waited = False
         try:
             async with contextlib.aclosing(events):  # type: ignore[type-var]
                 async for event in events:
-                    if isinstance(event, SceneText):
+                    if isinstance(event, Queued):
+                        waited = True
+                    elif isinstance(event, SlotGranted):
+                        if waited:
+                            self.queue_wait.observe(event.waited)
+                        started = time.perf_counter()  # time to first token: from the slot on
+                    elif isinstance(event, SceneText):
                         if skip_text:
                             skip_text = False
                         elif first_at is None:
@@ -159,7 +178,11 @@ class Metrics:
             self.vote_closes.labels(str(settled.state.closed_by)).inc()
 
     def instrument(self, bot: KahaniBot) -> None:
-        """Hook the narration and vote cogs (call once the extensions are loaded)."""
+        """Hook the narration and vote cogs (call once the extensions are loaded) and
+        read the LLM queue's length whenever the metrics are scraped."""
+        queue = bot.llm_queue
+        self.queue_length.set_function(lambda: queue.waiting)
+        self.queue_running.set_function(lambda: queue.running)
         narration = bot.get_cog("Narration")
         if narration is not None:
             log_finished = narration._log_finished  # type: ignore[attr-defined]

@@ -40,6 +40,12 @@ class Settings(BaseSettings):
     llm_connect_timeout: float = Field(10.0, gt=0, le=600)
     llm_first_token_timeout: float = Field(180.0, gt=0, le=3600)
     llm_idle_timeout: float = Field(60.0, gt=0, le=3600)
+    # Generations streaming at once across all processes (core/llmqueue.py); unset: 1 for
+    # a server on this machine (LM Studio, Ollama, llama.cpp), 8 for a hosted one; 0: no limit.
+    llm_max_concurrency: int | None = Field(None, ge=0, le=10_000)
+    # Scenes one user, or one server, may start per minute; 0: no limit.
+    generations_per_user_per_minute: int = Field(10, ge=0, le=10_000)
+    generations_per_guild_per_minute: int = Field(0, ge=0, le=100_000)
     kokoro_url: str = Field("http://localhost:8880", description="Kokoro-FastAPI server")
     discord_api_base: str | None = None
     discord_gateway_url: str | None = None
@@ -49,6 +55,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # "text": one readable line per event; "json": one JSON object per line (for a log
+    # collector). Either way a generation's lines carry its story and interaction ids.
+    log_format: Literal["text", "json"] = "text"
     # Tests only: skip discord.py's pauses meant for the real Discord (2 s wait for guilds
     # before on_ready, 5 s before each re-IDENTIFY), which the local stand-in does not need.
     kahani_test_fast_start: bool = False
@@ -57,6 +66,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.strip().upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
     @field_validator("llm_base_url", "kokoro_url")
     @classmethod
@@ -112,6 +126,19 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"SHARD_IDS {bad} are outside 0..{self.shard_count - 1} (SHARD_COUNT={self.shard_count})")
         return self
+
+
+LOCAL_HOSTS = ("localhost", "127.", "[::1]", "0.0.0.0", "host.docker.internal")
+HOSTED_CONCURRENCY = 8
+
+
+def llm_concurrency(settings: Settings) -> int:
+    """LLM_MAX_CONCURRENCY, or its default: 1 for a server on this machine (a local
+    server writes one reply at a time), more for a hosted API."""
+    if settings.llm_max_concurrency is not None:
+        return settings.llm_max_concurrency
+    host = settings.llm_base_url.partition("://")[2].split("/", 1)[0].rsplit("@", 1)[-1].lower()
+    return 1 if host.startswith(LOCAL_HOSTS) else HOSTED_CONCURRENCY
 
 
 class SettingsError(Exception):

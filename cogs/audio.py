@@ -10,8 +10,10 @@ block or touch the event loop (STYLE.md), so frames are handed over through a
 expected it plays silence; it ends only when the narration is over.
 
 :class:`NarrationJob` runs on the event loop: scene text (also while it is being
-written) → :class:`core.narration.Chunker` → Kokoro, one chunk after the other, the next
-one synthesised while the current one plays, at most ``ahead_seconds`` ahead.
+written) → :class:`core.narration.VoicedChunker` → Kokoro, one chunk after the other
+(each with its voice: a character's quoted line with the character's, the rest with the
+narrator's), the next one synthesised while the current one plays, at most
+``ahead_seconds`` ahead.
 """
 
 from __future__ import annotations
@@ -21,15 +23,15 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 
 import discord
 import numpy as np
 import soxr
 
-from core.narration import Chunker, is_speakable
-from core.tts import PCM_RATE, KokoroClient, TTSError
+from core.narration import CharacterVoices, Chunk, VoicedChunker, is_speakable
+from core.tts import DEFAULT_VOICE, PCM_RATE, KokoroClient, TTSError
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class NarrationSource(discord.AudioSource):
         self.playing_chunk = -1
         self.stats = PlaybackStats()
         self._in_gap = False
+        self.closed = False  # cleanup() was called
 
     # --- the event loop's side ---------------------------------------------------------
 
@@ -175,7 +178,9 @@ class NarrationSource(discord.AudioSource):
         return False
 
     def cleanup(self) -> None:
+        """discord.py's player is done with this source (played out, stopped, disconnected)."""
         self._frames.clear()
+        self.closed = True
 
 
 ErrorCallback = Callable[[TTSError], Awaitable[None]]
@@ -185,20 +190,25 @@ class NarrationJob:
     """Reads one scene, given whole or as it is written, into a :class:`NarrationSource`.
 
     ``feed()`` text as it comes, ``finish()`` when the scene is complete; ``start()``
-    runs the synthesis. A Kokoro failure ends the job (``error``; ``on_error`` is
-    awaited) — the story goes on."""
+    runs the synthesis. ``voices`` are the story's characters and their voices (None:
+    none of their own), looked up once for the job. A Kokoro failure ends the job
+    (``error``; ``on_error`` is awaited) — the story goes on; a character voice Kokoro
+    refuses only falls back to the narrator's."""
 
     def __init__(self, tts: KokoroClient, *, voice: str | None, speed: float,
                  ahead_seconds: float = AHEAD_SECONDS, on_error: ErrorCallback | None = None,
-                 chunker: Chunker | None = None) -> None:
+                 voices: Mapping[str, str | None] | None = None, chunker: VoicedChunker | None = None) -> None:
         self.tts, self.voice, self.speed = tts, voice, speed
         self.ahead_seconds = ahead_seconds
         self.on_error = on_error
         self.source = NarrationSource()
         self.error: TTSError | None = None
         self.chunks_read: list[str] = []  # what was sent to Kokoro, in order
-        self._chunker = chunker or Chunker()
-        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self.voices_read: list[str | None] = []  # and with which voice (None: Kokoro's default)
+        characters = CharacterVoices(voices or {}, narrator=voice or DEFAULT_VOICE)
+        self._chunker = chunker or VoicedChunker(characters)
+        self._refused: set[str] = set()  # character voices Kokoro refused in this job
+        self._queue: asyncio.Queue[Chunk | None] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
         self.started_at = time.perf_counter()
 
@@ -240,10 +250,10 @@ class NarrationJob:
         index = 0
         try:
             while (chunk := await self._queue.get()) is not None:
-                if not is_speakable(chunk):
+                if not is_speakable(chunk.text):
                     continue  # whitespace, "…": nothing to say (it stays part of the text)
                 await self._wait_for_room()
-                await self._synthesize(index, chunk.strip(), converter)
+                await self._read(index, chunk, converter)
                 index += 1
             self.source.push(max(index - 1, 0), converter.flush())
         except TTSError as exc:
@@ -262,10 +272,25 @@ class NarrationJob:
         while self.source.buffered_seconds > self.ahead_seconds and not self.source.done:
             await asyncio.sleep(0.05)
 
-    async def _synthesize(self, index: int, text: str, converter: PcmConverter) -> None:
+    async def _read(self, index: int, chunk: Chunk, converter: PcmConverter) -> None:
+        """Synthesise a chunk with its voice; a character voice Kokoro refuses (a voice
+        it does not have, one that is not a voice) is replaced by the narrator's."""
+        character = chunk.voice if chunk.voice not in self._refused else None
+        try:
+            await self._synthesize(index, chunk.text.strip(), character or self.voice, converter)
+        except TTSError as exc:
+            # Both come before any audio (an HTTP 4xx, or a voice that is not one).
+            if character is None or exc.kind not in ("rejected", "bad_voice"):
+                raise
+            log.warning("character voice %r refused (%s): the narrator's voice reads its lines", character, exc.detail)
+            self._refused.add(character)
+            await self._synthesize(index, chunk.text.strip(), self.voice, converter)
+
+    async def _synthesize(self, index: int, text: str, voice: str | None, converter: PcmConverter) -> None:
         self.chunks_read.append(text)
+        self.voices_read.append(voice)
         converter.next_stream()
-        stream = self.tts.stream_pcm(text, voice=self.voice, speed=self.speed)
+        stream = self.tts.stream_pcm(text, voice=voice, speed=self.speed)
         async with contextlib.aclosing(stream):  # closes the HTTP stream on skip/stop
             async for pcm in stream:
                 if self.source.is_skipped(index):

@@ -4,12 +4,18 @@ In a server the bot joins the caller's voice channel (one voice connection per g
 so one narration per guild: another voice channel of the same server is refused
 clearly) and reads scenes there: Kokoro's PCM → :mod:`cogs.audio` → discord.py's player.
 In DMs, where there is no voice channel, Narrate sends the scene as an MP3 attachment.
-Voice and speed are the user's settings (``/narrate voice|speed`` write them, as
-``/settings set`` does).
+Voice and speed are those of whoever starts the narration (``/narrate voice|speed``
+write them, as ``/settings set`` does); a group story may have its own, which come first
+(``/narrate voice|speed scope:story``, stored in ``Story.settings``; its owner or a member
+with Manage Threads sets them). In a voice channel, the story's characters that have a
+voice (``/character edit … voice:``) read their own quoted lines (core.narration's
+``dialogue_spans`` says whose a quote is); a DM file is read with one voice.
 
 Kokoro down, slow or failing: a clear ephemeral message; the story goes on and the next
-narration tries again. The bot moved out, kicked, its channel deleted or left alone:
-narration stops and the connection is closed.
+narration tries again (nothing remembers that Kokoro was down, so it works as soon as
+Kokoro is back). The bot moved to another channel, kicked, its channel deleted or left
+alone: narration stops (the audio source ends, the synthesis task is cancelled) and the
+connection is closed.
 
 Voice needs libopus (Debian ``libopus0``), PyNaCl and ``davey``; what is missing is
 logged at start-up and ``/narrate join`` says it.
@@ -32,7 +38,14 @@ from discord.ext import commands
 
 from bot.errors import send_ephemeral
 from cogs.audio import NarrationJob
-from cogs.common import NO_PINGS, actor, ensure_can_play
+from cogs.common import (
+    NO_PINGS,
+    STORY_OPTION_HELP,
+    actor,
+    autocomplete_story,
+    ensure_can_play,
+    story_to_manage,
+)
 from cogs.settings import (
     DEFAULT_VOICE_WORD,
     SPEED_MAX,
@@ -43,7 +56,15 @@ from cogs.settings import (
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError
-from core.narration import is_speakable, narration_text
+from core.models import StoryMode
+from core.narration import (
+    STORY_SPEED_KEY,
+    STORY_VOICE_KEY,
+    is_speakable,
+    narration_text,
+    narration_voice,
+    with_story_voice,
+)
 from core.tts import DEFAULT_VOICE, TTSError
 
 if TYPE_CHECKING:
@@ -55,6 +76,11 @@ CONNECT_TIMEOUT = 15.0  # seconds to join a voice channel
 AUTOCOMPLETE_SECONDS = 1.5  # Discord drops autocomplete answers after 3 s
 FILE_LIMIT = 8 * 1024 * 1024  # a DM narration file: at most this, or the DM's own limit
 HEALTH_SECONDS = 5.0
+# /narrate voice|speed: the user's own setting, or a group story's (read by whoever narrates it).
+SCOPE_ME, SCOPE_STORY = "me", "story"
+SCOPES = [app_commands.Choice(name="me: my own voice, for every story I narrate", value=SCOPE_ME),
+          app_commands.Choice(name="story: this group story's voice, whoever narrates it", value=SCOPE_STORY)]
+SCOPE_HELP = "Your own setting (default), or this group story's (its owner or Manage Threads)"
 
 
 def voice_problem() -> str | None:
@@ -70,6 +96,29 @@ def voice_problem() -> str | None:
         except (OSError, TypeError):
             missing.append("libopus is missing (Debian: apt-get install libopus0)")
     return "; ".join(missing) or None
+
+
+def _torn_down(voice: Any) -> bool:
+    """Whether discord.py is already disconnecting this voice client by itself (kicked,
+    its channel deleted: Discord's VOICE_STATE_UPDATE without a channel). Disconnecting
+    it again would wait the connect timeout (15 s) for a confirmation that never reaches
+    it; stopping the player is all that is left to do."""
+    state = getattr(getattr(voice, "_connection", None), "state", None)
+    return getattr(state, "name", None) == "disconnected"
+
+
+def _end_voice_poller(voice: Any) -> None:
+    """Cancel the voice websocket's poller task of a disconnected voice client.
+
+    discord.py 2.7 race: when Discord's close code 4014 (kicked, moved, channel deleted)
+    is read before the VOICE_STATE_UPDATE that says why, the poller waits to reconnect
+    (``_potential_reconnect``); if the disconnect's state change comes before that wait
+    has started, it sleeps until the connect timeout (15 s) and only then ends. Nothing
+    will use that connection again, so it is cancelled here (as discord.py's own
+    ``soft_disconnect`` does)."""
+    runner = getattr(getattr(voice, "_connection", None), "_runner", None)
+    if isinstance(runner, asyncio.Task) and not runner.done() and runner is not asyncio.current_task():
+        runner.cancel()
 
 
 @dataclass
@@ -205,36 +254,82 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         matches.sort(key=lambda v: (not v.lower().startswith(last.lower()), v))
         return [app_commands.Choice(name=f"{prefix}{v}"[:100], value=f"{prefix}{v}"[:100]) for v in matches[:25]]
 
-    @app_commands.command(name="voice", description="Your narration voice (a Kokoro voice, or a mix)")
+    @app_commands.command(name="voice", description="Your narration voice, or a group story's (a Kokoro voice, or a mix)")
     @app_commands.describe(voice="e.g. af_bella, or a mix such as af_bella(2)+af_sky(1); "
-                                 f"\u201c{DEFAULT_VOICE_WORD}\u201d for the default")
-    @app_commands.autocomplete(voice=voice_autocomplete)
-    async def voice(self, interaction: discord.Interaction[Any],
-                    voice: app_commands.Range[str, 1, VOICE_MAX]) -> None:
+                                 f"\u201c{DEFAULT_VOICE_WORD}\u201d for the default",
+                           scope=SCOPE_HELP, story=STORY_OPTION_HELP)
+    @app_commands.choices(scope=SCOPES)
+    @app_commands.autocomplete(voice=voice_autocomplete, story=autocomplete_story)
+    async def voice(self, interaction: discord.Interaction[Any], voice: app_commands.Range[str, 1, VOICE_MAX],
+                    scope: str = SCOPE_ME, story: int | None = None) -> None:
         chosen = changes_from(None, voice, None, None)["tts_voice"]
-        text = msg.NARRATE_VOICE_DEFAULT.format(voice=DEFAULT_VOICE)
+        for_story = scope == SCOPE_STORY or story is not None
+        if for_story:  # may they? (before asking Kokoro)
+            async with self.db.transaction() as s:  # may create the user's row
+                await self._story_for_voice(s, interaction, story)
+        checked = True
         if chosen is not None:
             await interaction.response.defer(ephemeral=True, thinking=True)
             try:
                 chosen = await self.tts.check_voice(chosen)
-                text = msg.NARRATE_VOICE_SAVED.format(voice=chosen)
             except TTSError as exc:
                 if exc.kind in ("bad_voice", "unknown_voice", "rejected"):
                     raise
-                text = msg.NARRATE_VOICE_SAVED_UNCHECKED.format(voice=chosen)  # Kokoro down: keep it anyway
-        async with self.db.transaction() as session:
-            who = await actor(session, interaction)
-            await repo.update_user_settings(session, who.user.id, tts_voice=chosen)
+                checked = False  # Kokoro down: keep it anyway
+        if for_story:
+            changes = {STORY_VOICE_KEY: chosen} if chosen is not None else {STORY_VOICE_KEY: None,
+                                                                            STORY_SPEED_KEY: None}
+            title = await self._change_story_voice(interaction, story, changes)
+            if chosen is None:
+                text = msg.NARRATE_STORY_VOICE_DEFAULT.format(title=title)
+            else:
+                text = (msg.NARRATE_STORY_VOICE_SAVED if checked
+                        else msg.NARRATE_STORY_VOICE_SAVED_UNCHECKED).format(title=title, voice=chosen)
+        else:
+            async with self.db.transaction() as session:
+                who = await actor(session, interaction)
+                await repo.update_user_settings(session, who.user.id, tts_voice=chosen)
+            if chosen is None:
+                text = msg.NARRATE_VOICE_DEFAULT.format(voice=DEFAULT_VOICE)
+            else:
+                text = (msg.NARRATE_VOICE_SAVED if checked else msg.NARRATE_VOICE_SAVED_UNCHECKED).format(voice=chosen)
         await send_ephemeral(interaction, text)
 
-    @app_commands.command(name="speed", description="Your narration speed, 0.5 to 2.0")
+    @app_commands.command(name="speed", description="Your narration speed, or a group story's: 0.5 to 2.0")
+    @app_commands.describe(speed="0.5 (slow) to 2.0 (fast); 1 is Kokoro's normal pace", scope=SCOPE_HELP,
+                           story=STORY_OPTION_HELP)
+    @app_commands.choices(scope=SCOPES)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def speed(self, interaction: discord.Interaction[Any],
-                    speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX]) -> None:
+                    speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX],
+                    scope: str = SCOPE_ME, story: int | None = None) -> None:
         changes = changes_from(None, None, speed, None)
+        if scope == SCOPE_STORY or story is not None:
+            title = await self._change_story_voice(interaction, story, {STORY_SPEED_KEY: changes["tts_speed"]})
+            await send_ephemeral(interaction, msg.NARRATE_STORY_SPEED_SAVED.format(title=title,
+                                                                                   speed=changes["tts_speed"]))
+            return
         async with self.db.transaction() as session:
             who = await actor(session, interaction)
             await repo.update_user_settings(session, who.user.id, **changes)
         await send_ephemeral(interaction, msg.NARRATE_SPEED_SAVED.format(speed=changes["tts_speed"]))
+
+    @staticmethod
+    async def _story_for_voice(session: Any, interaction: discord.Interaction[Any], story_id: int | None) -> Any:
+        """The group story whose narration voice the user may set (its owner, or a member
+        with Manage Threads); else a KahaniError."""
+        story, _ = await story_to_manage(session, interaction, story_id)
+        if story.mode != StoryMode.GROUP.value:
+            raise KahaniError(msg.NARRATE_STORY_SOLO)
+        return story
+
+    async def _change_story_voice(self, interaction: discord.Interaction[Any], story_id: int | None,
+                                  changes: dict[str, Any]) -> str:
+        """Write a group story's narration voice/speed (re-checking who may); its title."""
+        async with self.db.transaction() as session:
+            story = await self._story_for_voice(session, interaction, story_id)
+            story.settings = with_story_voice(story.settings, **changes)
+            return story.title
 
     # --- the Narrate button -------------------------------------------------------------------
 
@@ -246,7 +341,9 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
             who = await actor(s, interaction)
             await ensure_can_play(s, story, who)
             settings = await repo.get_user_settings(s, who.user.id)
-            voice, speed, scene_id = settings.tts_voice, settings.tts_speed, variant.scene_id
+            # A group story's own voice and speed first, then the clicker's (solo: theirs).
+            voice, speed = narration_voice(story.mode, story.settings, settings.tts_voice, settings.tts_speed)
+            scene_id = variant.scene_id
             text = narration_text(variant.content)
         if not is_speakable(text):
             raise KahaniError(msg.NARRATE_EMPTY)
@@ -257,14 +354,21 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         if session is None or not session.voice.is_connected():
             raise KahaniError(msg.NARRATE_NOT_CONNECTED)
 
+        answered = asyncio.Event()
+
         async def failed(error: TTSError) -> None:
+            # Kokoro refusing the connection fails the job at once: say it after "started".
+            await answered.wait()
             await send_ephemeral(interaction, msg.NARRATE_FAILED_MIDWAY.format(reason=error.message))
 
-        job = await self.play(interaction.guild.id, voice=voice, speed=speed, on_error=failed)
+        job = await self.play(interaction.guild.id, voice=voice, speed=speed, on_error=failed, story_id=story.id)
         job.feed(text)
         job.finish()
         channel = session.voice.channel
-        await send_ephemeral(interaction, msg.NARRATE_STARTED.format(channel=getattr(channel, "mention", "voice")))
+        try:
+            await send_ephemeral(interaction, msg.NARRATE_STARTED.format(channel=getattr(channel, "mention", "voice")))
+        finally:
+            answered.set()
 
     async def _send_file(self, interaction: discord.Interaction[Any], text: str, voice: str | None,
                          speed: float, filename: str) -> None:
@@ -277,18 +381,20 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     # --- playing -----------------------------------------------------------------------------
 
     async def play(self, guild_id: int, *, voice: str | None, speed: float,
-                   on_error: Any = None) -> NarrationJob:
+                   on_error: Any = None, story_id: int | None = None) -> NarrationJob:
         """Start a narration in the guild's voice channel (replacing the one playing) and
         return its job: ``feed()`` it scene text — also while the scene is being written
-        (auto-narrate) — and ``finish()`` it when the scene is complete."""
+        (auto-narrate) — and ``finish()`` it when the scene is complete. With the
+        ``story_id``, its characters that have a voice read their quoted lines."""
         session = self.sessions.get(guild_id)
         if session is None or not session.voice.is_connected():
             raise KahaniError(msg.NARRATE_NOT_CONNECTED)
+        characters = await self.character_voices(story_id) if story_id is not None else {}
         if session.job is not None:
             await session.job.stop()
         if session.voice.is_playing() or session.voice.is_paused():
             session.voice.stop()
-        job = NarrationJob(self.tts, voice=voice, speed=speed, on_error=on_error)
+        job = NarrationJob(self.tts, voice=voice, speed=speed, on_error=on_error, voices=characters)
         session.job = job
         session.jobs.append(job)
         loop = asyncio.get_running_loop()
@@ -301,6 +407,14 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         session.voice.play(job.source, after=after, signal_type="voice", bitrate=64)
         job.start()
         return job
+
+    async def character_voices(self, story_id: int) -> dict[str, str | None]:
+        """The story's characters and their voices (None: the narrator's), once per
+        narration; empty when none has a voice (nothing to look for in the text)."""
+        async with self.db.read() as s:
+            characters = await repo.list_characters(s, story_id)
+        voices = {c.name: (c.voice or "").strip() or None for c in characters}
+        return voices if any(voices.values()) else {}
 
     def _log_finished(self, guild_id: int, job: NarrationJob) -> None:
         stats = job.source.stats
@@ -317,13 +431,14 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         if session is not None and session.job is not None:
             await session.job.stop()
         guild = self.bot.get_guild(guild_id)
-        current = guild.voice_client if guild is not None else (session.voice if session else None)
-        if current is not None:
-            with contextlib.suppress(Exception):
-                await current.disconnect(force=True)
-        if session is not None and current is not session.voice:
-            with contextlib.suppress(Exception):
-                await session.voice.disconnect(force=True)
+        registered = guild.voice_client if guild is not None else None
+        for voice in {registered, session.voice if session is not None else None} - {None}:
+            if _torn_down(voice):
+                voice.stop()  # type: ignore[attr-defined]
+            else:
+                with contextlib.suppress(Exception):
+                    await voice.disconnect(force=True)
+            _end_voice_poller(voice)
 
     # --- the bot moved, kicked, alone, or its channel deleted -----------------------------------
 
@@ -338,6 +453,12 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         if me is not None and member.id == me.id:
             if after.channel is None:
                 log.info("disconnected from voice in guild %s: narration stopped", guild_id)
+                await self._close_session(guild_id)
+            elif before.channel is not None and after.channel.id != before.channel.id:
+                # Moved by a moderator: the listeners who asked are not there; a host
+                # who wants narration in the new channel runs /narrate join from it.
+                log.info("moved from voice channel %s to %s in guild %s: narration stopped",
+                         before.channel.id, after.channel.id, guild_id)
                 await self._close_session(guild_id)
             return
         channel = session.voice.channel

@@ -23,7 +23,10 @@ arrives before that takes the reserve; one that arrives after waits at most that
 long for the next window. When the global limit is the bottleneck (hundreds of
 streams), requests take turns, the stream that has waited longest first, with a
 head start for final texts (they jump the queue, but not past a stream already
-starved for ``FINAL_HEAD_START`` seconds) and for first texts.
+starved for ``FINAL_HEAD_START`` seconds, and never lose the turn their stream had
+already waited for) and for first texts. A request counts against the global limit
+until a second after its answer, not its sending: requests sent a second apart can
+reach Discord closer together than that.
 
 Using it from a cog
 -------------------
@@ -56,7 +59,6 @@ import math
 import re
 import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
@@ -221,19 +223,27 @@ class RateWindow:
 class GlobalBudget:
     """Discord's per-bot limit (50 requests/s), counted as a sliding window.
 
-    A sliding count keeps every interval of ``period`` under ``limit`` whatever
-    Discord's own window is; the default leaves a few requests a second for the rest
-    of the bot and for timing jitter. Requests other than final texts leave one
-    request of every period free and, once a burst of ``limit // 2`` is spent, are
-    spaced evenly (a token bucket), so a final text never waits for a burst to age out.
+    A request counts from when it is sent until ``period`` after its answer: Discord saw
+    it somewhere in between, and requests sent close together can reach Discord closer
+    still (the first of a burst waits for the connection, the next one does not), so a
+    count of send times alone lets ``limit + 1`` land in one of Discord's windows. Keeping
+    every interval of ``period`` under ``limit`` this way holds whatever Discord's own
+    window is; the default leaves a few requests a second for the rest of the bot.
+    Requests other than final texts leave one request of every period free and, once a
+    burst of ``limit // 2`` is spent, are spaced evenly (a token bucket), so a final text
+    never waits for a burst to age out.
     """
+
+    # A request whose answer was never reported (a caller that does not call
+    # ``answered``) counts as answered this long after it was sent.
+    UNANSWERED = 1.0
 
     def __init__(self, limit: int = 47, period: float = 1.0) -> None:
         if limit < 2:
             raise ValueError("the global budget needs room for at least 2 requests")
         self.limit = limit
         self.period = period
-        self._sent: deque[float] = deque()
+        self._counted: list[_Counted] = []  # requests still counted, oldest first
         self._rate = (limit - 1) / period
         self._burst = max(1.0, limit // 2)
         self._tokens = self._burst
@@ -244,23 +254,54 @@ class GlobalBudget:
             self._tokens = min(self._burst, self._tokens + (now - self._tokens_at) * self._rate)
             self._tokens_at = now
 
+    def _free_at(self, entry: _Counted, now: float) -> float:
+        """When ``entry`` stops counting: ``period`` after its answer. One still in
+        flight could be answered now at the earliest."""
+        if entry.answered is None and now >= entry.sent + self.UNANSWERED:
+            entry.answered = entry.sent + self.UNANSWERED
+        return (now if entry.answered is None else entry.answered) + self.period
+
     def ready_at(self, now: float, *, final: bool = False) -> float:
-        while self._sent and self._sent[0] <= now - self.period:
-            self._sent.popleft()
+        """The earliest time a request may be sent (``now`` if at once). With requests
+        in flight this is a lower bound: look again when one is answered."""
+        frees: list[float] = []
+        counted: list[_Counted] = []
+        for entry in self._counted:
+            free = self._free_at(entry, now)
+            if free > now:
+                counted.append(entry)
+                frees.append(free)
+        self._counted = counted
+        frees.sort()
         room = self.limit if final else self.limit - 1
         at = now
         if not final:
             self._refill(now)
             at = now if self._tokens >= 1 else now + (1 - self._tokens) / self._rate
-        if len(self._sent) >= room:
-            at = max(at, self._sent[-room] + self.period)
+        if len(frees) >= room:
+            at = max(at, frees[len(frees) - room])
         return at
 
-    def take(self, now: float, *, final: bool = False) -> None:
-        self._sent.append(now)
+    def take(self, now: float, *, final: bool = False) -> _Counted:
+        """Count a request sent now. Pass the returned ticket to :meth:`answered` when
+        its answer (or error) arrives."""
+        entry = _Counted(now)
+        self._counted.append(entry)
         if not final:
             self._refill(now)
             self._tokens -= 1
+        return entry
+
+    def answered(self, ticket: _Counted, now: float) -> None:
+        ticket.answered = now
+
+
+@dataclass(eq=False, slots=True)
+class _Counted:
+    """A request the global budget counts: when it was sent and answered."""
+
+    sent: float
+    answered: float | None = None
 
 
 class Urgency(IntEnum):
@@ -397,6 +438,7 @@ class StreamScheduler:
         self._wake = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._requests: set[asyncio.Task[None]] = set()
+        self._waiters: set[asyncio.Future[None]] = set()  # see changed()
 
     @classmethod
     def shared(cls) -> StreamScheduler:
@@ -422,6 +464,10 @@ class StreamScheduler:
     def poke(self) -> None:
         """Something changed: look again for a request to send."""
         self._wake.set()
+        waiters, self._waiters = self._waiters, set()
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
         if self._streams and (self._runner is None or self._runner.done()):
             self._runner = asyncio.get_running_loop().create_task(self._run(), name="kahani-scene-render")
 
@@ -484,19 +530,34 @@ class StreamScheduler:
             window, ticket = budget.edits, budget.take_edit(now)
         elif op.kind is _Kind.CREATE:
             window, ticket = budget.creates, budget.take_create(now)
-        self.global_budget.take(now, final=op.urgency is Urgency.FINAL)
+        counted = self.global_budget.take(now, final=op.urgency is Urgency.FINAL)
         request = op.stream._start(op, now)
-        task = asyncio.get_running_loop().create_task(self._perform(request, window, ticket))
+        task = asyncio.get_running_loop().create_task(self._perform(request, window, ticket, counted))
         self._requests.add(task)
         task.add_done_callback(self._requests.discard)
 
-    async def _perform(self, request: Any, window: RateWindow | None, ticket: object | None) -> None:
+    async def _perform(self, request: Any, window: RateWindow | None, ticket: object | None,
+                       counted: _Counted) -> None:
         try:
             await request
         finally:
+            now = self.clock()
             if window is not None:
-                window.answered(ticket, self.clock())
+                window.answered(ticket, now)
+            self.global_budget.answered(counted, now)
             self.poke()
+
+    async def changed(self, until: float) -> None:
+        """Wait until a request is answered (a budget may have room again) or ``until``."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.add(waiter)
+        try:
+            async with asyncio.timeout(None if math.isinf(until) else max(0.0, until - self.clock())):
+                await waiter
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters.discard(waiter)
 
 
 # ---------------------------------------------------------------------- streamer ---
@@ -564,6 +625,7 @@ class SceneStreamer:
         self._state = _State.STREAMING
         self._settled_at = 0.0
         self._last_sent = -math.inf
+        self._final_turn = 0.0  # the place in the queue of the final text's requests
         self._notified = False  # the scheduler knows this stream has something to send
         self._done = asyncio.Event()
         self._idle = asyncio.Event()
@@ -682,9 +744,10 @@ class SceneStreamer:
                 continue
             # Round-robin, longest-waiting first, with head starts: a final text goes
             # before any stream that has waited less than FINAL_HEAD_START, so finals
-            # jump the queue without starving the streams still being written.
+            # jump the queue without starving the streams still being written. A final
+            # keeps the turn its stream already waited for, if that comes sooner.
             if settling:
-                yield _Op(self, part, kind, Urgency.FINAL, (self._settled_at - FINAL_HEAD_START, index))
+                yield _Op(self, part, kind, Urgency.FINAL, (self._final_turn, index))
             elif first:
                 early = len(self._text) - self._live_start < FIRST_CHARS
                 assert self.first_delta_at is not None
@@ -780,6 +843,7 @@ class SceneStreamer:
         if self._state is _State.STREAMING and not self._closed:
             self._state = _State.SETTLING
             self._settled_at = self._clock()
+            self._final_turn = min(self._settled_at - FINAL_HEAD_START, self._last_sent)
             for index, content in enumerate(contents):
                 if index == len(self._parts):
                     self._parts.append(_Part())
@@ -817,13 +881,15 @@ async def post_paced(channel: discord.abc.Messageable, content: str, *,
         ready = max(budget.create_ready_at(now), scheduler.global_budget.ready_at(now))
         if ready <= now:
             break
-        await asyncio.sleep(ready - now)  # pacing: the budget opens at a known time
+        await scheduler.changed(ready)  # the budget opens then, or when a request in flight is answered
     ticket = budget.take_create(now)
-    scheduler.global_budget.take(now)
+    counted = scheduler.global_budget.take(now)
     try:
         return await channel.send(content, allowed_mentions=discord.AllowedMentions.none(), **kwargs)
     finally:
-        budget.creates.answered(ticket, scheduler.clock())
+        now = scheduler.clock()
+        budget.creates.answered(ticket, now)
+        scheduler.global_budget.answered(counted, now)
         scheduler.poke()
 
 

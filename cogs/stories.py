@@ -12,8 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,9 +41,10 @@ from cogs.votes import GroupPlay, ensure_host_in_group, settings_text
 from core import messages as msg
 from core import repository as repo
 from core.choices import Choice
-from core.engine import EngineEvent, Failed, SceneDone, SceneText, StoryEngine
+from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine
 from core.errors import Conflict, KahaniError, NotFound
 from core.models import InstructionKind, MemberStatus, SceneLength, Story, StoryMode, StoryStatus
+from core.narration import narration_voice
 from core.votes import MAX_DURATION, MIN_DURATION, VoteSettings
 
 log = logging.getLogger(__name__)
@@ -52,6 +55,42 @@ LENGTH_CHOICES = [app_commands.Choice(name=f"{m.value} ({lo}–{hi} words)", val
                   for m, (lo, hi) in zip(SceneLength, ((100, 150), (200, 300), (400, 500)), strict=True)]
 POV_CHOICES = [app_commands.Choice(name=n, value=v) for n, v in
                (("second person (you)", "second"), ("first person (I)", "first"), ("third person", "third"))]
+
+
+class QueueLine:
+    """A waiting scene's place in the LLM queue, shown on its placeholder message.
+
+    Edited when the place changes, but not more often than every ``max(3 s, place × 1 s)``:
+    with hundreds of stories in line the edits stay a few a second in all, inside the
+    budgets the streams share (cogs/render.py paces them). The "writing…" line comes back
+    once a slot is free."""
+
+    MIN_INTERVAL = 3.0
+    PER_PLACE = 1.0
+
+    def __init__(self, message: discord.Message, head: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.message = message
+        self.head = head
+        self.clock = clock
+        self.shown: int | None = None
+        self.shown_at = -math.inf
+
+    async def show(self, position: int) -> None:
+        now = self.clock()
+        if position == self.shown or now - self.shown_at < max(self.MIN_INTERVAL, self.PER_PLACE * position):
+            return
+        self.shown, self.shown_at = position, now
+        await self._edit(msg.QUEUE_WAITING.format(place=msg.ordinal(position)))
+
+    async def granted(self) -> None:
+        if self.shown is not None:
+            self.shown = None
+            await self._edit(msg.WRITING)
+
+    async def _edit(self, line: str) -> None:
+        with contextlib.suppress(discord.HTTPException):  # the stream reports a gone message
+            shown = await show_text(self.message.channel, [self.message], line, header=self.head)
+            self.message = shown[0] if shown else self.message
 
 
 class NewStoryModal(KahaniModal):
@@ -182,10 +221,18 @@ class Stories(commands.Cog):
             raise KahaniError(msg.STORY_NEEDS_TEXT_CHANNEL)
         kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
         try:
+            # invitable only matters for a private thread: players are added by the bot
             thread = await parent.create_thread(name=title[:100], type=kind, auto_archive_duration=10080,
-                                                invitable=not private if private else True)
+                                                invitable=not private)
+        except discord.Forbidden as exc:
+            # Asked for privacy: say so rather than open a thread everyone can read.
+            refused = msg.STORY_NO_PRIVATE_THREAD_PERMISSION if private else msg.STORY_NO_THREAD_PERMISSION
+            raise KahaniError(refused.format(channel=parent.mention)) from exc
+        try:
             await thread.add_user(interaction.user)
         except discord.Forbidden as exc:
+            with contextlib.suppress(discord.HTTPException):
+                await thread.delete()  # no empty thread left behind
             raise KahaniError(msg.STORY_NO_THREAD_PERMISSION.format(channel=parent.mention)) from exc
         return thread
 
@@ -214,9 +261,14 @@ class Stories(commands.Cog):
         ref = f"{first_message.channel.id}:{first_message.id}:{retry_id}"
         streamer = SceneStreamer(first_message.channel, header=head, first_message=first_message)
         narration = await self._auto_narration(first_message.channel)
+        line = QueueLine(first_message, head)
         try:
             async for event in self.bot.metrics.watch(start(ref), kind):
-                if isinstance(event, SceneText):
+                if isinstance(event, Queued):
+                    await line.show(event.position)
+                elif isinstance(event, SlotGranted):
+                    await line.granted()
+                elif isinstance(event, SceneText):
                     await streamer.feed(event.text)
                     if narration is not None:
                         narration.feed(event.text)
@@ -263,8 +315,9 @@ class Stories(commands.Cog):
                 settings = await repo.get_user_settings(s, story.owner_id)
                 if not (settings.auto_narrate or story.settings.get("auto_narrate")):
                     return None
-                voice, speed = settings.tts_voice, settings.tts_speed
-            return await narrator.play(guild.id, voice=voice, speed=speed)
+                voice, speed = narration_voice(story.mode, story.settings, settings.tts_voice, settings.tts_speed)
+                story_id = story.id  # its characters read their own lines
+            return await narrator.play(guild.id, voice=voice, speed=speed, story_id=story_id)
         except Exception:
             log.warning("auto-narration could not start in guild %s", guild.id, exc_info=True)
             return None
@@ -342,6 +395,7 @@ class Stories(commands.Cog):
                 raise Conflict(msg.NOT_LAST_SCENE)
             if await repo.get_lease(s, story_id) is not None:
                 raise Conflict(msg.STILL_WRITING)
+            await self.engine.check_limits(s, story, who.user.id)
         return story, who
 
     async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
@@ -356,6 +410,7 @@ class Stories(commands.Cog):
                 raise Conflict(msg.STORY_ENDED)
             if await repo.get_lease(s, story.id) is not None:
                 raise Conflict(msg.STILL_WRITING)
+            await self.engine.check_limits(s, story, who.user.id)
         return story, who
 
     async def _next(self, interaction: discord.Interaction[Any], variant_id: int, kind: InstructionKind,

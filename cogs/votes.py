@@ -144,7 +144,7 @@ class TallyPainter:
             now = scheduler.clock()
             budget = ChannelBudget.for_channel(channel_id)
             ticket = budget.take_edit(now)
-            scheduler.global_budget.take(now)
+            counted = scheduler.global_budget.take(now)
             try:
                 await message.edit(**kwargs)
                 self.edits += 1
@@ -152,6 +152,7 @@ class TallyPainter:
                 log.info("could not update the tally in channel %s: %s", channel_id, exc)
             finally:
                 budget.edits.answered(ticket, scheduler.clock())
+                scheduler.global_budget.answered(counted, scheduler.clock())
                 scheduler.poke()
         self._pending.pop(channel_id, None)
 

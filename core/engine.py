@@ -31,8 +31,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import logctx
 from core import messages as msg
 from core import repository as repo
 from core.choices import (
@@ -48,6 +50,7 @@ from core.choices import (
 from core.db import Database
 from core.errors import Conflict, KahaniError, NotFound
 from core.llm import Finish, LLMClient, LLMError, TextDelta, Usage
+from core.llmqueue import GenerationLimits, LLMQueue, RateLimited, Ticket, admit, check_limits, lane_for
 from core.models import (
     Chapter,
     InstructionKind,
@@ -139,6 +142,22 @@ class SceneDone:
 
 
 @dataclass(frozen=True, slots=True)
+class Queued:
+    """The generation waits for one of the LLM server's slots: ``position`` 1 is next
+    (sent again each time the position changes)."""
+
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class SlotGranted:
+    """The generation holds an LLM slot after waiting ``waited`` seconds (only when the
+    queue is on); the model's text follows."""
+
+    waited: float
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Nothing was stored; ``reason`` is a sentence for the player (offer Retry)."""
 
@@ -146,7 +165,7 @@ class Failed:
     kind: str
 
 
-EngineEvent = SceneText | ChoicesReady | UsageReport | SceneDone | Failed
+EngineEvent = Queued | SlotGranted | SceneText | ChoicesReady | UsageReport | SceneDone | Failed
 
 
 @dataclass(frozen=True)
@@ -186,6 +205,7 @@ class _Plan:
     fold: list[repo.PathScene] = field(default_factory=list)
     fold_chapter_id: int | None = None
     previous_rolling: str | None = None
+    lane: str = ""  # whose turn it is in the LLM queue (core/llmqueue.py)
 
 
 @dataclass(frozen=True)
@@ -221,6 +241,8 @@ class StoryEngine:
         config: EngineConfig | None = None,
         clock: Callable[[], datetime] = utcnow,
         holder_prefix: str | None = None,
+        queue: LLMQueue | None = None,
+        limits: GenerationLimits | None = None,
     ) -> None:
         self.db = db
         self.llm = llm
@@ -228,6 +250,10 @@ class StoryEngine:
         self.config = config or EngineConfig()
         self.clock = clock
         self.holder_prefix = holder_prefix or default_holder_prefix()
+        # At most LLM_MAX_CONCURRENCY generations at once across processes; None or a
+        # limit of 0: every generation streams at once.
+        self.queue = queue if queue is not None and queue.enabled else None
+        self.limits = limits or GenerationLimits()
 
     # --- generations ---------------------------------------------------------------
 
@@ -267,7 +293,7 @@ class StoryEngine:
 
             return self._plan(ctx, facts, "scene", VariantKind.ORIGINAL, kind, instruction, save)
 
-        return self._generate(story_id, "scene", frontend_ref, plan)
+        return self._generate(story_id, "scene", frontend_ref, plan, user_id)
 
     def regenerate(
         self, variant_id: int, *, user_id: int | None = None, frontend_ref: str | None = None
@@ -309,7 +335,7 @@ class StoryEngine:
             plan_.prefix = prefix
             return plan_
 
-        return self._generate_for_variant(variant_id, "continue", frontend_ref, plan)
+        return self._generate_for_variant(variant_id, "continue", frontend_ref, plan, user_id)
 
     def edit_scene(
         self, variant_id: int, text: str, *, keep_choices: bool = True, user_id: int | None = None
@@ -332,6 +358,12 @@ class StoryEngine:
     async def rate(self, variant_id: int, *, rating: int | None = None, favourite: bool | None = None) -> SceneVariant:
         async with self.db.transaction() as s:
             return await repo.rate_variant(s, variant_id, rating=rating, favourite=favourite)
+
+    async def check_limits(self, session: AsyncSession, story: Story, user_id: int | None) -> None:
+        """Raise :class:`RateLimited` when ``user_id`` (or the story's server) may not
+        start another generation now; front ends ask before they post anything."""
+        if self.limits.active:
+            await check_limits(session, self.limits, user_id=user_id, guild_id=story.guild_id, now=self.clock())
 
     async def context_report(self, story_id: int) -> ContextReport:
         """How full the context is for the story's next scene (for ``/story info``)."""
@@ -535,6 +567,7 @@ class StoryEngine:
             fold=fold,
             fold_chapter_id=ctx.chapter_id,
             previous_rolling=ctx.rolling,
+            lane=lane_for(ctx.story.guild_id, ctx.story.owner_id),
         )
 
     def _new_version(
@@ -571,11 +604,11 @@ class StoryEngine:
                 prompt_kind = InstructionKind.DIRECTOR.value
             return self._plan(ctx, facts, kind.value, kind, prompt_kind, instruction, save)
 
-        return self._generate_for_variant(variant_id, kind.value, frontend_ref, plan)
+        return self._generate_for_variant(variant_id, kind.value, frontend_ref, plan, user_id)
 
     async def _generate_for_variant(
         self, variant_id: int, purpose: str, frontend_ref: str | None,
-        plan: Callable[[AsyncSession, _ModelFacts], Awaitable[_Plan]],
+        plan: Callable[[AsyncSession, _ModelFacts], Awaitable[_Plan]], user_id: int | None,
     ) -> AsyncIterator[EngineEvent]:
         try:
             async with self.db.read() as s:
@@ -583,7 +616,7 @@ class StoryEngine:
         except KahaniError as exc:
             yield Failed(exc.message, "invalid")
             return
-        async for event in self._generate(story_id, purpose, frontend_ref, plan):
+        async for event in self._generate(story_id, purpose, frontend_ref, plan, user_id):
             yield event
 
     # --- internals: running a generation ---------------------------------------------
@@ -591,7 +624,9 @@ class StoryEngine:
     async def _generate(
         self, story_id: int, purpose: str, frontend_ref: str | None,
         build: Callable[[AsyncSession, _ModelFacts], Awaitable[_Plan]],
+        user_id: int | None = None,
     ) -> AsyncIterator[EngineEvent]:
+        logctx.bind(story=story_id)  # every line of this generation names its story
         try:
             # Network first (cached after the first call), never inside a transaction.
             facts = _ModelFacts(await self.llm.resolve_model(), await self.llm.context_length())
@@ -601,11 +636,18 @@ class StoryEngine:
         holder = self._holder()
         # The lease in one short write; the prompt is read without holding the write
         # lock (SQLite has one writer at a time: other players' clicks must not wait).
-        async with self.db.transaction() as s:
-            acquired = await repo.acquire_lease(
-                s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
-                purpose=purpose, frontend_ref=frontend_ref,
-            )
+        try:
+            async with self.db.transaction() as s:
+                acquired = await repo.acquire_lease(
+                    s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
+                    purpose=purpose, frontend_ref=frontend_ref,
+                )
+                if acquired and self.limits.active:  # over a limit: the lease is not taken either
+                    guild_id = await s.scalar(select(Story.guild_id).where(Story.id == story_id))
+                    await admit(s, self.limits, user_id=user_id, guild_id=guild_id, now=self.clock())
+        except RateLimited as exc:
+            yield Failed(exc.message, "rate_limited")
+            return
         if not acquired:
             yield Failed(msg.STILL_WRITING, "busy")
             return
@@ -620,14 +662,32 @@ class StoryEngine:
             await self._release(story_id, holder)
             raise
 
+        log.info("%s: started (%d prompt tokens, max %d)", purpose, plan.estimated_tokens, plan.max_tokens)
         heartbeat = asyncio.create_task(self._heartbeat(story_id, holder))
+        ticket: Ticket | None = None
         try:
-            async for event in self._stream_and_save(plan, holder):
+            if self.queue is not None:
+                ticket = await self.queue.enter(story_id, plan.lane)
+                try:
+                    async for position in ticket.wait():
+                        log.debug("%s: waiting for an LLM slot, %s in line", purpose, position)
+                        yield Queued(position)
+                except KahaniError as exc:
+                    yield Failed(exc.message, "queue")
+                    return
+                if ticket.waited >= 0.05:
+                    log.info("%s: got an LLM slot after %.1f s in line", purpose, ticket.waited)
+                yield SlotGranted(ticket.waited)
+            async for event in self._stream_and_save(plan, holder, ticket):
+                if isinstance(event, Failed):
+                    log.info("%s: failed (%s): %s", purpose, event.kind, event.reason)
                 yield event
         finally:
             heartbeat.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await heartbeat
+            if ticket is not None:
+                await asyncio.shield(ticket.release())
             await self._release(story_id, holder)
 
     async def _heartbeat(self, story_id: int, holder: str) -> None:
@@ -652,7 +712,7 @@ class StoryEngine:
         async with self.db.transaction() as s:
             await repo.release_lease(s, story_id, holder)
 
-    async def _stream_and_save(self, plan: _Plan, holder: str) -> AsyncIterator[EngineEvent]:
+    async def _stream_and_save(self, plan: _Plan, holder: str, ticket: Ticket | None) -> AsyncIterator[EngineEvent]:
         text_filter = SceneTextFilter()
         finish = "stop"
         saw_content = False
@@ -717,7 +777,10 @@ class StoryEngine:
         except KahaniError as exc:
             yield Failed(exc.message, "conflict")
             return
+        log.info("%s: stored scene %s, variant %s (%d tokens)", plan.purpose, scene_id, variant_id, token_count)
         report = await self.context_report(plan.story_id)
+        if ticket is not None and not plan.fold:
+            await asyncio.shield(ticket.release())  # the next in line need not wait for the front end
         yield SceneDone(plan.story_id, scene_id, variant_id, plan.kind, content, tuple(choices), report)
 
         if plan.fold:

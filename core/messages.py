@@ -337,3 +337,40 @@ EXPORT_TRY_PATH_ONLY = "Try again without `whole_tree`: the story as it stands i
 EXPORT_TRY_MARKDOWN = "Try `format:markdown`: it is the smallest."
 EXPORT_TRY_CLI = "Whoever runs the bot can export it with `kahani export {story_id}`."
 EXPORT_READY = "📖 **{title}** — {scenes} scenes as {format}."
+
+# --- the LLM queue and generation limits (core/llmqueue.py) --------------------------------
+
+QUEUE_WAITING = "-# ⏳ *Waiting for the storyteller — {place} in line…*"
+QUEUE_PLACE_LOST = "This scene lost its place in line for the storyteller. Please try again."
+RATE_LIMITED_USER = (
+    "You're going fast! You can start {count} scenes a minute; "
+    "the storyteller is ready for your next one in about {seconds} s."
+)
+RATE_LIMITED_GUILD = (
+    "This server's stories have asked for {count} scenes in the last minute, as many as it may; "
+    "try again in about {seconds} s."
+)
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# --- a group story's narration voice (/narrate voice|speed scope:story; issue 8) -------------
+
+NARRATE_STORY_VOICE_SAVED = "**{title}** is now narrated with **{voice}**, whoever starts the narration."
+NARRATE_STORY_VOICE_SAVED_UNCHECKED = (
+    "**{title}** is now narrated with **{voice}** (Kokoro could not be asked whether it has that voice)."
+)
+NARRATE_STORY_VOICE_DEFAULT = "**{title}** is narrated with each narrator's own voice and speed again."
+NARRATE_STORY_SPEED_SAVED = "**{title}** is now narrated at {speed:g}×, whoever starts the narration."
+NARRATE_STORY_SOLO = (
+    "Only group stories have a narration voice of their own: a solo story is read with its "
+    "player's voice (/narrate voice without scope)."
+)
+STORY_NO_PRIVATE_THREAD_PERMISSION = (
+    "I can't create private threads in {channel}. Start the story without `private` (a public "
+    "thread), ask a moderator to let me create private threads there, or play in my DMs."
+)

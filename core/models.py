@@ -464,6 +464,54 @@ class GenerationLease(Base):
     expires_at: Mapped[datetime]
 
 
+class LLMQueueEntry(Base):
+    """One generation waiting for, or holding, one of the LLM server's slots
+    (LLM_MAX_CONCURRENCY across all processes; core/llmqueue.py). Its holder's process
+    refreshes ``expires_at``; a crashed process's entries expire and free their slot."""
+
+    __tablename__ = "llm_queue"
+    __table_args__ = (
+        CheckConstraint("state IN ('waiting', 'running')", name="state"),
+        Index("ix_llm_queue_state", "state"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    holder: Mapped[str] = mapped_column(String(200))  # the process that waits
+    story_id: Mapped[int] = mapped_column(_fk("stories.id"))
+    # Who takes turns: a server (its stories share one turn) or a DM player.
+    lane: Mapped[str] = mapped_column(String(40))
+    state: Mapped[str] = mapped_column(String(10), default="waiting")
+    enqueued_at: Mapped[datetime]
+    granted_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+
+
+class LLMLane(Base):
+    """When a lane was last given a slot: the queue serves lanes round robin."""
+
+    __tablename__ = "llm_lanes"
+
+    lane: Mapped[str] = mapped_column(String(40), primary_key=True)
+    served_at: Mapped[datetime]
+
+
+class GenerationStart(Base):
+    """A generation asked for, by whom and where: the per-user and per-server limits
+    (GENERATIONS_PER_USER_PER_MINUTE, …_PER_GUILD_…) count these; old rows are pruned."""
+
+    __tablename__ = "generation_starts"
+    __table_args__ = (
+        Index("ix_generation_starts_user", "user_id", "started_at"),
+        Index("ix_generation_starts_guild", "guild_id", "started_at"),
+        Index("ix_generation_starts_started_at", "started_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    guild_id: Mapped[int | None] = mapped_column(BigInteger)
+    started_at: Mapped[datetime]
+
+
 class AppState(Base):
     """Small key/value facts the bot keeps between starts (e.g. the synced commands' hash)."""
 

@@ -792,7 +792,7 @@ async def remove_character(session: AsyncSession, story_id: int, name: str) -> N
 # --- generation leases ----------------------------------------------------------------
 
 
-def _insert_for(session: AsyncSession) -> Any:
+def insert_for(session: AsyncSession) -> Any:
     dialect = session.bind.dialect.name if session.bind is not None else "sqlite"
     return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
@@ -813,7 +813,7 @@ async def acquire_lease(
     concurrent attempts exactly one wins, on SQLite and on PostgreSQL. ``holder`` must be
     unique per generation (e.g. process id plus a random part).
     """
-    insert = _insert_for(session)
+    insert = insert_for(session)
     values = dict(
         story_id=story_id,
         holder=holder,

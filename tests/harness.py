@@ -41,7 +41,10 @@ from discord.http import Route
 
 from bot.app import KahaniBot, SetupHook, run_bot
 from bot.settings import Settings, load_settings
-from tests.discord_standin import DiscordStandin
+from core.db import Database
+from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, User
+from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.fakes.llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
 # An address where nothing listens: the bot starts and warns that the storyteller is down.
@@ -53,7 +56,8 @@ SETTING_NAMES = (
     "DISCORD_TOKEN", "DATABASE_URL", "LLM_BASE_URL", "LLM_API_KEY", "LLM_MODEL", "LLM_CONTEXT_LENGTH",
     "LLM_CONNECT_TIMEOUT", "LLM_FIRST_TOKEN_TIMEOUT", "LLM_IDLE_TIMEOUT", "KOKORO_URL", "DISCORD_API_BASE",
     "DISCORD_GATEWAY_URL", "SHARD_COUNT", "SHARD_IDS", "LOG_LEVEL", "KAHANI_TEST_FAST_START",
-    "METRICS_PORT", "METRICS_HOST",
+    "METRICS_PORT", "METRICS_HOST", "LLM_MAX_CONCURRENCY", "GENERATIONS_PER_USER_PER_MINUTE",
+    "GENERATIONS_PER_GUILD_PER_MINUTE", "LOG_FORMAT",
 )
 
 
@@ -66,6 +70,10 @@ def bot_env(standin: DiscordStandin, database_url: str, *, llm_base_url: str | N
         "DATABASE_URL": database_url,
         "LLM_BASE_URL": llm_base_url or NO_LLM,
         "KAHANI_TEST_FAST_START": "1",
+        # Tests run many generations at once and fast: no LLM queue and no per-user limit
+        # unless a test asks for them (tests/test_llm_queue.py, tests/test_scale.py).
+        "LLM_MAX_CONCURRENCY": "0",
+        "GENERATIONS_PER_USER_PER_MINUTE": "0",
     }
 
 
@@ -248,6 +256,11 @@ class BotProcess:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    def local_ports(self) -> set[int]:
+        """The local ports of the TCP connections the process holds open: with the
+        stand-in's ``peer`` of a request, which process sent it."""
+        return set() if self.process is None else local_tcp_ports(self.process.pid)
+
     async def close(self) -> None:
         """Kill the process if it still runs, and clean up."""
         if self.process is not None and self.process.returncode is None:
@@ -258,3 +271,103 @@ class BotProcess:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+def local_tcp_ports(pid: int) -> set[int]:
+    """The local ports of the TCP sockets process ``pid`` holds open (Linux ``/proc``):
+    its socket inodes, looked up in the network namespace's TCP tables."""
+    inodes = set()
+    with contextlib.suppress(FileNotFoundError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:["):-1])
+    ports = set()
+    for table in ("tcp", "tcp6"):
+        with contextlib.suppress(FileNotFoundError):
+            for line in Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]:
+                fields = line.split()  # sl local_address rem_address st … uid timeout inode
+                if len(fields) > 9 and fields[9] in inodes:
+                    ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+# --- a world to play in: the bot, a guild, two players, the fake LLM ------------------------
+
+
+@dataclass
+class PlayWorld:
+    """A running bot with a server to play in (see :func:`play_world`)."""
+
+    standin: DiscordStandin
+    bot: KahaniBot
+    llm: FakeLLM
+    guild: Guild
+    general: Channel
+    alice: User
+    bob: User
+
+    @property
+    def db(self) -> Database:
+        return self.bot.db
+
+
+@contextlib.asynccontextmanager
+async def play_world(database_path: Path, *, llm: dict[str, Any] | None = None,
+                     **overrides: Any) -> AsyncIterator[PlayWorld]:
+    """The real bot on the migrated SQLite file ``database_path``, against a stand-in
+    with one server ("Tavern", channel #stories, members alice and bob) and a fake LLM
+    (``llm``: FakeLLM options; 400 tokens/s unless given). ``overrides`` are settings."""
+    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(**{"token_rate": 400, **(llm or {})}) as fake:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "stories")
+        alice = standin.add_user("alice", guild=guild)
+        bob = standin.add_user("bob", guild=guild)
+        async with running_bot(standin, f"sqlite+aiosqlite:///{database_path}", llm_base_url=fake.base_url,
+                               **overrides) as running:
+            yield PlayWorld(standin, running.bot, fake, guild, general, alice, bob)
+
+
+def scripted_scene(text: str, *choices: str) -> str:
+    """A reply for ``FakeLLM.script``: the scene, the marker and four choices."""
+    choices = choices or ("Climb the stair", "Call out", "Light the lantern", "Close the door")
+    return text + "\n\n### Choices\n" + "\n".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
+
+
+def finished_scene(message: Message) -> bool:
+    """A scene message whose writing is over: it has its choice buttons."""
+    return any(c.get("custom_id", "").startswith("kahani:v1:choose:") for c in message.component_items())
+
+
+async def wait_scene(standin: DiscordStandin, channel: Channel, after: int = 0) -> Message:
+    """The next finished scene message in ``channel`` (with its buttons), after ``after``."""
+    def found() -> Message | None:
+        scenes = [m for m in channel.messages if m.author is standin.bot_user and finished_scene(m)]
+        return scenes[after] if len(scenes) > after else None
+
+    return await standin.wait_until(found, timeout=10, what="a finished scene")
+
+
+async def ephemeral_answer(standin: DiscordStandin, rec: InteractionRecord) -> str:
+    """The text of the ephemeral answer to ``rec`` (its response, or its followup when deferred)."""
+    response = await rec.wait_response()
+    if response.type in (5, 6):  # deferred: the answer is a followup
+        await standin.wait_until(lambda: rec.followups, what="the followup")
+    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
+    assert answers, "no answer"
+    answer = answers[-1]
+    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
+    return answer.content or answer.embeds[0].get("description", "")
+
+
+async def submit_new_story(standin: DiscordStandin, user: User, channel: Channel, title: str,
+                           **options: Any) -> InteractionRecord:
+    """/story new with ``options`` → the modal, filled in; the modal's interaction."""
+    rec = await standin.slash(user, channel, "story new", **options)
+    await rec.wait_response()
+    [modal] = [m for m in standin.modals_for(user) if not m.submitted]
+    return await standin.submit_modal(user, modal, {
+        "Title": title, "Genre": "mystery", "Tone": "eerie", "World / setting": "a rocky island",
+        "Premise: how does it start?": "The keeper has vanished.",
+    })

@@ -274,3 +274,55 @@ async def test_narration_starts_while_the_scene_is_still_being_written(kokoro: F
     job.finish()
     await player.done()
     assert kokoro.speech_requests[0]["voice"] == "af_heart" and kokoro.speech_requests[0]["speed"] == 1.25
+
+
+# --- character voices ------------------------------------------------------------------------
+
+DIALOGUE_SCENE = ('The lamp flickers. Mara whispered, "Someone is on the stair." Tom shook his head. '
+                  '"Only the wind," said Tom. "Listen," said Mara.')
+
+
+async def narrate_streamed(tts: KokoroClient, text: str, **options: object) -> tuple[NarrationJob, Player]:
+    """A narration fed word by word, as auto-narration feeds a scene being written."""
+    job = NarrationJob(tts, voice="af_bella", speed=1.0, **options)  # type: ignore[arg-type]
+    player = Player(job.source)
+    player.start()
+    job.start()
+    for word in text.split(" "):
+        job.feed(word + " ")
+        await asyncio.sleep(0)
+    job.finish()
+    return job, player
+
+
+async def test_a_characters_quoted_line_is_read_with_its_voice_and_the_rest_with_the_narrators(
+        kokoro: FakeKokoro, tts: KokoroClient) -> None:
+    job, player = await narrate_streamed(tts, DIALOGUE_SCENE, voices={"Mara": "bf_emma", "Tom": None})
+    await player.done()
+    assert [(r["input"], r["voice"]) for r in kokoro.speech_requests] == [
+        ("The lamp flickers.", "af_bella"),
+        ("Mara whispered,", "af_bella"),
+        ('"Someone is on the stair."', "bf_emma"),
+        ('Tom shook his head. "Only the wind," said Tom.', "af_bella"),  # Tom has no voice of his own
+        ('"Listen,"', "bf_emma"),
+        ("said Mara.", "af_bella"),
+    ]
+    assert job.voices_read == [r["voice"] for r in kokoro.speech_requests]
+    # One after the other, the next synthesised while the current one plays: no gaps.
+    levels = player.levels()
+    first_audio = next(i for i, v in enumerate(levels) if v is not None)
+    assert None not in levels[first_audio:] and job.source.stats.underruns == 0
+    expected = [level(n) for n in range(1, 7)]
+    assert runs([v for v in levels[first_audio:] if v in expected]) == expected  # in order
+
+
+async def test_a_character_voice_kokoro_refuses_falls_back_to_the_narrators(
+        kokoro: FakeKokoro, tts: KokoroClient) -> None:
+    job, player = await narrate_streamed(tts, DIALOGUE_SCENE, voices={"Mara": "xx_nobody"})
+    await player.done()
+    assert job.error is None
+    voices = [r["voice"] for r in kokoro.speech_requests]
+    assert voices.count("xx_nobody") == 1  # refused once, then the narrator reads her lines
+    assert set(voices) == {"af_bella", "xx_nobody"}
+    spoken = [r["input"] for r in kokoro.speech_requests if r["voice"] == "af_bella"]
+    assert '"Someone is on the stair."' in spoken and '"Listen,"' in spoken

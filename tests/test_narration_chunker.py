@@ -4,6 +4,7 @@ pieces Kokoro reads — and the chunks always join back to exactly the narrated 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -41,9 +42,10 @@ MARKDOWN = (
 )
 
 
-def feed_in_pieces(text: str, rng: random.Random, **options: int) -> list[str]:
-    chunker = Chunker(**options)
-    chunks: list[str] = []
+def feed_in_pieces(text: str, rng: random.Random, chunker: Any = None, **options: int) -> list[Any]:
+    """The chunks of ``text`` fed in random small pieces (to a Chunker, or ``chunker``)."""
+    chunker = chunker or Chunker(**options)
+    chunks: list[Any] = []
     i = 0
     while i < len(text):
         n = rng.choice((1, 1, 2, 3, 5, 8, 13, 40))

@@ -390,3 +390,140 @@ async def test_auto_narrate_reads_the_next_scene_while_it_is_written(world: Worl
         world.cog.sessions.pop(world.guild.id, None)
         async with world.db.transaction() as s:
             await repo.update_user_settings(s, alice.id, auto_narrate=False)
+
+
+# --- a group story's own narration voice ----------------------------------------------------
+
+
+async def narrate_into_fake_voice(world: World, user: User, scene_message: Message) -> list[dict[str, object]]:
+    """``user`` presses Narrate on ``scene_message`` with the bot in a FakeVoice channel;
+    the speech requests it made, once the narration played out."""
+    from cogs.narration import GuildNarration
+
+    guild = world.bot.get_guild(world.guild.id)
+    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
+    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    before = len(world.kokoro.speech_requests)
+    world.kokoro.realtime_factor = 200
+    try:
+        rec = await world.standin.click(user, scene_message, "Narrate")
+        assert await text_of(world, rec) == msg.NARRATE_STARTED.format(channel=f"<#{world.lounge.id}>")
+        await voice.players[-1].done()
+    finally:
+        world.kokoro.realtime_factor = None
+        world.cog.sessions.pop(world.guild.id, None)
+    asked = world.kokoro.speech_requests[before:]
+    assert asked
+    return asked
+
+
+async def test_a_group_story_is_read_with_its_own_voice_whoever_presses_narrate(world: World) -> None:
+    world.llm.script(scene("Lanterns sway over the harbour. A bell rings from the fog."))
+    thread = await new_story(world, world.alice, world.general, "Harbour Lights")  # type: ignore[arg-type]
+    first = await wait_scene(world, thread)  # type: ignore[arg-type]
+    rec = await world.standin.slash(world.bob, world.general, "narrate voice", voice="af_nicole")
+    assert await text_of(world, rec) == msg.NARRATE_VOICE_SAVED.format(voice="af_nicole")
+    rec = await world.standin.slash(world.bob, world.general, "narrate speed", speed=0.75)
+    assert await text_of(world, rec) == msg.NARRATE_SPEED_SAVED.format(speed=0.75)
+
+    # Only the story's owner (or Manage Threads) sets it.
+    rec = await world.standin.slash(world.bob, thread, "narrate voice", voice="am_adam", scope="story")
+    assert await text_of(world, rec) == msg.NOT_YOUR_STORY_TO_MANAGE
+    rec = await world.standin.slash(world.alice, thread, "narrate voice", voice="am_adam(2)+am_michael",
+                                    scope="story")
+    assert await text_of(world, rec) == msg.NARRATE_STORY_VOICE_SAVED.format(title="Harbour Lights",
+                                                                            voice="am_adam(2)+am_michael")
+    rec = await world.standin.slash(world.alice, thread, "narrate voice", voice="xx_nobody", scope="story")
+    assert await text_of(world, rec) == msg.TTS_UNKNOWN_VOICE.format(voice="xx_nobody")
+    rec = await world.standin.slash(world.alice, thread, "narrate speed", speed=1.5, scope="story")
+    assert await text_of(world, rec) == msg.NARRATE_STORY_SPEED_SAVED.format(title="Harbour Lights", speed=1.5)
+
+    # Bob presses Narrate: the story's voice and speed, not his.
+    asked = await narrate_into_fake_voice(world, world.bob, first)
+    assert {(r["voice"], r["speed"]) for r in asked} == {("am_adam(2)+am_michael", 1.5)}
+
+    # Only the voice set: the speed is the narrator's own.
+    async with world.db.transaction() as s:
+        story = await repo.story_for_thread(s, thread.id)
+        assert story is not None and story.settings["tts_voice"] == "am_adam(2)+am_michael"
+        story_id = story.id
+    rec = await world.standin.slash(world.alice, thread, "narrate voice", voice="default", scope="story")
+    assert await text_of(world, rec) == msg.NARRATE_STORY_VOICE_DEFAULT.format(title="Harbour Lights")
+    rec = await world.standin.slash(world.alice, world.general, "narrate voice", voice="bf_emma", story=story_id)
+    assert await text_of(world, rec) == msg.NARRATE_STORY_VOICE_SAVED.format(title="Harbour Lights", voice="bf_emma")
+    asked = await narrate_into_fake_voice(world, world.bob, first)
+    assert {(r["voice"], r["speed"]) for r in asked} == {("bf_emma", 0.75)}
+
+    # Reset: everyone's own voice and speed again.
+    rec = await world.standin.slash(world.alice, thread, "narrate voice", voice="default", scope="story")
+    assert await text_of(world, rec) == msg.NARRATE_STORY_VOICE_DEFAULT.format(title="Harbour Lights")
+    asked = await narrate_into_fake_voice(world, world.bob, first)
+    assert {(r["voice"], r["speed"]) for r in asked} == {("af_nicole", 0.75)}
+    async with world.db.read() as s:
+        story = await repo.get_story(s, story_id)
+        assert "tts_voice" not in story.settings and "tts_speed" not in story.settings
+
+
+async def test_a_solo_story_has_no_voice_of_its_own(world: World) -> None:
+    dm = await world.standin.dm(world.alice)
+    for command, value in (("narrate voice", {"voice": "am_adam"}), ("narrate speed", {"speed": 1.5})):
+        rec = await world.standin.slash(world.alice, dm, command, scope="story", **value)
+        assert await text_of(world, rec) == msg.NARRATE_STORY_SOLO
+
+
+async def test_auto_narrate_reads_a_group_story_with_its_own_voice(world: World) -> None:
+    from cogs.narration import GuildNarration
+
+    thread = next(c for c in world.standin.channels.values() if c.name == "Harbour Lights")
+    async with world.db.transaction() as s:
+        story = await repo.story_for_thread(s, thread.id)
+        assert story is not None
+        story.settings = {**story.settings, "tts_voice": "bm_george", "tts_speed": 1.25}
+        alice = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
+        await repo.update_user_settings(s, alice.id, auto_narrate=True)
+    guild = world.bot.get_guild(world.guild.id)
+    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
+    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    world.kokoro.realtime_factor = 200
+    before = len(world.kokoro.speech_requests)
+    try:
+        world.llm.script(scene("The fog lifts. A ship's lamp blinks twice."))
+        latest = await wait_scene(world, thread)  # type: ignore[arg-type]
+        await (await world.standin.click(world.alice, latest, "1. Climb the stair")).wait_response()
+        await until(lambda: voice.players and voice.players[-1].finished.is_set(), timeout=10)
+        asked = world.kokoro.speech_requests[before:]
+        assert asked and {(r["voice"], r["speed"]) for r in asked} == {("bm_george", 1.25)}
+    finally:
+        world.kokoro.realtime_factor = None
+        world.cog.sessions.pop(world.guild.id, None)
+        async with world.db.transaction() as s:
+            await repo.update_user_settings(s, alice.id, auto_narrate=False)
+
+
+# --- character voices ------------------------------------------------------------------------
+
+
+async def test_a_characters_quoted_line_is_read_with_the_characters_voice(world: World) -> None:
+    world.llm.script(scene('Fog rolls in. Mara whispered, "Someone is on the pier." "Only the tide," said Tom.'))
+    thread = await new_story(world, world.alice, world.general, "Pier Fog")  # type: ignore[arg-type]
+    first = await wait_scene(world, thread)  # type: ignore[arg-type]
+    async with world.db.transaction() as s:
+        story = await repo.story_for_thread(s, thread.id)
+        assert story is not None
+        await repo.add_character(s, story.id, "Mara Voss", voice="bf_emma")
+        await repo.add_character(s, story.id, "Tom")  # no voice of his own: the narrator's
+        alice = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
+        settings = await repo.get_user_settings(s, alice.id)
+        saved = settings.tts_voice, settings.tts_speed
+        await repo.update_user_settings(s, alice.id, tts_voice="am_michael", tts_speed=1.0)
+    try:
+        asked = await narrate_into_fake_voice(world, world.alice, first)
+    finally:
+        async with world.db.transaction() as s:
+            await repo.update_user_settings(s, alice.id, tts_voice=saved[0], tts_speed=saved[1])
+    assert [(r["input"], r["voice"]) for r in asked] == [
+        ("Fog rolls in.", "am_michael"),
+        ("Mara whispered,", "am_michael"),
+        ('"Someone is on the pier."', "bf_emma"),
+        ('"Only the tide," said Tom.', "am_michael"),
+    ]

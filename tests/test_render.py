@@ -22,7 +22,7 @@ import pytest_asyncio
 
 from cogs.render import (
     FAILED_LINE, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer, StreamScheduler,
-    Urgency, show_text, split_text,
+    Urgency, post_paced, show_text, split_text,
 )
 from tests.discord_standin import Channel, DiscordStandin, Guild, Message, Permissions, run_client
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
@@ -440,18 +440,123 @@ def test_first_text_goes_at_once_and_creates_never_use_the_last_token() -> None:
     assert budget.create_ready_at() == pytest.approx(clock.now + 5.0)  # the 5th would block inside discord.py
 
 
+class _FakeMessage:
+    def __init__(self, channel: _FakeChannel, content: str) -> None:
+        self.id, self.channel, self.content = id(self), channel, content
+
+    async def edit(self, *, content: str, **_: Any) -> _FakeMessage:
+        self.content = content
+        return self
+
+
+class _FakeChannel:
+    """Just what SceneStreamer calls: posts and edits succeed at once."""
+
+    def __init__(self, channel_id: int) -> None:
+        self.id = channel_id
+        self.messages: dict[int, _FakeMessage] = {}
+
+    async def send(self, content: str, **_: Any) -> _FakeMessage:
+        message = _FakeMessage(self, content)
+        self.messages[message.id] = message
+        return message
+
+    def get_partial_message(self, message_id: int) -> _FakeMessage:
+        return self.messages[message_id]
+
+
+class _HandDriven(StreamScheduler):
+    """A scheduler whose requests the test sends itself, one _pick at a time."""
+
+    def poke(self) -> None:
+        pass
+
+
+async def test_a_final_text_keeps_the_turn_its_stream_already_waited_for() -> None:
+    clock = FakeClock()
+    scheduler = _HandDriven(clock=clock)
+    streams = {}
+    for name, channel_id in (("a", 1), ("b", 2)):
+        channel = _FakeChannel(channel_id)
+        streams[name] = SceneStreamer(channel, first_message=await channel.send("writing…"),  # type: ignore[arg-type]
+                                      scheduler=scheduler)
+        await streams[name].feed("The first words of a scene, long enough to show. ")
+
+    async def send_next(expected: str) -> None:
+        best, _, _ = scheduler._pick(clock.now)
+        assert best is not None and best.stream is streams[expected]
+        scheduler._dispatch(best, clock.now)
+        await asyncio.gather(*scheduler._requests)
+
+    await send_next("a")  # first texts, in order
+    await send_next("b")
+    clock.now += 1.0  # b last sent at 1000, a at 1003: b has waited longest
+    await streams["a"].feed("More words. ")
+    await streams["b"].feed("More words. ")
+    clock.now += 2.0
+    await send_next("a")
+    await streams["a"].feed("And more. ")
+    clock.now += 5.0  # b's scene ends 7 s after its last update: its final text goes before a's update
+    finishing = asyncio.create_task(streams["b"].finish("The end."))
+    await asyncio.sleep(0)
+    best, _, _ = scheduler._pick(clock.now)
+    assert best is not None and best.stream is streams["b"] and best.urgency is Urgency.FINAL
+    assert best.key[0] == 1000.0  # its own turn, sooner than a head start from the end (1008 − 4)
+    await send_next("b")
+    assert await finishing
+
+
+async def test_a_placeholder_waits_for_requests_in_flight_to_be_answered() -> None:
+    clock = FakeClock()
+    scheduler = StreamScheduler(clock=clock, global_limit=3)
+    in_flight = [scheduler.global_budget.take(clock.now, final=True) for _ in range(3)]
+    channel = _FakeChannel(5)
+    posting = asyncio.create_task(post_paced(channel, "writing…", scheduler=scheduler))  # type: ignore[arg-type]
+    await asyncio.sleep(0.01)
+    assert not posting.done()  # the budget is full
+    clock.now += 1.0
+    for ticket in in_flight[:2]:
+        scheduler.global_budget.answered(ticket, clock.now - 1.0)  # answered a second ago: no longer counted
+    scheduler.poke()
+    message = await asyncio.wait_for(posting, 0.5)  # at once, not after a guessed sleep
+    assert message.content == "writing…"
+
+
 def test_the_global_budget_is_a_sliding_count() -> None:
     budget = GlobalBudget(5, 1.0)  # running texts: a burst of 2, then 4 a second; finals: the 5th
+
+    def send(t: float, *, final: bool = False) -> None:
+        budget.answered(budget.take(t, final=final), t)  # answered at once
+
     for t in (0.0, 0.0, 0.25, 0.5):
         assert budget.ready_at(t) == t
-        budget.take(t)
+        send(t)
     assert budget.ready_at(0.6) == pytest.approx(1.0)  # 4 in the last second
     assert budget.ready_at(0.6, final=True) == 0.6  # one kept for a final text
-    budget.take(0.6, final=True)
+    send(0.6, final=True)
     assert budget.ready_at(0.7, final=True) == pytest.approx(1.0)
     assert budget.ready_at(1.0) == pytest.approx(1.0)
-    budget.take(1.0)
+    send(1.0)
     assert budget.ready_at(1.0) == pytest.approx(1.25)  # the burst is spent: evenly spaced
+
+
+def test_a_request_counts_until_a_period_after_its_answer() -> None:
+    # A burst sent at 0.0 can reach Discord as late as its answer (0.3): a request sent
+    # at 1.0 could land within a second of it. The budget waits until 1.3.
+    budget = GlobalBudget(3, 1.0)
+    tickets = [budget.take(0.0, final=True) for _ in range(3)]
+    assert budget.ready_at(0.2, final=True) == pytest.approx(1.2)  # in flight: a period from now at the earliest
+    for ticket in tickets:
+        budget.answered(ticket, 0.3)
+    assert budget.ready_at(1.0, final=True) == pytest.approx(1.3)
+    assert budget.ready_at(1.3, final=True) == 1.3
+
+    # A caller that never reports the answer: counted as answered UNANSWERED after sending.
+    budget = GlobalBudget(2, 1.0)
+    budget.take(5.0, final=True)
+    budget.take(5.0, final=True)
+    assert budget.ready_at(5.5, final=True) == pytest.approx(6.5)
+    assert budget.ready_at(6.5, final=True) == pytest.approx(5.0 + GlobalBudget.UNANSWERED + 1.0)
 
 
 # -------------------------------------------------------------------- splitting ---

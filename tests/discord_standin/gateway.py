@@ -55,8 +55,10 @@ class _Zstd:
 class Connection:
     """One websocket; a writer task sends queued frames in order."""
 
-    def __init__(self, ws: web.WebSocketResponse, compress: str | None) -> None:
+    def __init__(self, ws: web.WebSocketResponse, compress: str | None,
+                 peer: tuple[str, int] | None = None) -> None:
         self.ws = ws
+        self.peer = peer  # the client's (host, port)
         self.queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.compressor: Any = {"zlib-stream": zlib.compressobj, "zstd-stream": _Zstd}.get(compress or "", type(None))()
         self.writer = asyncio.create_task(self._write_loop())
@@ -169,7 +171,7 @@ class Gateway:
             self.standin.violate("gateway-url", f"unsupported gateway query {dict(request.query)}")
             await ws.close(code=4012)  # a close code discord.py does not retry: the client stops loudly
             return ws
-        conn = Connection(ws, compress)
+        conn = Connection(ws, compress, request.transport.get_extra_info("peername") if request.transport else None)
         self.connections.add(conn)
         conn.send({"op": HELLO, "d": {"heartbeat_interval": self.heartbeat_interval_ms}})
         try:

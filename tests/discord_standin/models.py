@@ -388,6 +388,7 @@ class Callback:
     data: dict[str, Any]
     at: float
     accepted: bool
+    peer: tuple[str, int] | None = None  # the (host, port) the request came from: which process sent it
 
 
 @dataclass(eq=False)
@@ -407,6 +408,10 @@ class InteractionRecord:
     followups: list[Message] = field(default_factory=list)
     answered: asyncio.Event = field(default_factory=asyncio.Event)
     expected: bool = False  # set to allow (or after reporting) no answer
+    # Where INTERACTION_CREATE went: the shard, and the (host, port) of that shard's
+    # websocket client (with Callback.peer: which process received it and which answered).
+    shard_id: int | None = None
+    gateway_peer: tuple[str, int] | None = None
 
     @property
     def acked(self) -> bool:

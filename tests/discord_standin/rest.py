@@ -50,6 +50,7 @@ class Request:
     query: dict[str, str]
     body: Any = None
     files: list[Attachment] = field(default_factory=list)
+    peer: tuple[str, int] | None = None  # the client's address
 
     def __str__(self) -> str:
         return f"{self.method} {self.path}"
@@ -144,7 +145,8 @@ class RestApi:
                     "global": decision.is_global}
             return json_response(body, 429, decision.headers)
 
-        req = Request(method, path, template, params, dict(http.query))
+        req = Request(method, path, template, params, dict(http.query),
+                      peer=http.transport.get_extra_info("peername") if http.transport else None)
         try:
             await self._read_body(http, req)
             if spec_template is not None and req.body is not None and method in ("POST", "PUT", "PATCH"):
@@ -415,11 +417,11 @@ class RestApi:
                 raise DiscordError(404, 10062, "Unknown interaction")
             resource = self._apply_callback(req, rec, kind, data)
         except DiscordError:
-            rec.callbacks.append(Callback(kind, data, now, accepted=False))
+            rec.callbacks.append(Callback(kind, data, now, accepted=False, peer=req.peer))
             rec.answered.set()
             self.s._notify()
             raise
-        rec.callbacks.append(Callback(kind, data, now, accepted=True))
+        rec.callbacks.append(Callback(kind, data, now, accepted=True, peer=req.peer))
         rec.answered.set()
         self.s._notify()
         if req.query.get("with_response", "").lower() not in ("1", "true"):

@@ -322,6 +322,10 @@ class DiscordStandin:
             self.gateway.dispatch("THREAD_DELETE", data, guild_id=channel.guild.id)
         else:
             self.gateway.dispatch("CHANNEL_DELETE", channel.payload(), guild_id=self._guild_id(channel))
+            if channel.type == GUILD_VOICE and channel.guild is not None:
+                # Everyone in a deleted voice channel (the bot too) is disconnected.
+                for state in [v for v in channel.guild.voice_states.values() if v.channel is channel]:
+                    self._set_voice_state(channel.guild, state.user, None, state.session_id)
         self._notify()
 
     def dm_channel(self, user: User) -> Channel:
@@ -372,6 +376,28 @@ class DiscordStandin:
 
     async def leave_voice(self, user: User, guild: Guild) -> None:
         self._set_voice_state(guild, user, None, secrets.token_hex(16))
+
+    async def move_voice(self, user: User, channel: Channel) -> None:
+        """A moderator drags ``user`` (the bot too) into another voice channel: the same
+        voice session in the new channel and, for the bot, a new VOICE_SERVER_UPDATE (the
+        voice server closes the old voice websocket with 4014: ``VoiceServer.drop``)."""
+        if channel.type != GUILD_VOICE or channel.guild is None:
+            raise TypeError(f"{channel.name} is not a guild voice channel")
+        current = channel.guild.voice_states.get(user.id)
+        if current is None:
+            raise LookupError(f"{user.name} is not in a voice channel of {channel.guild.name}")
+        self._set_voice_state(channel.guild, user, channel, current.session_id)
+        if user is self.bot_user and self.voice_endpoint:
+            self.gateway.dispatch("VOICE_SERVER_UPDATE", {"token": secrets.token_hex(8),
+                                                          "guild_id": str(channel.guild.id),
+                                                          "endpoint": self.voice_endpoint}, guild_id=channel.guild.id)
+
+    async def disconnect_voice(self, user: User, guild: Guild) -> None:
+        """A moderator disconnects ``user`` (the bot too) from voice: its voice state
+        without a channel (the voice server closes the bot's voice websocket with 4014:
+        ``VoiceServer.drop``)."""
+        current = guild.voice_states.get(user.id)
+        self._set_voice_state(guild, user, None, current.session_id if current else secrets.token_hex(16))
 
     async def slash(self, user: User, channel: Channel, command: str, **options: Any) -> InteractionRecord:
         """Run `/command [group] [subcommand]` with options, as the Discord client would send it."""
@@ -561,6 +587,10 @@ class DiscordStandin:
         if not self.gateway.dispatch("INTERACTION_CREATE", self._interaction_payload(rec),
                                      guild_id=self._guild_id(channel)):
             raise RuntimeError("the bot has no gateway session for this interaction's shard")
+        session = self.gateway.shard_for(self._guild_id(channel))
+        if session is not None:
+            rec.shard_id = session.shard_id
+            rec.gateway_peer = session.conn.peer if session.conn is not None else None
         self._notify()
         return rec
 

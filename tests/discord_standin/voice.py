@@ -29,6 +29,10 @@ Use::
         ...  # bot process with env={"SSL_CERT_FILE": str(cert)}
         stream = voice.stream()  # what the bot played: frames, gaps, silence
 
+Discord disconnecting or moving the bot, or deleting its channel: the main gateway's
+events come from the stand-in (``move_voice``, ``disconnect_voice``, ``delete_channel``),
+the voice websocket's close code 4014 from :meth:`VoiceServer.drop`.
+
 What is not modelled: DAVE (E2EE, dave_protocol_version > 0), RESUME (op 7, recorded as a
 violation), receiving audio from other users, voice-server-side reconnects.
 """
@@ -49,6 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
+import aiohttp
 from aiohttp import WSMsgType, web
 from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_decrypt
 from nacl.exceptions import CryptoError
@@ -106,6 +111,16 @@ def make_certificate(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pa
     key.write_bytes(private.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                           serialization.NoEncryption()))
     return cert, key
+
+
+def trust_in_this_process(cert: Path) -> None:
+    """Make an in-process bot trust the voice stand-in's certificate. aiohttp builds its
+    verified SSL context once, at import (so a subprocess gets ``SSL_CERT_FILE`` in its
+    environment instead); adding the certificate to that context is the in-process way."""
+    context = getattr(aiohttp.connector, "_SSL_CONTEXT_VERIFIED", None)
+    if not isinstance(context, ssl.SSLContext):
+        raise RuntimeError("aiohttp has no module-level verified SSL context any more: use a subprocess bot")
+    context.load_verify_locations(cafile=str(cert))
 
 
 # --- RTP -------------------------------------------------------------------------------------
@@ -195,6 +210,7 @@ class VoiceSession:
     close_code: int | None = None
     closed: bool = False
     seq: int = 0
+    ws: web.WebSocketResponse | None = field(default=None, repr=False)
 
 
 class _Udp(asyncio.DatagramProtocol):
@@ -291,6 +307,16 @@ class VoiceServer:
             ssrc = self.sessions[-1].ssrc
         return self.streams.setdefault(ssrc, RtpStream(ssrc))
 
+    async def drop(self, code: int = 4014) -> int:
+        """Close every open voice websocket with ``code``, as Discord does when the bot is
+        disconnected or moved by someone else or its channel is deleted (4014); the number
+        closed."""
+        open_sessions = [s for s in self.sessions if not s.closed and s.ws is not None and not s.ws.closed]
+        for session in open_sessions:
+            assert session.ws is not None
+            await session.ws.close(code=code)
+        return len(open_sessions)
+
     def violate(self, message: str) -> None:
         log.warning("voice stand-in: %s", message)
         self.violations.append(message)
@@ -305,7 +331,7 @@ class VoiceServer:
         await ws.prepare(request)
         if request.query.get("v") != "8":
             self.violate(f"voice gateway query {dict(request.query)}: discord.py 2.7 asks for v=8")
-        session = VoiceSession(ssrc=secrets.randbelow(2**31 - 1) + 1)
+        session = VoiceSession(ssrc=secrets.randbelow(2**31 - 1) + 1, ws=ws)
         self.sessions.append(session)
         await self._send(ws, session, HELLO, {"heartbeat_interval": self.heartbeat_interval_ms})
         try:

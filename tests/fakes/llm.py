@@ -15,6 +15,13 @@ and four choices. Every request is recorded (:attr:`FakeLLM.requests`). The serv
 imitate the context-length endpoints of LM Studio, llama.cpp, vLLM, Ollama or plain
 OpenAI (``flavour=``).
 
+``parallel_slots=N`` serves at most N chat completions at once, like llama.cpp's
+``--parallel N`` or LM Studio: further requests wait inside the server, first come first
+served, before their response starts. Every chat completion is logged with when it
+arrived, got a slot and ended (:attr:`FakeLLM.generations`), and
+:attr:`FakeLLM.max_concurrent` is the most that were ever generated at once (counted
+with or without slots).
+
 Usage::
 
     async with FakeLLM() as fake:
@@ -28,6 +35,7 @@ list ``tests.fakes.llm`` in ``pytest_plugins``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import re
@@ -106,6 +114,22 @@ class StreamLog:
     started: float
     sent: list[tuple[float, str]] = field(default_factory=list)
     finished: float | None = None
+
+
+@dataclass
+class Generation:
+    """One chat completion: when it arrived, got a slot and ended (perf_counter)."""
+
+    n: int
+    stream: bool
+    arrived: float
+    started: float | None = None  # got a slot (at once when the server has no slot limit)
+    finished: float | None = None  # done, failed, or the client hung up
+
+    @property
+    def waited(self) -> float | None:
+        """Seconds spent waiting for a slot."""
+        return None if self.started is None else self.started - self.arrived
 
 
 def _default_models(flavour: Flavour) -> list[FakeModel]:
@@ -188,9 +212,12 @@ class FakeLLM(LocalServer):
         auto_overflow: bool = True,
         reject_json_schema: bool = False,
         ollama_running: bool = True,
+        parallel_slots: int | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {flavour!r}")
+        if parallel_slots is not None and parallel_slots < 1:
+            raise ValueError("parallel_slots must be at least 1 (None: no limit)")
         self.flavour = flavour
         self.context_length = context_length
         self.token_rate = token_rate  # tokens per second; None: as fast as possible
@@ -199,6 +226,11 @@ class FakeLLM(LocalServer):
         self.auto_overflow = auto_overflow
         self.reject_json_schema = reject_json_schema
         self.ollama_running = ollama_running
+        self.parallel_slots = parallel_slots  # None: every request is generated at once
+        self.generations: list[Generation] = []
+        self.active = 0  # chat completions being generated right now
+        self.max_concurrent = 0
+        self._slot_waiters: deque[asyncio.Future[None]] = deque()
         self.streams: list[StreamLog] = []
         self.disconnects = 0
         self.client_gone = asyncio.Event()  # set when a client hangs up mid-reply
@@ -285,9 +317,47 @@ class FakeLLM(LocalServer):
             "completion_tokens": len(reasoning) + len(content),
             "total_tokens": prompt_tokens + len(reasoning) + len(content),
         }
-        if body.get("stream"):
-            return await self._stream(request, body, reply, model, n, reasoning, content, finish, usage)
-        return await self._complete(reply, model, n, reasoning, content, finish, usage)
+        generation = Generation(n, bool(body.get("stream")), time.perf_counter())
+        self.generations.append(generation)
+        async with self._slot(generation):
+            if body.get("stream"):
+                return await self._stream(request, body, reply, model, n, reasoning, content, finish, usage)
+            return await self._complete(reply, model, n, reasoning, content, finish, usage)
+
+    @contextlib.asynccontextmanager
+    async def _slot(self, generation: Generation) -> AsyncIterator[None]:
+        """Hold one of the server's slots while a completion is generated; without a free
+        one, wait in line (FIFO) before anything is sent, as llama.cpp and LM Studio do."""
+        limit = self.parallel_slots
+        if limit is not None and (self._slot_waiters or self.active >= limit):
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._slot_waiters.append(waiter)
+            try:
+                await waiter  # a finishing request hands its slot over (self.active stays)
+            except asyncio.CancelledError:  # the client hung up while waiting
+                if waiter.done() and not waiter.cancelled():
+                    self._free_slot()  # it was handed a slot just now: pass it on
+                elif waiter in self._slot_waiters:
+                    self._slot_waiters.remove(waiter)
+                generation.finished = time.perf_counter()
+                raise
+        else:
+            self.active += 1
+        generation.started = time.perf_counter()
+        self.max_concurrent = max(self.max_concurrent, self.active)
+        try:
+            yield
+        finally:
+            generation.finished = time.perf_counter()
+            self._free_slot()
+
+    def _free_slot(self) -> None:
+        while self._slot_waiters:
+            waiter = self._slot_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.active -= 1
 
     async def _complete(
         self, reply: Reply, model: str, n: int, reasoning: list[str], content: list[str],

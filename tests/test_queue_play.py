@@ -1,0 +1,148 @@
+"""The LLM queue and the per-user limit as players meet them in Discord: with
+LLM_MAX_CONCURRENCY=1 stories started together take turns and the waiting ones say
+where they stand in line; a player over GENERATIONS_PER_USER_PER_MINUTE is told when to
+come back, privately, and nothing changes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import func, select
+
+from core import messages as msg
+from core.logctx import ContextFilter, JSONFormatter
+from core.models import LLMQueueEntry, Scene
+from tests.discord_standin import AdjustableClock, DiscordStandin
+from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.fakes.llm import FakeLLM
+from tests.harness import running_bot
+from cogs.stories import QueueLine
+from tests.test_play import World, ephemeral, new_story, story_of, wait_scene
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+PER_USER = 2
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
+    path = tmp_path_factory.mktemp("queue") / "kahani.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    # A slow first token, so scenes started together overlap and must queue.
+    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(token_rate=600, ttft=0.4) as llm:
+        guild = standin.add_guild("Tavern")
+        general = standin.add_channel(guild, "stories")
+        alice = standin.add_user("alice", guild=guild)
+        bob = standin.add_user("bob", guild=guild)
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url,
+                               llm_max_concurrency=1, generations_per_user_per_minute=PER_USER) as running:
+            yield World(standin, running.bot, llm, guild, general, alice, bob)
+
+
+@pytest.fixture(scope="module")
+def standin(world: World) -> DiscordStandin:
+    return world.standin
+
+
+async def test_stories_started_together_take_turns_and_show_their_place(world: World) -> None:
+    players = [world.standin.add_user(name, guild=world.guild) for name in ("cara", "dev", "eli")]
+    dms = [world.standin.dm_channel(p) for p in players]
+    await asyncio.gather(*(new_story(world, p, dm, f"Turns {p.name}") for p, dm in zip(players, dms, strict=True)))
+    scenes = [await wait_scene(world, dm) for dm in dms]
+    assert world.llm.max_concurrent == 1  # the storyteller never wrote two at once
+    placeholders = [  # the message each scene was written into (after the story's title card)
+        next(m for m in dm.messages if any(msg.WRITING in r.content for r in m.history)) for dm in dms
+    ]
+    waited = [m for m in placeholders if any("in line" in r.content for r in m.history)]
+    assert waited, "no scene showed its place in line"
+    for message in waited:  # it said which place, then it became the scene
+        shown = next(r.content for r in message.history if "in line" in r.content)
+        assert shown.endswith(msg.QUEUE_WAITING.format(place="1st")) or "2nd in line" in shown
+    for scene in scenes:
+        assert "in line" not in scene.content and msg.WRITING not in scene.content
+    async with world.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(LLMQueueEntry)) == 0  # nothing left in line
+    scraped = world.bot.metrics.render().decode()
+    waits = next(line for line in scraped.splitlines() if line.startswith("kahani_llm_queue_wait_seconds_count"))
+    assert float(waits.split()[-1]) >= len(waited)
+    assert "kahani_llm_queue_length 0.0" in scraped
+
+
+async def test_a_player_over_the_limit_is_told_when_to_come_back(world: World) -> None:
+    fay = world.standin.add_user("fay", guild=world.guild)
+    dm = world.standin.dm_channel(fay)
+    await new_story(world, fay, dm, "Fast fingers")  # generation 1
+    first = await wait_scene(world, dm)
+    choice = next(c["custom_id"] for c in first.component_items() if c.get("custom_id", "").endswith(":1"))
+    await world.standin.click(fay, first, choice)  # generation 2
+    second = await wait_scene(world, dm, after=1)
+    story = await story_of(world, "Fast fingers")
+    async with world.db.read() as s:
+        scenes_before = await s.scalar(select(func.count()).select_from(Scene).where(Scene.story_id == story.id))
+    messages_before, revisions = len(dm.messages), len(second.history)
+
+    rec = await world.standin.click(fay, second, "Regenerate")  # generation 3: over the limit
+    text = await ephemeral(world, rec)
+    assert text.startswith(msg.RATE_LIMITED_USER.split("{")[0]) and f"{PER_USER} scenes a minute" in text
+    async with world.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Scene).where(Scene.story_id == story.id)) == scenes_before
+    assert len(dm.messages) == messages_before  # no placeholder, no failed scene: nothing posted
+    assert second.content == dm.messages[-1].content and len(second.history) == revisions  # the scene as it was
+
+
+async def test_every_log_line_of_a_generation_names_its_story_and_interaction(
+    world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """LOG_FORMAT=json or text, the fields come from core/logctx.py: here the records."""
+    gus = world.standin.add_user("gus", guild=world.guild)
+    dm = world.standin.dm_channel(gus)
+    await new_story(world, gus, dm, "Followed")
+    first = await wait_scene(world, dm)
+    story = await story_of(world, "Followed")
+    caplog.handler.addFilter(ContextFilter())
+    with caplog.at_level(logging.INFO):
+        choice = next(c["custom_id"] for c in first.component_items() if c.get("custom_id", "").endswith(":2"))
+        rec = await world.standin.click(gus, first, choice)
+        await wait_scene(world, dm, after=1)
+    lines = [r for r in caplog.records if r.name == "core.engine"]
+    assert [r.getMessage().split(":")[0] for r in lines[:1]] == ["scene"]  # "scene: started …"
+    assert any("stored scene" in r.getMessage() for r in lines)
+    for record in lines:
+        assert record.fields["story"] == story.id, record.getMessage()
+        assert record.fields["interaction"] == rec.id and record.fields["user"] == gus.id
+    formatted = JSONFormatter().format(lines[-1])
+    assert json.loads(formatted)["story"] == story.id
+
+
+async def test_the_place_in_line_is_shown_without_flooding_discord() -> None:
+    """With hundreds waiting, each message is edited at most every max(3 s, place × 1 s):
+    a few edits a second in all, and "writing…" comes back once the slot is free."""
+    now = [0.0]
+    edits: list[str] = []
+
+    class Recorded(QueueLine):
+        async def _edit(self, line: str) -> None:
+            edits.append(line)
+
+    line = Recorded(None, "", clock=lambda: now[0])  # type: ignore[arg-type]
+    await line.show(12)
+    await line.show(11)  # 1 s later: too soon for 12th place
+    now[0] = 5.0
+    await line.show(10)  # 5 s: still too soon (10th place: every 10 s)
+    now[0] = 12.0
+    await line.show(2)
+    await line.show(2)
+    now[0] = 14.0
+    await line.show(1)  # within 3 s of the last edit
+    now[0] = 15.0
+    await line.show(1)
+    await line.granted()
+    await line.granted()
+    assert edits == [msg.QUEUE_WAITING.format(place="12th"), msg.QUEUE_WAITING.format(place="2nd"),
+                     msg.QUEUE_WAITING.format(place="1st"), msg.WRITING]
