@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -24,6 +24,7 @@ from core.engine import (
 )
 from core.llm import LLMClient, LLMTimeouts
 from core.models import Base, InstructionKind, Summary
+from tests.clocks import FakeClock
 from tests.fakes.llm import FakeLLM, Fault
 
 SCENE_1 = (
@@ -37,17 +38,9 @@ SCENE_2 = (
 )
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -58,7 +51,7 @@ async def llm(fake_llm: FakeLLM) -> AsyncIterator[LLMClient]:
 
 
 @pytest.fixture
-def engine(db: Database, llm: LLMClient, clock: Clock) -> StoryEngine:
+def engine(db: Database, llm: LLMClient, clock: FakeClock) -> StoryEngine:
     return StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
 
 
@@ -202,7 +195,7 @@ async def test_every_failure_leaves_the_story_exactly_as_it_was(
     assert await snapshot(db) == before  # no half scene, no lease left held
 
 
-async def test_an_unreachable_server_fails_cleanly(db: Database, clock: Clock) -> None:
+async def test_an_unreachable_server_fails_cleanly(db: Database, clock: FakeClock) -> None:
     llm = LLMClient("http://127.0.0.1:9/v1", model="m", context_length=8192)
     try:
         engine = StoryEngine(db, llm, clock=clock)
@@ -242,7 +235,7 @@ async def test_a_cancelled_generation_stores_nothing_and_frees_the_story(
     assert isinstance((await collect(engine.next_scene(story_id)))[-1], SceneDone)
 
 
-async def test_a_lost_lease_stores_nothing(engine: StoryEngine, fake_llm: FakeLLM, db: Database, clock: Clock) -> None:
+async def test_a_lost_lease_stores_nothing(engine: StoryEngine, fake_llm: FakeLLM, db: Database, clock: FakeClock) -> None:
     story_id = await new_story(db)
     fake_llm.script(SCENE_1, token_rate=40)
     stream = engine.next_scene(story_id)
@@ -408,7 +401,7 @@ LONG_SCENE = " ".join(["The keeper's lamp burned low while the sea rose against 
 
 
 async def test_the_chapter_is_flagged_at_80_percent_of_the_budget(
-    fake_llm: FakeLLM, db: Database, clock: Clock
+    fake_llm: FakeLLM, db: Database, clock: FakeClock
 ) -> None:
     fake_llm.context_length = 4096
     fake_llm.token_rate = None  # as fast as it can: long scenes, nothing timed
@@ -432,7 +425,7 @@ async def test_the_chapter_is_flagged_at_80_percent_of_the_budget(
 
 
 async def test_older_scenes_are_folded_into_a_rolling_summary_when_they_no_longer_fit(
-    fake_llm: FakeLLM, db: Database, clock: Clock
+    fake_llm: FakeLLM, db: Database, clock: FakeClock
 ) -> None:
     fake_llm.token_rate = None  # as fast as it can: long scenes, nothing timed
     llm = LLMClient(fake_llm.base_url, context_length=3000)

@@ -30,22 +30,15 @@ from core.llmqueue import (
     round_robin,
 )
 from core.models import LLMQueueEntry
+from tests.clocks import FakeClock
 from tests.fakes.llm import FakeLLM
 
 FAST = 0.01  # poll interval: the tests wait on events, the pollers just run often
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
+def clock() -> FakeClock:
+    return FakeClock()
 
 
 @pytest.fixture
@@ -163,7 +156,7 @@ async def test_servers_take_turns_and_each_waiter_sees_its_place(db: Database, s
     assert seen["busy4"][0] == 5 and seen["busy4"][-1] == 1  # …the last in, 5th then, counted down
 
 
-async def test_a_crashed_process_frees_its_slot_after_the_ttl(db: Database, second_db: Database, clock: Clock) -> None:
+async def test_a_crashed_process_frees_its_slot_after_the_ttl(db: Database, second_db: Database, clock: FakeClock) -> None:
     ttl = timedelta(seconds=30)
     crashed = LLMQueue(db, 1, poll_interval=FAST, ttl=ttl, clock=clock)
     alive = LLMQueue(second_db, 1, poll_interval=FAST, ttl=ttl, clock=clock)
@@ -186,7 +179,7 @@ async def test_a_crashed_process_frees_its_slot_after_the_ttl(db: Database, seco
         await alive.close()
 
 
-async def test_a_place_lost_to_the_ttl_is_reported_not_waited_for_forever(db: Database, clock: Clock) -> None:
+async def test_a_place_lost_to_the_ttl_is_reported_not_waited_for_forever(db: Database, clock: FakeClock) -> None:
     queue = LLMQueue(db, 1, poll_interval=FAST, clock=clock)
     a, b = await stories(db, 2)
     try:
@@ -256,7 +249,7 @@ async def _until(predicate: object, timeout: float = 5.0) -> None:
 # --- per-user and per-server limits ----------------------------------------------------
 
 
-async def test_a_user_over_the_limit_is_told_when_to_come_back(db: Database, clock: Clock) -> None:
+async def test_a_user_over_the_limit_is_told_when_to_come_back(db: Database, clock: FakeClock) -> None:
     limits = GenerationLimits(per_user=2, per_guild=3)
     for n in range(2):
         async with db.transaction() as s:
@@ -279,7 +272,7 @@ async def test_a_user_over_the_limit_is_told_when_to_come_back(db: Database, clo
 
 
 async def test_a_refused_generation_takes_no_lease_and_counts_nothing(
-    db: Database, llm_client: LLMClient, clock: Clock
+    db: Database, llm_client: LLMClient, clock: FakeClock
 ) -> None:
     engine = StoryEngine(db, llm_client, clock=clock, limits=GenerationLimits(per_user=1),
                          config=EngineConfig(heartbeat_interval=3600))

@@ -6,58 +6,36 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
-from bot.app import KahaniBot
 from core import messages as msg
 from core import repository as repo
-from core.db import Database
 from core.models import Base, Story
-from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, User
+from tests.discord_standin import Channel, DiscordStandin, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
-from tests.fakes.llm import FakeLLM, Fault
-from tests.harness import running_bot
+from tests.fakes.llm import Fault
+from tests import harness
+from tests.harness import PlayWorld, ephemeral_answer, finished_scene, play_world, scripted_scene, submit_new_story
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-def scene(text: str, *choices: str) -> str:
-    choices = choices or ("Climb the stair", "Call out", "Light the lantern", "Close the door")
-    return text + "\n\n### Choices\n" + "\n".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
-
-
-@dataclass
-class World:
-    standin: DiscordStandin
-    bot: KahaniBot
-    llm: FakeLLM
-    guild: Guild
-    general: Channel
-    alice: User
-    bob: User
-
-    @property
-    def db(self) -> Database:
-        return self.bot.db
+World = PlayWorld
+scene = scripted_scene
+done_scene = finished_scene
 
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
     path = tmp_path_factory.mktemp("play") / "kahani.db"
     path.write_bytes(sqlite_template.read_bytes())
-    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(token_rate=400) as llm:
-        guild = standin.add_guild("Tavern")
-        general = standin.add_channel(guild, "stories")
-        alice = standin.add_user("alice", guild=guild)
-        bob = standin.add_user("bob", guild=guild)
-        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
-            yield World(standin, running.bot, llm, guild, general, alice, bob)
+    async with play_world(path) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")
@@ -66,39 +44,17 @@ def standin(world: World) -> DiscordStandin:
 
 
 async def ephemeral(world: World, rec: InteractionRecord) -> str:
-    response = await rec.wait_response()
-    if response.type in (5, 6):  # deferred: the answer is a followup
-        await world.standin.wait_until(lambda: rec.followups, what="the followup")
-    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
-    assert answers, "no answer"
-    answer = answers[-1]
-    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
-    return answer.content or answer.embeds[0].get("description", "")
-
-
-def done_scene(message: Message) -> bool:
-    """A scene message whose writing is over: it has its choice buttons."""
-    return any(c.get("custom_id", "").startswith("kahani:v1:choose:") for c in message.component_items())
+    return await ephemeral_answer(world.standin, rec)
 
 
 async def wait_scene(world: World, channel: Channel, after: int = 0) -> Message:
     """The next finished scene message in ``channel`` (with its buttons), after ``after``."""
-    def found() -> Message | None:
-        scenes = [m for m in channel.messages if m.author is world.standin.bot_user and done_scene(m)]
-        return scenes[after] if len(scenes) > after else None
-
-    return await world.standin.wait_until(found, timeout=10, what="a finished scene")
+    return await harness.wait_scene(world.standin, channel, after)
 
 
 async def new_story(world: World, user: User, channel: Channel, title: str, **options: object) -> Channel:
     """/story new → the modal → the story's thread (or the DM), with its first scene."""
-    rec = await world.standin.slash(user, channel, "story new", **options)
-    await rec.wait_response()
-    [modal] = [m for m in world.standin.modals_for(user) if not m.submitted]
-    submitted = await world.standin.submit_modal(user, modal, {
-        "Title": title, "Genre": "mystery", "Tone": "eerie", "World / setting": "a rocky island",
-        "Premise: how does it start?": "The keeper has vanished.",
-    })
+    submitted = await submit_new_story(world.standin, user, channel, title, **options)
     text = await ephemeral(world, submitted)
     if channel.is_dm:
         return channel

@@ -18,10 +18,9 @@ from sqlalchemy import func, select
 from core import messages as msg
 from core.logctx import ContextFilter, JSONFormatter
 from core.models import LLMQueueEntry, Scene
-from tests.discord_standin import AdjustableClock, DiscordStandin
+from tests.discord_standin import DiscordStandin
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.fakes.llm import FakeLLM
-from tests.harness import running_bot
+from tests.harness import play_world
 from cogs.stories import QueueLine
 from tests.test_play import World, ephemeral, new_story, story_of, wait_scene
 
@@ -35,14 +34,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
     path = tmp_path_factory.mktemp("queue") / "kahani.db"
     path.write_bytes(sqlite_template.read_bytes())
     # A slow first token, so scenes started together overlap and must queue.
-    async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(token_rate=600, ttft=0.4) as llm:
-        guild = standin.add_guild("Tavern")
-        general = standin.add_channel(guild, "stories")
-        alice = standin.add_user("alice", guild=guild)
-        bob = standin.add_user("bob", guild=guild)
-        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url,
-                               llm_max_concurrency=1, generations_per_user_per_minute=PER_USER) as running:
-            yield World(standin, running.bot, llm, guild, general, alice, bob)
+    async with play_world(path, llm={"token_rate": 600, "ttft": 0.4},
+                          llm_max_concurrency=1, generations_per_user_per_minute=PER_USER) as world:
+        yield world
 
 
 @pytest.fixture(scope="module")

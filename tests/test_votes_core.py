@@ -14,17 +14,7 @@ from core import repository as repo
 from core.db import Database
 from core.models import Ballot, InstructionKind, MemberStatus, StoryMode
 from core.votes import CloseReason, VoteRefused, VoteService, VoteSettings, pick_winner
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.clocks import FakeClock
 
 
 async def group_story(db: Database, players: int = 5) -> tuple[int, int, list[int]]:
@@ -39,7 +29,7 @@ async def group_story(db: Database, players: int = 5) -> tuple[int, int, list[in
 
 @pytest.fixture
 def clock() -> FakeClock:
-    return FakeClock()
+    return FakeClock(datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
 
 
 async def test_votes_change_and_withdraw_and_the_tally_follows(db: Database, clock: FakeClock) -> None:
