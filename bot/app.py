@@ -29,7 +29,8 @@ from discord.ext import commands
 
 from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
-from bot.settings import Settings, llm_concurrency, require_token
+from cogs.render import StreamScheduler
+from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
@@ -210,6 +211,7 @@ class KahaniBot(commands.AutoShardedBot):
     # -- start-up -------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
+        StreamScheduler.shared().set_global_limit(discord_global_rate(self.settings))
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.metrics.instrument(self)

@@ -61,6 +61,9 @@ def describe(interaction: discord.Interaction[Any]) -> str:
     return f"{interaction.type.name} {custom_id}" if custom_id else interaction.type.name
 
 
+UNKNOWN_INTERACTION = 10062  # Discord's error code: the interaction expired (or never existed)
+
+
 async def send_ephemeral(interaction: discord.Interaction[Any], content: str) -> bool:
     """Tell only this user ``content``: the first response, or a followup once the
     interaction was answered or deferred. Pings nobody. False if Discord refused
@@ -117,6 +120,11 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     traceback), None when the user was shown an expected failure's message."""
     error = _unwrap(error)
     where = describe(interaction)
+    if isinstance(error, discord.NotFound) and error.code == UNKNOWN_INTERACTION:
+        # Answered too late (Discord gives 3 s): nothing can reach the user through it
+        # any more, and trying again would only be refused again.
+        log.warning("%s: the interaction expired before it was answered (interaction %s)", where, interaction.id)
+        return None
     text = user_message(error)
     if text is not None:
         if isinstance(error, discord.Forbidden):

@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     discord_gateway_url: str | None = None
     shard_count: int | None = Field(None, ge=1, le=10_000)
     shard_ids: Annotated[list[int] | None, NoDecode] = None
+    # Requests a second this process may send to Discord (scene edits, tallies), of the
+    # bot's 50; unset: 47, or this process's shards' share of it (see discord_global_rate).
+    discord_global_rate: int | None = Field(None, ge=2, le=50)
     # Prometheus /metrics and /healthz over HTTP (bot/metrics.py); off unless a port is set.
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = "127.0.0.1"
@@ -126,6 +129,19 @@ class Settings(BaseSettings):
             if bad:
                 raise ValueError(f"SHARD_IDS {bad} are outside 0..{self.shard_count - 1} (SHARD_COUNT={self.shard_count})")
         return self
+
+
+DISCORD_GLOBAL_RATE = 47  # of Discord's 50 requests/s per bot: a few left for the rest
+
+
+def discord_global_rate(settings: Settings) -> int:
+    """DISCORD_GLOBAL_RATE, or this process's share of it: Discord's global limit is per
+    bot, across every process, so a process running 2 of 4 shards takes half."""
+    if settings.discord_global_rate is not None:
+        return settings.discord_global_rate
+    if settings.shard_ids is not None and settings.shard_count:
+        return max(2, DISCORD_GLOBAL_RATE * len(settings.shard_ids) // settings.shard_count)
+    return DISCORD_GLOBAL_RATE
 
 
 LOCAL_HOSTS = ("localhost", "127.", "[::1]", "0.0.0.0", "host.docker.internal")

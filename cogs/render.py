@@ -448,6 +448,12 @@ class StreamScheduler:
             scheduler = cls._shared[loop] = cls()
         return scheduler
 
+    def set_global_limit(self, limit: int) -> None:
+        """Requests per period this process may send in all (e.g. its shards' share of
+        Discord's 50/s when several processes share one bot token)."""
+        if limit != self.global_budget.limit:
+            self.global_budget = GlobalBudget(limit, self.global_budget.period)
+
     def budget(self, channel_id: int) -> ChannelBudget:
         budget = self._budgets.get(channel_id)
         if budget is None:

@@ -253,6 +253,7 @@ class Stories(commands.Cog):
     ) -> None:
         """Stream one generation into ``channel`` (or into ``first_message``)."""
         head = ui.header(instruction)
+        placeholder = first_message is None
         if first_message is None:
             first_message = await post_paced(channel, f"{head}\n{msg.WRITING}" if head else msg.WRITING)
         head = f"{head}\n" if head else ""
@@ -280,6 +281,14 @@ class Stories(commands.Cog):
                 elif isinstance(event, Failed):
                     if narration is not None:
                         await narration.stop()
+                    if event.kind == "busy" and placeholder and not streamer.text:
+                        # Another click won the race for this story (a double click, or
+                        # two players at once): its scene is on the way; this one's
+                        # placeholder goes, rather than a public "still writing" notice.
+                        await streamer.aclose()
+                        with contextlib.suppress(discord.HTTPException):
+                            await first_message.delete()
+                        return
                     if on_fail is not None:
                         await streamer.aclose()
                         await on_fail(event)
@@ -437,9 +446,14 @@ class Stories(commands.Cog):
 
     async def on_choice(self, interaction: discord.Interaction[Any], variant_id: int, n: int, *,
                         into: discord.Message | None = None) -> None:
-        async with self.db.read() as s:
-            choices = await repo.get_choices(s, variant_id)
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+        async def look_up() -> tuple[list[Any], Story]:
+            async with self.db.read() as s:
+                found = await repo.get_choices(s, variant_id)
+                return found, await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+
+        # A loaded database must not cost the click its 3 s: past ACK_WITHIN it is deferred
+        # (an update; a vote's or a refusal's answer then comes as an ephemeral followup).
+        choices, story = await within_the_deadline(interaction, look_up(), thinking=False)
         if not 1 <= n <= len(choices):
             raise NotFound(msg.CHOICE_GONE)
         if story.mode == StoryMode.GROUP.value:

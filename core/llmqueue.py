@@ -264,6 +264,10 @@ class LLMQueue:
         self.waiting = 0  # in line across all processes, as last seen
         self.running = 0  # slots held across all processes, as last seen
         self._tickets: dict[int, Ticket] = {}
+        # This process's queue transactions take turns here first, so at most one of its
+        # database connections waits for the queue's lock (a burst of clicks must not
+        # hold the whole pool while the line is busy).
+        self._local = asyncio.Lock()
         self._kick = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
         self._closed = False
@@ -272,12 +276,17 @@ class LLMQueue:
     def enabled(self) -> bool:
         return self.limit > 0
 
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[AsyncSession]:
+        async with self._local, self.db.transaction() as s:
+            await _lock(s)
+            yield s
+
     async def enter(self, story_id: int, lane: str) -> Ticket:
-        """Join the line (and take a slot at once if one is free)."""
+        """Join the line (and take a slot at once if one is free and it is our turn)."""
         if self._closed:
             raise SlotLost(msg.QUEUE_PLACE_LOST)
-        async with self.db.transaction() as s:
-            await _lock(s)
+        async with self._transaction() as s:
             now = self.clock()
             entry = LLMQueueEntry(holder=self.holder, story_id=story_id, lane=lane, state="waiting",
                                   enqueued_at=now, expires_at=now + self.ttl)
@@ -286,7 +295,7 @@ class LLMQueue:
             order, running = await grant(s, limit=self.limit, now=now, ttl=self.ttl)
         ticket = Ticket(self, entry.id, story_id)
         self._tickets[ticket.id] = ticket
-        self._apply(order, running, {ticket.id: "running"} if ticket.id not in order else {ticket.id: "waiting"})
+        self._apply(order, running, {ticket.id: "waiting" if ticket.id in order else "running"})
         if self._poller is None or self._poller.done():
             self._poller = asyncio.create_task(self._poll(), name="kahani-llm-queue")
         return ticket
@@ -316,8 +325,7 @@ class LLMQueue:
     async def _release(self, ticket: Ticket) -> None:
         self._tickets.pop(ticket.id, None)
         try:
-            async with self.db.transaction() as s:
-                await _lock(s)
+            async with self._transaction() as s:
                 await s.execute(delete(LLMQueueEntry).where(LLMQueueEntry.id == ticket.id))
                 order, running = await grant(s, limit=self.limit, now=self.clock(), ttl=self.ttl)
         except Exception:
@@ -343,8 +351,7 @@ class LLMQueue:
         ids = list(self._tickets)
         if not ids:
             return
-        async with self.db.transaction() as s:
-            await _lock(s)
+        async with self._transaction() as s:
             now = self.clock()
             await s.execute(
                 update(LLMQueueEntry).where(LLMQueueEntry.id.in_(ids)).values(expires_at=now + self.ttl)

@@ -25,6 +25,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select, update
 
+from core import messages as msg
 from core import repository as repo
 from core.db import Database
 from core.models import Ballot, Scene, SceneVariant, Story, utcnow
@@ -252,6 +253,8 @@ async def test_two_processes_with_two_shards_each_answer_every_interaction_once_
             assert len([g for g in llm.generations if g.stream]) == scenes  # no scene asked for twice
             for thread in threads:
                 assert len([m for m in thread.messages if choice_buttons(m)]) == 3
+                # The click that lost the race leaves nothing behind: no public notice.
+                assert not any(msg.STILL_WRITING in m.content for m in thread.messages)
             assert llm.max_concurrent <= 2
             cluster.assert_answered_once()
             await cluster.stop()
