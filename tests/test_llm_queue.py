@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from bot.settings import HOSTED_CONCURRENCY, llm_concurrency, load_settings
+from bot.settings import HOSTED_CONCURRENCY, discord_global_rate, llm_concurrency, load_settings
 from core import messages as msg
 from core import repository as repo
 from core.db import Database
@@ -287,3 +287,14 @@ async def test_a_refused_generation_takes_no_lease_and_counts_nothing(
         assert await repo.tip(s, second) is None
     clock.now += timedelta(seconds=61)
     assert isinstance((await _collect(engine.next_scene(second, user_id=player)))[-1], SceneDone)
+
+
+@pytest.mark.parametrize(("shards", "expected"), [
+    ({}, 47),
+    ({"shard_count": 4}, 47),  # one process running all four shards
+    ({"shard_count": 4, "shard_ids": [0, 1]}, 23),
+    ({"shard_count": 3, "shard_ids": [2]}, 15),
+    ({"shard_count": 4, "shard_ids": [0, 1], "discord_global_rate": 30}, 30),
+])
+def test_each_process_takes_its_shards_share_of_the_global_limit(shards: dict, expected: int) -> None:
+    assert discord_global_rate(load_settings(_env_file=None, **shards)) == expected
