@@ -206,6 +206,8 @@ class _Plan:
     fold_chapter_id: int | None = None
     previous_rolling: str | None = None
     lane: str = ""  # whose turn it is in the LLM queue (core/llmqueue.py)
+    heartbeat: asyncio.Task[None] | None = None  # keeps the lease while the model writes
+    giving_back: bool = False  # the save's transaction gives the lease back
 
 
 @dataclass(frozen=True)
@@ -663,7 +665,7 @@ class StoryEngine:
             raise
 
         log.info("%s: started (%d prompt tokens, max %d)", purpose, plan.estimated_tokens, plan.max_tokens)
-        heartbeat = asyncio.create_task(self._heartbeat(story_id, holder))
+        heartbeat = plan.heartbeat = asyncio.create_task(self._heartbeat(plan, holder))
         ticket: Ticket | None = None
         try:
             if self.queue is not None:
@@ -690,13 +692,15 @@ class StoryEngine:
                 await asyncio.shield(ticket.release())
             await self._release(story_id, holder)
 
-    async def _heartbeat(self, story_id: int, holder: str) -> None:
+    async def _heartbeat(self, plan: _Plan, holder: str) -> None:
+        story_id = plan.story_id
         while True:
             await asyncio.sleep(self.config.heartbeat_interval)
             try:
                 async with self.db.transaction() as s:
                     if not await repo.heartbeat_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
-                        log.warning("story %s: generation lease %s was lost", story_id, holder)
+                        if not plan.giving_back:  # (not a race with the save that gave it back)
+                            log.warning("story %s: generation lease %s was lost", story_id, holder)
                         return
             except Exception:  # the final write re-checks the lease; keep trying
                 log.exception("story %s: lease heartbeat failed", story_id)
@@ -773,10 +777,13 @@ class StoryEngine:
                 scene_id, variant_id = await plan.save(s, content, choices, token_count)
                 # Free the story in the same transaction: players may act on the new
                 # scene the moment a front end shows it.
+                plan.giving_back = True
                 await repo.release_lease(s, plan.story_id, holder)
         except KahaniError as exc:
             yield Failed(exc.message, "conflict")
             return
+        if plan.heartbeat is not None:  # the lease is given back: nothing to keep alive
+            plan.heartbeat.cancel()
         log.info("%s: stored scene %s, variant %s (%d tokens)", plan.purpose, scene_id, variant_id, token_count)
         report = await self.context_report(plan.story_id)
         if ticket is not None and not plan.fold:

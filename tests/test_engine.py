@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -494,3 +495,20 @@ async def test_a_failed_chapter_summary_changes_nothing(
     with pytest.raises(Exception, match="internal error"):
         await engine.new_chapter(story_id)
     assert await snapshot(db) == before
+
+
+async def test_a_slow_front_end_after_the_scene_is_stored_is_not_a_lost_lease(
+    db: Database, llm: LLMClient, fake_llm: FakeLLM, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The lease is given back with the scene; its heartbeat stops then, not when the
+    front end (a paced final edit, seconds under load) asks for the next event."""
+    engine = StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=0.01))
+    story_id = await new_story(db)
+    fake_llm.script(SCENE_1)
+    events = engine.next_scene(story_id)
+    async for event in events:
+        if isinstance(event, SceneDone):
+            await asyncio.sleep(0.1)  # the front end's final edit: ten heartbeat intervals
+    assert not [r for r in caplog.records if "was lost" in r.getMessage()]
+    async with db.read() as s:
+        assert await repo.get_lease(s, story_id) is None
