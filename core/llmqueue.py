@@ -300,15 +300,6 @@ class LLMQueue:
             self._poller = asyncio.create_task(self._poll(), name="kahani-llm-queue")
         return ticket
 
-    @contextlib.asynccontextmanager
-    async def slot(self, story_id: int, lane: str) -> AsyncIterator[Ticket]:
-        """Enter, and release on the way out (the caller iterates ``wait()`` itself)."""
-        ticket = await self.enter(story_id, lane)
-        try:
-            yield ticket
-        finally:
-            await asyncio.shield(ticket.release())
-
     async def close(self) -> None:
         """Stop polling and give back this process's rows (best effort: they expire)."""
         self._closed = True
