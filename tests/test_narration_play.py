@@ -68,6 +68,14 @@ class World:
         assert cog is not None  # an instance of the extension's own copy of the module
         return cog  # type: ignore[return-value]
 
+    def in_lounge(self) -> FakeVoice:
+        """The bot "connected" to #lounge: a fake voice client the cog narrates into."""
+        from cogs.narration import GuildNarration  # the extension's class, looked up when loaded
+
+        voice = FakeVoice(self.bot.get_guild(self.guild.id).get_channel(self.lounge.id))  # type: ignore[union-attr]
+        self.cog.sessions[self.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+        return voice
+
 
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
@@ -297,16 +305,9 @@ class FakeVoice:
 
 
 async def test_narrate_reads_the_scene_into_the_voice_connection_with_skip_and_stop(world: World) -> None:
-    from cogs.narration import (
-        GuildNarration,  # the extension's classes are looked up through the cog
-    )
-
     thread = next(c for c in world.standin.channels.values() if c.name == "Tavern Tales")
     first = await wait_scene(world, thread)  # type: ignore[arg-type]
-    guild = world.bot.get_guild(world.guild.id)
-    lounge = guild.get_channel(world.lounge.id)  # type: ignore[union-attr]
-    voice = FakeVoice(lounge)
-    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    voice = world.in_lounge()
     try:
         world.kokoro.realtime_factor = 200
         rec = await world.standin.click(world.alice, first, "Narrate")
@@ -341,11 +342,7 @@ async def test_narrate_reads_the_scene_into_the_voice_connection_with_skip_and_s
 
 
 async def test_the_bot_disconnected_from_voice_stops_the_narration(world: World) -> None:
-    from cogs.narration import GuildNarration
-
-    guild = world.bot.get_guild(world.guild.id)
-    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
-    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    voice = world.in_lounge()
     world.kokoro.realtime_factor = 5
     try:
         job = await world.cog.play(world.guild.id, voice=None, speed=1.0)
@@ -363,7 +360,6 @@ async def test_the_bot_disconnected_from_voice_stops_the_narration(world: World)
 
 
 async def test_auto_narrate_reads_the_next_scene_while_it_is_written(world: World) -> None:
-    from cogs.narration import GuildNarration
     from core import repository as repo
 
     thread = next(c for c in world.standin.channels.values() if c.name == "Tavern Tales")
@@ -372,9 +368,7 @@ async def test_auto_narrate_reads_the_next_scene_while_it_is_written(world: Worl
     async with world.db.transaction() as s:
         alice = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
         await repo.update_user_settings(s, alice.id, auto_narrate=True, tts_voice="af_sky", tts_speed=1.25)
-    guild = world.bot.get_guild(world.guild.id)
-    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
-    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    voice = world.in_lounge()
     world.kokoro.realtime_factor = 200
     speech_before = len(world.kokoro.speech_requests)
     try:
@@ -398,11 +392,7 @@ async def test_auto_narrate_reads_the_next_scene_while_it_is_written(world: Worl
 async def narrate_into_fake_voice(world: World, user: User, scene_message: Message) -> list[dict[str, object]]:
     """``user`` presses Narrate on ``scene_message`` with the bot in a FakeVoice channel;
     the speech requests it made, once the narration played out."""
-    from cogs.narration import GuildNarration
-
-    guild = world.bot.get_guild(world.guild.id)
-    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
-    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    voice = world.in_lounge()
     before = len(world.kokoro.speech_requests)
     world.kokoro.realtime_factor = 200
     try:
@@ -472,8 +462,6 @@ async def test_a_solo_story_has_no_voice_of_its_own(world: World) -> None:
 
 
 async def test_auto_narrate_reads_a_group_story_with_its_own_voice(world: World) -> None:
-    from cogs.narration import GuildNarration
-
     thread = next(c for c in world.standin.channels.values() if c.name == "Harbour Lights")
     async with world.db.transaction() as s:
         story = await repo.story_for_thread(s, thread.id)
@@ -481,9 +469,7 @@ async def test_auto_narrate_reads_a_group_story_with_its_own_voice(world: World)
         story.settings = {**story.settings, "tts_voice": "bm_george", "tts_speed": 1.25}
         alice = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
         await repo.update_user_settings(s, alice.id, auto_narrate=True)
-    guild = world.bot.get_guild(world.guild.id)
-    voice = FakeVoice(guild.get_channel(world.lounge.id))  # type: ignore[union-attr]
-    world.cog.sessions[world.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+    voice = world.in_lounge()
     world.kokoro.realtime_factor = 200
     before = len(world.kokoro.speech_requests)
     try:
