@@ -237,7 +237,9 @@ async def test_two_processes_with_two_shards_each_answer_every_interaction_once_
 
             written = await cluster.scene(vote_thread, 1, timeout=20)  # the deadline closed the vote
             assert [m for m in vote_thread.messages if choice_buttons(m)] == [first, written]
-            await standin.wait_until(lambda: written.embeds, what="the new scene's tally")
+            # The tally is the edit after the scene's final one: it may wait for the thread's
+            # edit window (5 per 5 s), as in tests/test_votes_play.py's wait_tally.
+            await standin.wait_until(lambda: written.embeds, timeout=10, what="the new scene's tally")
             await standin.wait_until(lambda: all(c.get("disabled") for c in first.component_items()),
                                      what="the closed vote's buttons greyed out")
 
