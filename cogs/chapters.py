@@ -2,8 +2,8 @@
 the chapters of the story's current path, and read or edit a chapter's summary.
 
 The story is the one of the thread or DM, or the one named by the ``story`` option.
-Whoever may play a story reads its chapters; closing a chapter or editing a summary is
-for whoever may manage it. Every reply is ephemeral.
+Whoever may see a story reads its chapters; closing a chapter or editing a summary is
+for whoever may moderate it (core/access.py). Every reply is ephemeral.
 """
 
 from __future__ import annotations
@@ -15,17 +15,16 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import allows
 from bot.errors import KahaniModal
 from cogs.common import (
     MODAL_TIMEOUT,
     NO_PINGS,
     STORY_OPTION_HELP,
     EMBED_FIELDS,
-    NotAllowed,
     PrivateView,
     autocomplete_story,
     checked_text,
-    ensure_can_manage,
     fitted_embed,
     option_story_id,
     shorten,
@@ -33,6 +32,7 @@ from cogs.common import (
     story_to_view,
 )
 from core import messages as msg
+from core.access import Need
 from core.errors import Conflict, KahaniError, NotFound
 from core.models import Chapter
 
@@ -188,12 +188,8 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
                       story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
-            found, who = await story_to_view(session, interaction, story)
-        try:
-            ensure_can_manage(found, who)
-            may_edit = True
-        except NotAllowed:
-            may_edit = False
+            found, _ = await story_to_view(session, interaction, story)
+            may_edit = await allows(session, interaction, found, Need.MODERATE)
         picked, text = pick_chapter(await self.bot.engine.story_so_far(found.id), chapter)
         if not text:
             await interaction.followup.send(msg.CHAPTER_SUMMARY_NONE.format(number=picked.number), ephemeral=True)

@@ -1,8 +1,10 @@
-"""What every story cog needs: which story an interaction is about, and who may do what.
+"""What every story cog needs: which story an interaction is about (if its user may
+touch it: ``bot/access.py`` asks the policy in ``core/access.py``), embeds that fit,
+forms and deadlines.
 
-Every handler re-checks in the database (DESIGN §4): a button or command never trusts
-what it was built with. Denials are :class:`~core.errors.KahaniError`s, which the error
-funnel turns into short ephemeral replies.
+Every handler re-checks in the database: a button or command never trusts what it was
+built with. Denials are :class:`~core.errors.KahaniError`s, which the error funnel turns
+into short ephemeral replies.
 """
 
 from __future__ import annotations
@@ -17,11 +19,13 @@ import discord
 from discord import app_commands
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.access import Caller, story_for, visible_stories
 from bot.errors import KahaniView
 from core import messages as msg
 from core import repository as repo
-from core.errors import KahaniError, NotFound
-from core.models import MemberStatus, Story, StoryMode, User
+from core.access import Need
+from core.errors import KahaniError
+from core.models import Story
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -31,67 +35,18 @@ class NotAllowed(KahaniError):
     """The user may not do this to this story."""
 
 
-@dataclass(frozen=True)
-class Actor:
-    """The person behind an interaction, as the database knows them."""
-
-    user: User
-    discord_id: int
-    can_manage_threads: bool  # in the interaction's channel (False in DMs)
-
-
-async def actor(session: AsyncSession, interaction: discord.Interaction[Any]) -> Actor:
-    """The interaction's user (created on first sight), with their channel permissions."""
+async def caller(session: AsyncSession, interaction: discord.Interaction[Any]) -> Caller:
+    """The interaction's user (created on first sight), for what is theirs alone (their
+    settings, a new story): no story's access is involved."""
     who = interaction.user
-    user = await repo.get_or_create_user(session, who.id, who.display_name)
-    permissions = getattr(interaction, "permissions", None)
-    manage = bool(interaction.guild_id and permissions is not None and permissions.manage_threads)
-    return Actor(user=user, discord_id=who.id, can_manage_threads=manage)
-
-
-async def story_here(
-    session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
-) -> Story:
-    """The story a command is about: the one named, else the one of this thread or DM."""
-    if story_id is not None:
-        story = await repo.get_story(session, story_id)
-    else:
-        story = await repo.story_for_thread(session, interaction.channel_id or 0)
-        if story is None:
-            raise NotFound(msg.NO_STORY_HERE)
-    if story.guild_id is not None and interaction.guild_id not in (None, story.guild_id):
-        raise NotFound(msg.STORY_IN_ANOTHER_SERVER)
-    return story
-
-
-async def ensure_can_play(session: AsyncSession, story: Story, who: Actor) -> None:
-    """Solo stories: only the owner. Group stories: the owner and members not kicked."""
-    if story.owner_id == who.user.id:
-        return
-    if story.mode == StoryMode.GROUP.value:
-        member = await repo.get_member(session, story.id, who.user.id)
-        if member is None or member.status != MemberStatus.KICKED.value:
-            return
-        raise NotAllowed(msg.NOT_A_PLAYER_KICKED)
-    raise NotAllowed(msg.NOT_YOUR_STORY)
-
-
-def ensure_can_manage(story: Story, who: Actor) -> None:
-    """Ending, deleting, settings, chapters, characters: the owner or a member with
-    Manage Threads in the story's server."""
-    if story.owner_id == who.user.id or (story.guild_id is not None and who.can_manage_threads):
-        return
-    raise NotAllowed(msg.NOT_YOUR_STORY_TO_MANAGE)
+    return Caller(await repo.get_or_create_user(session, who.id, who.display_name), who.id)
 
 
 async def story_choices(
     session: AsyncSession, interaction: discord.Interaction[Any], current: str
 ) -> list[app_commands.Choice[int]]:
-    """Autocomplete for a ``story`` option: your stories and this server's, by title."""
-    user = await repo.get_or_create_user(session, interaction.user.id, interaction.user.display_name)
-    stories = await repo.stories_for_user(
-        session, user.id, guild_id=interaction.guild_id, search=current.strip(), limit=25
-    )
+    """Autocomplete for a ``story`` option: the stories the caller may see, by title."""
+    stories = await visible_stories(session, interaction, search=current.strip(), limit=25)
     return [
         app_commands.Choice(name=f"{s.title[:90]} (#{s.id})", value=s.id) for s in stories
     ]
@@ -117,26 +72,17 @@ STORY_OPTION_HELP = "Which story (default: the story of this thread or DM)"
 
 async def story_to_manage(
     session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
-) -> tuple[Story, Actor]:
-    """The story the interaction is about, if its user may manage it (else NotAllowed)."""
-    who = await actor(session, interaction)
-    story = await story_here(session, interaction, story_id)
-    ensure_can_manage(story, who)
-    return story, who
+) -> tuple[Story, Caller]:
+    """The story the interaction is about, if its user may moderate it (end, delete,
+    settings, chapters, characters): its owner, or a moderator of its thread."""
+    return await story_for(session, interaction, story_id, Need.MODERATE)
 
 
 async def story_to_view(
     session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
-) -> tuple[Story, Actor]:
-    """The story the interaction is about, if its user may see its details: anyone who
-    may play it or manage it."""
-    who = await actor(session, interaction)
-    story = await story_here(session, interaction, story_id)
-    try:
-        ensure_can_manage(story, who)
-    except NotAllowed:
-        await ensure_can_play(session, story, who)
-    return story, who
+) -> tuple[Story, Caller]:
+    """The story the interaction is about, if its user may see its details."""
+    return await story_for(session, interaction, story_id, Need.SEE)
 
 
 def option_story_id(interaction: discord.Interaction[Any]) -> int | None:

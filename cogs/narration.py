@@ -36,14 +36,14 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import story_of_variant
 from bot.errors import send_ephemeral
 from cogs.audio import NarrationJob
 from cogs.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
-    actor,
     autocomplete_story,
-    ensure_can_play,
+    caller,
     story_to_manage,
 )
 from cogs.settings import (
@@ -55,6 +55,7 @@ from cogs.settings import (
 )
 from core import messages as msg
 from core import repository as repo
+from core.access import Need
 from core.errors import KahaniError
 from core.models import StoryMode
 from core.narration import (
@@ -287,7 +288,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
                         else msg.NARRATE_STORY_VOICE_SAVED_UNCHECKED).format(title=title, voice=chosen)
         else:
             async with self.db.transaction() as session:
-                who = await actor(session, interaction)
+                who = await caller(session, interaction)
                 await repo.update_user_settings(session, who.user.id, tts_voice=chosen)
             if chosen is None:
                 text = msg.NARRATE_VOICE_DEFAULT.format(voice=DEFAULT_VOICE)
@@ -310,7 +311,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
                                                                                    speed=changes["tts_speed"]))
             return
         async with self.db.transaction() as session:
-            who = await actor(session, interaction)
+            who = await caller(session, interaction)
             await repo.update_user_settings(session, who.user.id, **changes)
         await send_ephemeral(interaction, msg.NARRATE_SPEED_SAVED.format(speed=changes["tts_speed"]))
 
@@ -337,9 +338,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         """Read a scene: into the guild's voice channel, or, in DMs, as an audio file."""
         async with self.db.transaction() as s:
             variant = await repo.get_variant(s, variant_id)
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            who = await actor(s, interaction)
-            await ensure_can_play(s, story, who)
+            story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
             settings = await repo.get_user_settings(s, who.user.id)
             # A group story's own voice and speed first, then the clicker's (solo: theirs).
             voice, speed = narration_voice(story.mode, story.settings, settings.tts_voice, settings.tts_speed)

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import NO_PINGS, actor, checked_text
+from cogs.common import NO_PINGS, caller, checked_text
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError
@@ -67,7 +67,7 @@ class PlayerSettings(commands.GroupCog, group_name="settings", group_description
     @app_commands.command(name="show", description="Your scene length and narration defaults")
     async def show(self, interaction: discord.Interaction[Any]) -> None:
         async with self.bot.db.transaction() as session:
-            who = await actor(session, interaction)
+            who = await caller(session, interaction)
             settings = await repo.get_user_settings(session, who.user.id)
         await interaction.response.send_message(embed=settings_embed(settings), ephemeral=True,
                                                 allowed_mentions=NO_PINGS)
@@ -87,7 +87,7 @@ class PlayerSettings(commands.GroupCog, group_name="settings", group_description
                   auto_narrate: bool | None = None) -> None:
         changes = changes_from(scene_length, voice, speed, auto_narrate)
         async with self.bot.db.transaction() as session:
-            who = await actor(session, interaction)
+            who = await caller(session, interaction)
             settings = await repo.update_user_settings(session, who.user.id, **changes)
         await interaction.response.send_message(msg.SETTINGS_SAVED, embed=settings_embed(settings),
                                                 ephemeral=True, allowed_mentions=NO_PINGS)

@@ -23,23 +23,21 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.access import Caller, check, decide, story_for, story_of_variant, thread_view, visible_stories
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
 from cogs import scene_ui as ui
 from cogs.common import (
-    Actor,
     NotAllowed,
-    actor,
     before_a_modal,
-    ensure_can_manage,
-    ensure_can_play,
+    caller,
     story_choices,
-    story_here,
     within_the_deadline,
 )
 from cogs.render import SceneStreamer, post_paced, show_text
-from cogs.votes import GroupPlay, ensure_host_in_group, settings_text
+from cogs.votes import GroupPlay, settings_text
 from core import messages as msg
 from core import repository as repo
+from core.access import Need
 from core.choices import Choice
 from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine
 from core.errors import Conflict, KahaniError, NotFound
@@ -130,7 +128,7 @@ class ConfirmDelete(KahaniView):
             raise NotAllowed(msg.NOT_YOUR_STORY_TO_MANAGE)
         async with self.cog.db.transaction() as s:
             story = await repo.get_story(s, self.story_id)
-            ensure_can_manage(story, await actor(s, interaction))
+            await check(s, interaction, story, Need.MODERATE)
             title = story.title
             await repo.delete_story(s, self.story_id)
         self.stop()
@@ -190,7 +188,7 @@ class Stories(commands.Cog):
         await interaction.response.defer(ephemeral=True, thinking=True)
         channel = await self._story_channel(interaction, title, private)
         async with self.db.transaction() as s:
-            who = await actor(s, interaction)
+            who = await caller(s, interaction)
             if scene_length is None:
                 scene_length = (await repo.get_user_settings(s, who.user.id)).scene_length
             in_guild = interaction.guild_id is not None
@@ -198,7 +196,7 @@ class Stories(commands.Cog):
                 s, who.user, title, genre=genre.strip(), tone=tone.strip(), world_setting=world_setting.strip(),
                 premise=premise.strip(), scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
                 guild_id=interaction.guild_id, channel_id=channel.id if not in_guild else interaction.channel_id,
-                thread_id=channel.id if in_guild else None,
+                thread_id=channel.id if in_guild else None, private=private and in_guild,
             )
             story_id, user_id = story.id, who.user.id
         where = channel.mention if isinstance(channel, discord.Thread) else msg.HERE_IN_DMS
@@ -390,13 +388,11 @@ class Stories(commands.Cog):
         head = ui.header(instruction)
         return (f"{head}\n" if head else ""), variant.content, "\n\n" + ui.choices_footer(choices)
 
-    async def _check_tip(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
+    async def _check_tip(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Caller]:
         """The story, if the user may play it and this variant is where it continues."""
         async with self.db.read() as s:  # no write lock on the click's path
-            story_id = await repo.variant_story_id(s, variant_id)
-            story = await repo.get_story(s, story_id)
-            who = await actor(s, interaction)
-            await ensure_can_play(s, story, who)
+            story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
+            story_id = story.id
             if story.status == StoryStatus.ENDED.value:
                 raise Conflict(msg.STORY_ENDED)
             tip = await repo.tip(s, story_id)
@@ -407,14 +403,11 @@ class Stories(commands.Cog):
             await self.engine.check_limits(s, story, who.user.id)
         return story, who
 
-    async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Actor]:
-        """The story, if the user may play it (any scene of it) — in a group story: if
-        the user is its host or a moderator."""
+    async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Caller]:
+        """The story, if the user may make a new version of any scene of it: its owner
+        (a group story's host)."""
         async with self.db.read() as s:  # no write lock on the click's path
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            who = await actor(s, interaction)
-            await ensure_can_play(s, story, who)
-            ensure_host_in_group(story, who)
+            story, who = await story_of_variant(s, interaction, variant_id, Need.HOST)
             if story.status == StoryStatus.ENDED.value:
                 raise Conflict(msg.STORY_ENDED)
             if await repo.get_lease(s, story.id) is not None:
@@ -469,7 +462,7 @@ class Stories(commands.Cog):
             raise NotAllowed(msg.GROUP_HOST_ONLY)
 
     async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
-        if await before_a_modal(self._is_group(variant_id)):
+        if await before_a_modal(self._may_play(interaction, variant_id)):
             await self.group.on_action(interaction, variant_id)
             return
 
@@ -521,7 +514,7 @@ class Stories(commands.Cog):
         await self._new_version(interaction, variant_id, "cont")
 
     async def on_branch(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
-        await before_a_modal(self.group.check_host(interaction, variant_id))
+        await before_a_modal(self._may(interaction, variant_id, Need.HOST))
 
         async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
             await self._new_version(modal_interaction, variant_id, "branch", text.strip())
@@ -534,8 +527,7 @@ class Stories(commands.Cog):
         if kind == "open":
             async with self.db.transaction() as s:
                 story = await repo.get_story(s, target_id)
-                who = await actor(s, interaction)
-                await ensure_can_play(s, story, who)
+                who = await check(s, interaction, story, Need.PLAY, shown=True)
                 if await repo.tip(s, target_id) is not None:
                     raise Conflict(msg.ALREADY_STARTED)
             await interaction.response.edit_message(content=msg.WRITING, view=None)
@@ -628,10 +620,7 @@ class Stories(commands.Cog):
             variant = await repo.get_variant(s, variant_id)
             if variant.scene_id != scene_id:
                 raise NotFound(msg.VARIANT_GONE)
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            who = await actor(s, interaction)
-            await ensure_can_play(s, story, who)
-            ensure_host_in_group(story, who)
+            story, _ = await story_of_variant(s, interaction, variant_id, Need.HOST)
             if await repo.get_lease(s, story.id) is not None:
                 raise Conflict(msg.STILL_WRITING)
         if story.mode == StoryMode.GROUP.value:
@@ -665,8 +654,19 @@ class Stories(commands.Cog):
 
     async def _check_variant_member(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
         async with self.db.transaction() as s:
+            await story_of_variant(s, interaction, variant_id, Need.PLAY)
+
+    async def _may(self, interaction: discord.Interaction[Any], variant_id: int, need: Need) -> Story:
+        """The variant's story, if the user may do ``need`` to it: a read only, quick
+        enough to come before a form (nothing is written for a refusal or a newcomer)."""
+        async with self.db.read() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            await ensure_can_play(s, story, await actor(s, interaction))
+            await decide(s, interaction, story, need, shown=True)
+        return story
+
+    async def _may_play(self, interaction: discord.Interaction[Any], variant_id: int) -> bool:
+        """Whether the variant's story is a group story, if the user may play it."""
+        return (await self._may(interaction, variant_id, Need.PLAY)).mode == StoryMode.GROUP.value
 
     async def _is_group(self, variant_id: int) -> bool:
         async with self.db.read() as s:
@@ -684,8 +684,7 @@ class Stories(commands.Cog):
 
     async def on_new_chapter(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
         async with self.db.transaction() as s:
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            ensure_can_manage(story, await actor(s, interaction))
+            story, _ = await story_of_variant(s, interaction, variant_id, Need.MODERATE)
         await interaction.response.defer(ephemeral=True, thinking=True)
         chapter = await self.engine.new_chapter(story.id)
         await interaction.followup.send(msg.CHAPTER_STARTED.format(title=chapter.title), ephemeral=True,
@@ -700,9 +699,8 @@ class Stories(commands.Cog):
 
     @story.command(name="list", description="Your stories (and, in a server, the server's)")
     async def list_(self, interaction: discord.Interaction[Any]) -> None:
-        async with self.db.transaction() as s:
-            who = await actor(s, interaction)
-            stories = await repo.stories_for_user(s, who.user.id, guild_id=interaction.guild_id, limit=25)
+        async with self.db.read() as s:
+            stories = await visible_stories(s, interaction, limit=25)
         if not stories:
             await send_ephemeral(interaction, msg.NO_STORIES)
             return
@@ -720,8 +718,7 @@ class Stories(commands.Cog):
     async def resume(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            await ensure_can_play(s, found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.PLAY)
             tip = await repo.tip(s, found.id)
         try:
             channel = await self._channel_of(found)
@@ -747,7 +744,7 @@ class Stories(commands.Cog):
         story: this DM). Nothing of the story was lost with the old one."""
         if (story.guild_id is None) != (interaction.guild_id is None):
             raise NotFound(msg.STORY_CHANNEL_GONE)
-        channel = await self._story_channel(interaction, story.title, private=False)
+        channel = await self._story_channel(interaction, story.title, private=story.private)
         async with self.db.transaction() as s:
             moved = await repo.get_story(s, story.id)
             if interaction.guild_id is not None:
@@ -773,8 +770,7 @@ class Stories(commands.Cog):
     async def info(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            await ensure_can_play(s, found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.SEE)
             path = await repo.active_path(s, found.id, limit=1)
         report = await self.engine.context_report(found.id)
         so_far = await self.engine.story_so_far(found.id)
@@ -796,8 +792,7 @@ class Stories(commands.Cog):
     @app_commands.autocomplete(story=story_autocomplete)
     async def end(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            ensure_can_manage(found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.MODERATE)
             found.status = StoryStatus.ENDED.value
             title = found.title
         await interaction.response.send_message(msg.STORY_ENDED_NOW.format(title=title), allowed_mentions=NO_PINGS)
@@ -806,8 +801,7 @@ class Stories(commands.Cog):
     @app_commands.autocomplete(story=story_autocomplete)
     async def delete(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            ensure_can_manage(found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.MODERATE)
         await interaction.response.send_message(
             msg.STORY_DELETE_CONFIRM.format(title=found.title), view=ConfirmDelete(self, found.id, interaction.user.id),
             ephemeral=True, allowed_mentions=NO_PINGS,
@@ -819,8 +813,7 @@ class Stories(commands.Cog):
     async def settings(self, interaction: discord.Interaction[Any], length: str | None = None,
                        pov: str | None = None, story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            ensure_can_manage(found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.MODERATE)
             if length:
                 found.scene_length = length
             if pov:
@@ -842,14 +835,15 @@ class Stories(commands.Cog):
         # Imported here so that this command stays one self-contained block of the cog.
         import tempfile
 
-        from cogs.common import story_to_view
         from core.export import ExportError, ExportFormat, check_fits, export_story
 
         fmt = ExportFormat.parse(format)
         if whole_tree and not fmt.streams:
             raise ExportError(msg.EXPORT_TREE_FORMATS)
-        async with self.db.transaction() as s:
-            found, _ = await story_to_view(s, interaction, story)
+        async with self.db.read() as s:
+            found, _ = await story_for(s, interaction, story, Need.SEE)
+        if public and not self._may_post_publicly(interaction, found):
+            raise NotAllowed(msg.EXPORT_PRIVATE_NOT_PUBLIC)
         await interaction.response.defer(ephemeral=not public, thinking=True)
         with tempfile.TemporaryFile() as file:
             result = await export_story(self.db, found.id, fmt, file, whole_tree=whole_tree, summaries=summaries)
@@ -860,6 +854,14 @@ class Stories(commands.Cog):
                                            format=fmt.label)
             await interaction.followup.send(text, file=discord.File(file, result.filename), ephemeral=not public,
                                             allowed_mentions=NO_PINGS)
+
+    @staticmethod
+    def _may_post_publicly(interaction: discord.Interaction[Any], story: Story) -> bool:
+        """A story only its members may see (private thread, invite-only table) is
+        posted only in its own thread, where only they read it; others anywhere."""
+        members_only = story.private or thread_view(interaction, story).private \
+            or (story.mode == StoryMode.GROUP.value and not VoteSettings.of(story).open_table)
+        return not members_only or interaction.channel_id == (story.thread_id or story.channel_id)
 
     # --- group stories: who plays, and how votes work ------------------------------------
 
@@ -873,8 +875,26 @@ class Stories(commands.Cog):
             member = await repo.get_member(s, found.id, invited.id)
             if member is None or member.status == MemberStatus.KICKED.value:
                 await repo.set_member(s, found.id, invited.id, MemberStatus.INVITED)
-            title = found.title
+            title, thread_id, guild_id = found.title, found.thread_id, found.guild_id
+        await self._add_to_private_thread(guild_id, thread_id, player)
         await send_ephemeral(interaction, msg.MEMBER_INVITED.format(user=player.mention, title=title))
+
+    def _private_thread(self, guild_id: int | None, thread_id: int | None) -> discord.Thread | None:
+        guild = self.bot.get_guild(guild_id) if guild_id else None
+        thread = guild.get_thread(thread_id) if guild is not None and thread_id else None
+        return thread if thread is not None and thread.type == discord.ChannelType.private_thread else None
+
+    async def _add_to_private_thread(self, guild_id: int | None, thread_id: int | None, player: discord.User) -> None:
+        """An invited player of a story in a private thread is added to the thread, or
+        they could not see where they are invited to play."""
+        thread = self._private_thread(guild_id, thread_id)
+        if thread is None:
+            return
+        try:
+            await thread.add_user(player)
+        except discord.HTTPException as exc:
+            log.warning("could not add invited user %s to private thread %s: %s", player.id, thread_id, exc)
+            raise KahaniError(msg.MEMBER_INVITED_NOT_ADDED.format(user=player.mention)) from exc
 
     @story.command(name="kick", description="Take someone off a group story's table: their votes stop counting")
     @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
@@ -886,14 +906,19 @@ class Stories(commands.Cog):
                 raise KahaniError(msg.MEMBER_KICK_OWNER)
             await repo.set_member(s, found.id, kicked.id, MemberStatus.KICKED)
             story_id, user_id, title = found.id, kicked.id, found.title
+            thread = self._private_thread(found.guild_id, found.thread_id)
+        if thread is not None:  # a private table's thread is for its players only
+            try:
+                await thread.remove_user(player)
+            except discord.HTTPException as exc:
+                log.warning("could not remove kicked user %s from private thread %s: %s", player.id, thread.id, exc)
         await send_ephemeral(interaction, msg.MEMBER_KICKED.format(user=player.mention, title=title))
         await self.group.after_kick(story_id, user_id)
 
     async def _group_story_and_player(self, s: Any, interaction: discord.Interaction[Any], story_id: int | None,
                                       player: discord.User) -> tuple[Story, Any]:
         """The group story a command is about, if its user may manage it, and the player."""
-        found = await story_here(s, interaction, story_id)
-        ensure_can_manage(found, await actor(s, interaction))
+        found, _ = await story_for(s, interaction, story_id, Need.MODERATE)
         if found.mode != StoryMode.GROUP.value:
             raise KahaniError(msg.GROUP_ONLY)
         return found, await repo.get_or_create_user(s, player.id, player.display_name)
@@ -911,8 +936,7 @@ class Stories(commands.Cog):
                             own_actions: bool | None = None, host_closes: bool | None = None,
                             invite_only: bool | None = None, story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found = await story_here(s, interaction, story)
-            ensure_can_manage(found, await actor(s, interaction))
+            found, _ = await story_for(s, interaction, story, Need.MODERATE)
             if found.mode != StoryMode.GROUP.value:
                 raise KahaniError(msg.GROUP_ONLY)
         settings = await self.group.votes.update_settings(

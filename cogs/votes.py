@@ -32,10 +32,13 @@ import discord
 
 from bot.errors import send_ephemeral
 from cogs import scene_ui as ui
-from cogs.common import NotAllowed, actor, before_a_modal, ensure_can_manage, within_the_deadline
+from bot.access import decide, play_check, story_of_variant
+from cogs.common import NotAllowed, before_a_modal, within_the_deadline
 from cogs.render import ChannelBudget, StreamScheduler, Urgency
+from core import access
 from core import messages as msg
 from core import repository as repo
+from core.access import Need
 from core.models import InstructionKind, MemberStatus, StoryMode, User
 from core.votes import (
     ACTION_POSITION,
@@ -280,8 +283,9 @@ class GroupPlay:
         user = interaction.user
         host_perms = bool(interaction.guild_id and interaction.permissions.manage_threads)
 
-        async def decide() -> tuple[Any, Settled | None]:
-            result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action)
+        async def record() -> tuple[Any, Settled | None]:
+            result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action,
+                                              may_vote=play_check(interaction))
             state = result.state
             if result.position is not None and result.after_no_votes and (result.by_owner or host_perms):
                 return result, await self.votes.close(state.ballot_id, CloseReason.HOST)  # the host was asked
@@ -289,7 +293,7 @@ class GroupPlay:
                 return result, await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
             return result, None
 
-        result, settled = await within_the_deadline(interaction, decide())
+        result, settled = await within_the_deadline(interaction, record())
         state = result.state
         if settled is not None and await self._answer_with_outcome(interaction, settled):
             # The click that closed the vote is answered by updating the scene message
@@ -320,7 +324,7 @@ class GroupPlay:
     async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
         """Your action in a group story: propose an own action (option 5) through a form,
         or vote for the one already proposed."""
-        story, state = await before_a_modal(self._action_state(variant_id))
+        story, state = await before_a_modal(self._action_state(interaction, variant_id))
         if not VoteSettings.of(story).own_actions:
             raise NotAllowed(msg.VOTE_NO_OWN_ACTIONS)
         if state is not None and state.open and state.action is not None:
@@ -334,24 +338,23 @@ class GroupPlay:
             "Your action", "What do you do?", "We pick the lock and slip inside… (the others vote on it)",
             submitted))
 
-    async def _action_state(self, variant_id: int) -> tuple[Any, BallotState | None]:
+    async def _action_state(self, interaction: discord.Interaction[Any],
+                            variant_id: int) -> tuple[Any, BallotState | None]:
         async with self.db.read() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+            await decide(s, interaction, story, Need.PLAY, shown=True)
         return story, await self.votes.latest(variant_id)
 
     async def on_close(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
-        async with self.db.transaction() as s:
+        async with self.db.read() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            who = await actor(s, interaction)
+            story_facts, who = await decide(s, interaction, story, Need.SEE, shown=True)
             if VoteSettings.of(story).host_closes:
-                try:
-                    ensure_can_manage(story, who)
-                except NotAllowed:
-                    raise NotAllowed(msg.VOTE_HOST_ONLY_CLOSE) from None
-            else:
-                member = await repo.get_member(s, story.id, who.user.id)
-                if story.owner_id != who.user.id and (member is None or member.status != MemberStatus.JOINED.value):
-                    raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
+                if not access.can_moderate(story_facts, who):
+                    raise NotAllowed(msg.VOTE_HOST_ONLY_CLOSE)
+            elif not access.can_host(story_facts, who) and not (
+                    access.can_play(story_facts, who) and story_facts.member_status == MemberStatus.JOINED.value):
+                raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
         state = await self.votes.latest(variant_id)
         settled = None if state is None or not state.open else await self.votes.close(state.ballot_id, CloseReason.HOST)
         if settled is None:
@@ -365,34 +368,18 @@ class GroupPlay:
 
     async def on_join(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
         async with self.db.transaction() as s:
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            who = await actor(s, interaction)
+            story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
             member = await repo.get_member(s, story.id, who.user.id)
-            if member is not None and member.status == MemberStatus.KICKED.value:
-                raise NotAllowed(msg.NOT_A_PLAYER_KICKED)
-            if member is not None and member.status == MemberStatus.JOINED.value:
+            if story.mode != StoryMode.GROUP.value or story.owner_id == who.user.id or (
+                    member is not None and member.status == MemberStatus.JOINED.value):
                 await send_ephemeral(interaction, msg.VOTE_ALREADY_JOINED.format(title=story.title))
                 return
-            if member is None and not VoteSettings.of(story).open_table:
-                raise NotAllowed(msg.VOTE_INVITE_ONLY)
             await repo.set_member(s, story.id, who.user.id, MemberStatus.JOINED)
             title = story.title
         await send_ephemeral(interaction, msg.VOTE_JOINED.format(title=title))
         state = await self.votes.latest(variant_id)
         if state is not None and state.open:
             await self.repaint(state)
-
-    async def check_host(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
-        """Before a form (Branch) in a group story: the host or a moderator only. Reads
-        only, so it is quick enough to come before the form."""
-        async with self.db.read() as s:
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            if story.mode != StoryMode.GROUP.value:
-                return
-            owner = await s.get(User, story.owner_id)
-        manage = bool(interaction.guild_id and interaction.permissions.manage_threads)
-        if not manage and (owner is None or owner.discord_id != interaction.user.id):
-            raise NotAllowed(msg.GROUP_HOST_ONLY)
 
     async def decided(self, variant_id: int) -> bool:
         """Whether the variant's vote is over with a winner (a Retry may take it)."""
@@ -459,12 +446,3 @@ def settings_text(title: str, settings: VoteSettings) -> str:
 
 
 
-def ensure_host_in_group(story: Any, who: Any) -> None:
-    """Regenerate, branch, continue and switching versions in a group story: the host
-    or a moderator (who can manage threads) only."""
-    if story.mode != StoryMode.GROUP.value:
-        return
-    try:
-        ensure_can_manage(story, who)
-    except NotAllowed:
-        raise NotAllowed(msg.GROUP_HOST_ONLY) from None

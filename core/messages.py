@@ -102,13 +102,17 @@ HELP_TEXT = (
     "• `/story list` and `/story resume` bring back your stories."
 )
 
-# --- which story, and who may act (cogs/common.py) -------------------------------------------
+# --- which story, and who may act (core/access.py, bot/access.py) -------------------------------------------
 
 NO_STORY_HERE = (
     "There is no story in this channel. Use this in a story's thread or DM, name a story "
     "with the story option, or start one with /story new."
 )
-STORY_IN_ANOTHER_SERVER = "That story belongs to another server."
+# The same answer for a story that does not exist and one the user may not see: it
+# names nothing of the story, so trying numbers tells a stranger nothing (core/access.py).
+STORY_NOT_FOUND = (
+    "There is no such story among those you can see (it may have been deleted). /story list shows yours."
+)
 NOT_YOUR_STORY = "This is someone else's solo story: only its owner can play it. Start your own with /story new."
 NOT_A_PLAYER_KICKED = "The host has removed you from this story's table."
 NOT_YOUR_STORY_TO_MANAGE = "Only the story's owner (or a moderator who can manage threads) can do that."
@@ -263,10 +267,14 @@ VOTE_CLOSED_BY_YOU = "You closed the vote."
 VOTE_JOINED = "You joined **{title}**: you'll vote on what happens next."
 VOTE_ALREADY_JOINED = "You are already playing **{title}**."
 GROUP_HOST_ONLY = (
-    "In a group story only the host (or a moderator who can manage threads) can regenerate, branch, "
-    "continue or switch versions. Vote with the choice buttons instead."
+    "In a group story only the host can regenerate, branch, continue or switch versions. "
+    "Vote with the choice buttons instead."
 )
 GROUP_ONLY = "This works only in group stories (start one in a server with /story new mode:group)."
+MEMBER_INVITED_NOT_ADDED = (
+    "{user} is invited, but I couldn't add them to this private thread: ask a moderator to add them, "
+    "or give me the Manage Threads permission."
+)
 MEMBER_INVITED = "{user} is invited to **{title}**: they can vote on its scenes."
 MEMBER_KICKED = "{user} was removed from **{title}**'s table; their vote no longer counts."
 MEMBER_KICK_OWNER = "The host cannot be removed from their own story."
@@ -325,6 +333,10 @@ INTERRUPTED_SHUTDOWN = "The bot is restarting; this scene was not finished and n
 
 # --- story export (core/export, /story export, kahani export) ---------------------------------
 
+EXPORT_PRIVATE_NOT_PUBLIC = (
+    "Only its members can see this story, so I can post its export publicly only in its own thread. "
+    "Leave out `public` to get the file privately."
+)
 EXPORT_NO_SCENES = "This story has no scene yet: there is nothing to export."
 EXPORT_BOOK_TOO_LONG = (
     "This story has {scenes:,} scenes; {format} exports stop at {limit:,}. "

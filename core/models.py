@@ -31,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     text,
 )
 from sqlalchemy.engine import Dialect
@@ -198,6 +199,8 @@ class Story(Base):
     point_of_view: Mapped[str] = mapped_column(String(20), default="second")
     scene_length: Mapped[str] = mapped_column(String(10), default=SceneLength.MEDIUM.value)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Played in a private thread: only its members see it (core/access.py).
+    private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     # The last scene of the active path; recomputed whenever the path changes.
     tip_scene_id: Mapped[int | None] = mapped_column(
         _fk("scenes.id", ondelete="SET NULL", use_alter=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, and_, bindparam, delete, func, literal, select, update
+from sqlalchemy import Integer, and_, bindparam, delete, false, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -33,6 +33,7 @@ from core.models import (
     SceneVariant,
     Story,
     StoryMember,
+    StoryMode,
     Summary,
     SummaryKind,
     User,
@@ -64,6 +65,11 @@ class PathScene:
 
 
 # --- users ----------------------------------------------------------------------------
+
+
+async def find_user(session: AsyncSession, discord_id: int) -> User | None:
+    """The user with this Discord id, if Kahani has stored them (nothing is created)."""
+    return await session.scalar(select(User).where(User.discord_id == discord_id))
 
 
 async def get_or_create_user(
@@ -122,6 +128,7 @@ async def create_story(
     channel_id: int | None = None,
     thread_id: int | None = None,
     settings: dict[str, Any] | None = None,
+    private: bool = False,
 ) -> Story:
     """Create a story with its owner as a member and its first (empty) chapter."""
     story = Story(
@@ -138,6 +145,7 @@ async def create_story(
         channel_id=channel_id,
         thread_id=thread_id,
         settings=settings or {},
+        private=private,
     )
     session.add(story)
     await session.flush()
@@ -193,20 +201,34 @@ async def story_for_thread(session: AsyncSession, thread_id: int) -> Story | Non
 
 
 async def stories_for_user(
-    session: AsyncSession, user_id: int, *, guild_id: int | None = None, search: str = "", limit: int = 25
+    session: AsyncSession, user_id: int | None, *, guild_id: int | None = None, search: str = "", limit: int = 25
 ) -> Sequence[Story]:
-    """Stories the user owns or plays in (and, with ``guild_id``, the server's stories),
-    newest first, optionally filtered by a piece of the title."""
-    member = select(StoryMember.story_id).where(
-        StoryMember.user_id == user_id, StoryMember.status != MemberStatus.KICKED.value
-    )
-    visible = Story.id.in_(member)
+    """Stories the user owns or plays in (and, with ``guild_id``, the server's group
+    stories), newest first, optionally filtered by a piece of the title. A superset of
+    what the user may see: the caller filters with the access policy (bot/access.py)."""
+    visible: Any = false()
+    if user_id is not None:
+        member = select(StoryMember.story_id).where(
+            StoryMember.user_id == user_id, StoryMember.status != MemberStatus.KICKED.value
+        )
+        visible = (Story.owner_id == user_id) | Story.id.in_(member)
     if guild_id is not None:
-        visible = visible | (Story.guild_id == guild_id)
+        visible = visible | ((Story.guild_id == guild_id) & (Story.mode == StoryMode.GROUP.value))
     query = select(Story).where(visible).order_by(Story.updated_at.desc(), Story.id.desc()).limit(limit)
     if search:
         query = query.where(func.lower(Story.title).contains(search.lower()))
     return (await session.scalars(query)).all()
+
+
+async def member_statuses(session: AsyncSession, story_ids: Sequence[int], user_id: int) -> dict[int, str]:
+    """The user's membership status in each of these stories they are a member of."""
+    if not story_ids:
+        return {}
+    rows = await session.execute(
+        select(StoryMember.story_id, StoryMember.status).where(
+            StoryMember.user_id == user_id, StoryMember.story_id.in_(story_ids))
+    )
+    return {story_id: status for story_id, status in rows}
 
 
 async def get_member(session: AsyncSession, story_id: int, user_id: int) -> StoryMember | None:

@@ -61,6 +61,8 @@ MIN_DURATION = 10  # seconds
 MAX_DURATION = 24 * 3600
 ACTION_POSITION = 5  # a proposed own action joins the ballot as option 5
 SETTINGS_KEY = "votes"  # Story.settings["votes"]
+# The front end's access check for a vote: (story, user id, membership status) -> raises.
+MayVote = Callable[[Story, int, str | None], None]
 # The winner's hand-off (see the module doc): a decided ballot nobody took this long after
 # it closed lost its closer; one taken this long ago with no lease and no scene after it
 # lost its generation (the process died, or the generation failed). One automatic retry.
@@ -271,20 +273,24 @@ class VoteService:
             return await self._cast(s, variant_id, user_id, position, action)
 
     async def cast_as(self, variant_id: int, discord_id: int, display_name: str, position: int, *,
-                      action: str | None = None) -> CastResult:
+                      action: str | None = None, may_vote: MayVote | None = None) -> CastResult:
         """:meth:`cast` for a Discord user (created on first sight), in one transaction:
-        a burst of votes costs one short write each."""
+        a burst of votes costs one short write each. ``may_vote(story, user_id,
+        member_status)`` is the front end's access check (core/access.py); it raises to
+        refuse, and then nothing is written, not even the user."""
         async with self.db.transaction() as s:
             user = await repo.get_or_create_user(s, discord_id, display_name)
-            return await self._cast(s, variant_id, user.id, position, action)
+            return await self._cast(s, variant_id, user.id, position, action, may_vote)
 
     async def _cast(self, s: AsyncSession, variant_id: int, user_id: int, position: int,
-                    action: str | None) -> CastResult:
+                    action: str | None, may_vote: MayVote | None = None) -> CastResult:
         story = await self._story_of(s, variant_id)
+        member = await repo.get_member(s, story.id, user_id)
+        if may_vote is not None:
+            may_vote(story, user_id, member.status if member is not None else None)
         if story.mode != StoryMode.GROUP.value:
             raise VoteRefused(msg.VOTE_SOLO)
         settings = VoteSettings.of(story)
-        member = await repo.get_member(s, story.id, user_id)
         if member is not None and member.status == MemberStatus.KICKED.value:
             raise VoteRefused(msg.NOT_A_PLAYER_KICKED)
         if member is None and not settings.open_table:

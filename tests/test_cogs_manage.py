@@ -222,7 +222,7 @@ async def test_a_form_submitted_after_the_story_was_deleted_gets_a_clear_message
     async with world.db.transaction() as s:
         await repo.delete_story(s, seeded.story_id)
     rec = await world.standin.submit_modal(world.alice, form, {"name": "Nobody"})
-    assert (await reply(world, rec)).content == f"Story #{seeded.story_id} does not exist (it may have been deleted)."
+    assert (await reply(world, rec)).content == msg.STORY_NOT_FOUND
     rec = await world.standin.slash(world.alice, seeded.thread, "character list")
     assert (await reply(world, rec)).content == msg.NO_STORY_HERE
 

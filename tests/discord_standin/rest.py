@@ -384,7 +384,9 @@ class RestApi:
         thread = self._thread(req)
         raw = req.params["user_id"]
         user_id = self.s.bot_user.id if raw == "@me" else int(raw)
-        if user_id != self.s.bot_user.id:
+        # Discord: Manage Threads, or being the creator of a private thread.
+        creator = thread.type == PRIVATE_THREAD and thread.owner_id == self.s.bot_user.id
+        if user_id != self.s.bot_user.id and not creator:
             self._require(thread, Permissions.MANAGE_THREADS)
         thread.thread_members.discard(user_id)
         self.s._dispatch_thread_members(thread, removed=[user_id])
