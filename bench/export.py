@@ -1,4 +1,4 @@
-"""Benchmark: story export time and file size. Targets (DESIGN §8 "Export sizes"):
+"""Benchmark: story export time and file size. Targets (docs/architecture.md, "Export"):
 Markdown and HTML stream 10,000 scenes in < 10 s; PDF and EPUB build 1,000 in < 15 s.
 
     python bench/export.py [--postgres URL] [--scenes N] [--book-scenes N]

@@ -1,4 +1,4 @@
-"""Benchmark: how fast streamed scenes appear in Discord (DESIGN §4's speed table).
+"""Benchmark: how fast streamed scenes appear in Discord (docs/architecture.md, "Streaming a scene": the targets).
 
 The Discord stand-in runs in its own thread (its own event loop, as Discord is its own
 server); the bot side is a real discord.py client with cogs/render.py's SceneStreamer.

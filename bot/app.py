@@ -24,13 +24,15 @@ from typing import Any
 
 import aiohttp
 import discord
+import discord.gateway
+import discord.http
 import yarl
 from discord.ext import commands
 
 from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
-from cogs.render import StreamScheduler
 from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
+from cogs.render import StreamScheduler
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
@@ -181,13 +183,15 @@ class KahaniBot(commands.AutoShardedBot):
         # every Discord REST request and 429 on discord.py's HTTP session.
         self.metrics = metricsmod.Metrics()
         kwargs.setdefault("http_trace", self.metrics.discord_trace())
+        if settings.shard_ids is not None:
+            # discord.py's options type has no None for shard_ids; leaving it out is the same.
+            kwargs["shard_ids"] = settings.shard_ids
         super().__init__(
             command_prefix=commands.when_mentioned,
             intents=intents(),
             help_command=None,
             tree_cls=KahaniTree,
             shard_count=settings.shard_count,
-            shard_ids=settings.shard_ids,
             # Nothing the bot sends pings anyone unless a message names who it may ping.
             allowed_mentions=discord.AllowedMentions.none(),
             **kwargs,

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import discord
+import discord.http
 from aiohttp import web
 from prometheus_client import (
     CONTENT_TYPE_LATEST,

@@ -1,7 +1,7 @@
 """Kahani's settings: environment variables and an optional ``.env`` file.
 
 Only ``DISCORD_TOKEN`` is required to run the bot; everything else has a working default
-(DESIGN §6). Names are flat, without a prefix, as the README lists them.
+(docs/architecture.md, "Running"). Names are flat, without a prefix, as the README lists them.
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ class Settings(BaseSettings):
                 raise ValueError("SHARD_IDS needs SHARD_COUNT")
             bad = [i for i in self.shard_ids if not 0 <= i < self.shard_count]
             if bad:
-                raise ValueError(f"SHARD_IDS {bad} are outside 0..{self.shard_count - 1} (SHARD_COUNT={self.shard_count})")
+                raise ValueError(
+                    f"SHARD_IDS {bad} are outside 0..{self.shard_count - 1} (SHARD_COUNT={self.shard_count})")
         return self
 
 

@@ -18,10 +18,10 @@ from discord.ext import commands
 from bot.access import allows
 from bot.errors import KahaniModal
 from cogs.common import (
+    EMBED_FIELDS,
     MODAL_TIMEOUT,
     NO_PINGS,
     STORY_OPTION_HELP,
-    EMBED_FIELDS,
     PrivateView,
     autocomplete_story,
     checked_text,

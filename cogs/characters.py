@@ -187,7 +187,8 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     @app_commands.command(name="edit", description="Change a character (opens a form)")
     @app_commands.describe(name="The character to change", voice="A new narration voice", story=STORY_OPTION_HELP)
-    @app_commands.autocomplete(name=autocomplete_character, story=autocomplete_story)
+    @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def edit(self, interaction: discord.Interaction[Any], name: app_commands.Range[str, 1, NAME_MAX],
                    voice: app_commands.Range[str, 1, VOICE_MAX] | None = None, story: int | None = None) -> None:
         voice = checked_voice(voice)
@@ -196,7 +197,8 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     @app_commands.command(name="remove", description="Remove a character from the story")
     @app_commands.describe(name="The character to remove", story=STORY_OPTION_HELP)
-    @app_commands.autocomplete(name=autocomplete_character, story=autocomplete_story)
+    @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def remove(self, interaction: discord.Interaction[Any], name: app_commands.Range[str, 1, NAME_MAX],
                      story: int | None = None) -> None:
         found, character = await self._character_to_manage(interaction, story, name)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import discord
@@ -148,7 +147,7 @@ def fitted_embed(
     budget = EMBED_TOTAL - len(title) - len(description) - len(footer) - sum(map(len, names))
     shares = _fair_shares([len(v) for v in values], budget, EMBED_FIELD_VALUE)
     embed = discord.Embed(title=title, description=description or None)
-    for name, value, share in zip(names, values, shares):
+    for name, value, share in zip(names, values, shares, strict=True):
         embed.add_field(name=name, value=shorten(value, share), inline=False)
     if footer:
         embed.set_footer(text=footer)

@@ -30,7 +30,7 @@ import importlib.util
 import io
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import discord
 from discord import app_commands
@@ -187,9 +187,11 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
             raise KahaniError(msg.NARRATE_NOT_IN_VOICE)
         current = guild.voice_client
         if current is not None and current.channel is not None:
-            if current.channel.id == target.id:
+            # A guild's voice client is in one of its voice or stage channels.
+            joined = cast("discord.VoiceChannel | discord.StageChannel", current.channel)
+            if joined.id == target.id:
                 raise KahaniError(msg.NARRATE_ALREADY_HERE.format(channel=target.mention))
-            raise KahaniError(msg.NARRATE_OTHER_CHANNEL.format(channel=current.channel.mention))  # type: ignore[union-attr]
+            raise KahaniError(msg.NARRATE_OTHER_CHANNEL.format(channel=joined.mention))
         await interaction.response.defer(ephemeral=True, thinking=True)
         try:
             voice = await target.connect(timeout=CONNECT_TIMEOUT, reconnect=False, self_deaf=True)
@@ -255,12 +257,14 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         matches.sort(key=lambda v: (not v.lower().startswith(last.lower()), v))
         return [app_commands.Choice(name=f"{prefix}{v}"[:100], value=f"{prefix}{v}"[:100]) for v in matches[:25]]
 
-    @app_commands.command(name="voice", description="Your narration voice, or a group story's (a Kokoro voice, or a mix)")
+    @app_commands.command(name="voice",
+                          description="Your narration voice, or a group story's (a Kokoro voice, or a mix)")
     @app_commands.describe(voice="e.g. af_bella, or a mix such as af_bella(2)+af_sky(1); "
                                  f"\u201c{DEFAULT_VOICE_WORD}\u201d for the default",
                            scope=SCOPE_HELP, story=STORY_OPTION_HELP)
     @app_commands.choices(scope=SCOPES)
-    @app_commands.autocomplete(voice=voice_autocomplete, story=autocomplete_story)
+    @app_commands.autocomplete(voice=voice_autocomplete)  # one call per choice type (str, int)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def voice(self, interaction: discord.Interaction[Any], voice: app_commands.Range[str, 1, VOICE_MAX],
                     scope: str = SCOPE_ME, story: int | None = None) -> None:
         chosen = changes_from(None, voice, None, None)["tts_voice"]

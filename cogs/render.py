@@ -2,7 +2,7 @@
 
 A :class:`SceneStreamer` turns text deltas into one or more messages in a channel:
 the first update as soon as there is a little text, then about one a second, the
-final text at once (DESIGN §4). Nothing here knows about stories; cogs feed it.
+final text at once (docs/architecture.md, "Streaming a scene"). Nothing here knows about stories; cogs feed it.
 
 Why it schedules instead of just calling ``message.edit`` once a second
 -----------------------------------------------------------------------
@@ -43,7 +43,7 @@ Using it from a cog
     await streamer.aclose()
 
 ``streamer.messages`` is the ordered list of messages that show the text (store their
-ids, DESIGN §8; components sit on the last one). A message or channel deleted under
+ids, docs/architecture.md "Scene components"; components sit on the last one). A message or channel deleted under
 the streamer, or a permission taken away, stops it quietly: ``streamer.error`` holds
 the exception and ``finish``/``fail`` return what still exists. To show another text
 over existing messages (variant switching) use :func:`show_text`.
@@ -806,8 +806,7 @@ class SceneStreamer:
                     other.gone = True
             if op.kind is not _Kind.DELETE:
                 self._stop(exc)
-        except (discord.DiscordServerError, discord.RateLimited, aiohttp.ClientError, asyncio.TimeoutError,
-                OSError) as exc:
+        except (TimeoutError, discord.DiscordServerError, discord.RateLimited, aiohttp.ClientError, OSError) as exc:
             part.tries += 1
             if live:
                 part.sent_len = -1

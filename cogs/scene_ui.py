@@ -1,6 +1,6 @@
 """How a scene looks in Discord: its text and its persistent components.
 
-Components outlive the process (DESIGN §8): each is a ``DynamicItem`` whose custom_id
+Components outlive the process (docs/architecture.md, "Scene components"): each is a ``DynamicItem`` whose custom_id
 is ``kahani:v1:<action>:<id>[:<n>]``. ``from_custom_id`` only parses — every check
 against the database happens in the callback, which hands over to the Stories cog.
 

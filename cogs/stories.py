@@ -16,7 +16,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import discord
@@ -27,13 +27,16 @@ from bot.access import Caller, check, decide, story_for, story_of_variant, threa
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
 from cogs import scene_ui as ui
 from cogs.common import (
+    EMBED_FIELDS,
     NotAllowed,
     before_a_modal,
     caller,
+    fitted_embed,
+    shorten,
     story_choices,
     within_the_deadline,
 )
-from cogs.render import SceneStreamer, post_paced, show_text
+from cogs.render import AnyMessage, SceneStreamer, post_paced, show_text
 from cogs.votes import GroupPlay, settings_text
 from core import messages as msg
 from core import repository as repo
@@ -41,7 +44,7 @@ from core.access import Need
 from core.choices import Choice
 from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine
 from core.errors import Conflict, KahaniError, NotFound
-from core.models import InstructionKind, MemberStatus, SceneLength, Story, StoryMode, StoryStatus
+from core.models import InstructionKind, MemberStatus, SceneChoice, SceneLength, Story, StoryMode, StoryStatus
 from core.narration import narration_voice
 from core.votes import MAX_DURATION, MIN_DURATION, VoteSettings
 
@@ -98,7 +101,8 @@ class NewStoryModal(KahaniModal):
         super().__init__(title="A new story", timeout=900)
         self.cog, self.scene_length, self.mode, self.private = cog, scene_length, mode, private
         self.story_title = discord.ui.TextInput(label="Title", max_length=100, placeholder="The Lighthouse Keeper")
-        self.genre = discord.ui.TextInput(label="Genre", max_length=100, required=False, placeholder="mystery, fantasy…")
+        self.genre = discord.ui.TextInput(label="Genre", max_length=100, required=False,
+                                          placeholder="mystery, fantasy…")
         self.tone = discord.ui.TextInput(label="Tone", max_length=100, required=False, placeholder="eerie, whimsical…")
         self.world = discord.ui.TextInput(label="World / setting", style=discord.TextStyle.paragraph,
                                           max_length=1000, required=False)
@@ -208,10 +212,13 @@ class Stories(commands.Cog):
             story_id, user_id=user_id, frontend_ref=ref), retry=("open", story_id, None)))
 
     async def _story_channel(self, interaction: discord.Interaction[Any], title: str,
-                             private: bool) -> discord.abc.Messageable:
+                             private: bool) -> discord.Thread | discord.DMChannel | discord.GroupChannel:
         """In a server: a new thread for the story. In DMs: the DM channel."""
         if interaction.guild is None:
-            return interaction.channel or await interaction.user.create_dm()
+            dm = interaction.channel
+            if isinstance(dm, discord.DMChannel | discord.GroupChannel):
+                return dm
+            return await interaction.user.create_dm()
         parent = interaction.channel
         if isinstance(parent, discord.Thread):
             parent = parent.parent
@@ -348,7 +355,7 @@ class Stories(commands.Cog):
             story_id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
             frontend_ref=ref), retry=retry))
 
-    async def _record(self, variant_id: int, messages: list[discord.Message]) -> None:
+    async def _record(self, variant_id: int, messages: Sequence[AnyMessage]) -> None:
         if not messages:
             return
         async with self.db.transaction() as s:
@@ -432,14 +439,14 @@ class Stories(commands.Cog):
                 with contextlib.suppress(discord.HTTPException):
                     await interaction.edit_original_response(view=view)
         channel = interaction.channel
-        assert channel is not None
+        assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
         self._spawn(self.play(channel, instruction, lambda ref: self.engine.next_scene(
             story.id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
             user_id=who.user.id, frontend_ref=ref), retry=retry, first_message=into))
 
     async def on_choice(self, interaction: discord.Interaction[Any], variant_id: int, n: int, *,
                         into: discord.Message | None = None) -> None:
-        async def look_up() -> tuple[list[Any], Story]:
+        async def look_up() -> tuple[Sequence[SceneChoice], Story]:
             async with self.db.read() as s:
                 found = await repo.get_choices(s, variant_id)
                 return found, await repo.get_story(s, await repo.variant_story_id(s, variant_id))
@@ -502,7 +509,7 @@ class Stories(commands.Cog):
             )
 
         channel = interaction.channel
-        assert channel is not None
+        assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
         self._spawn(self.play(channel, await self._header_text(variant_id, direction), start,
                               retry=(kind, variant_id, None),
                               first_message=message, on_fail=restore))
@@ -532,7 +539,7 @@ class Stories(commands.Cog):
                     raise Conflict(msg.ALREADY_STARTED)
             await interaction.response.edit_message(content=msg.WRITING, view=None)
             channel = interaction.channel
-            assert channel is not None
+            assert isinstance(channel, discord.abc.Messageable)  # a component's channel
             self._spawn(self.play(channel, "", lambda ref: self.engine.next_scene(
                 target_id, user_id=who.user.id, frontend_ref=ref), retry=("open", target_id, None),
                 first_message=interaction.message))
@@ -582,7 +589,7 @@ class Stories(commands.Cog):
                                                      frontend_ref=ref),
         }
         channel = interaction.channel
-        assert channel is not None
+        assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
 
         async def restore(failed: Failed) -> None:
             await self.reshow(variant_id, target if isinstance(target, discord.Message) else None)
@@ -739,7 +746,8 @@ class Stories(commands.Cog):
         await interaction.followup.send(msg.RESUMED.format(where=getattr(channel, "mention", "your DMs")),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
 
-    async def _move_story_here(self, interaction: discord.Interaction[Any], story: Story) -> Any:
+    async def _move_story_here(self, interaction: discord.Interaction[Any],
+                               story: Story) -> discord.Thread | discord.DMChannel | discord.GroupChannel:
         """The story's thread (or DM) is gone: give it a new thread in this channel (a DM
         story: this DM). Nothing of the story was lost with the old one."""
         if (story.guild_id is None) != (interaction.guild_id is None):
@@ -774,18 +782,22 @@ class Stories(commands.Cog):
             path = await repo.active_path(s, found.id, limit=1)
         report = await self.engine.context_report(found.id)
         so_far = await self.engine.story_so_far(found.id)
-        embed = discord.Embed(title=found.title[:256], description=(found.premise or "")[:1000] or None)
-        embed.add_field(name="Genre / tone", value=f"{found.genre or '—'} / {found.tone or '—'}"[:1024])
-        embed.add_field(name="Mode", value=found.mode)
+        facts = [
+            f"**Genre / tone:** {found.genre or '—'} / {found.tone or '—'}",
+            f"**Mode:** {found.mode} · **Scene length:** {found.scene_length} · "
+            f"**Scenes:** {path[0].depth + 1 if path else 0}",
+            f"**Context used:** {report.percent}% of {report.budget} tokens"
+            + (" — time for /chapter new" if report.flagged() else ""),
+        ]
         if found.mode == StoryMode.GROUP.value:
-            embed.add_field(name="Votes", value=settings_text(found.title, VoteSettings.of(found))[:1024], inline=False)
-        embed.add_field(name="Scene length", value=found.scene_length)
-        embed.add_field(name="Scenes", value=str(path[0].depth + 1 if path else 0))
-        embed.add_field(name="Context used", value=f"{report.percent}% of {report.budget} tokens"
-                        + (" — time for /chapter new" if report.flagged() else ""))
-        for chapter, summary in so_far[-10:]:
-            embed.add_field(name=chapter.title[:256] or f"Chapter {chapter.number}",
-                            value=(summary or "—")[:1000], inline=False)
+            facts.append(settings_text(found.title, VoteSettings.of(found)))
+        premise = shorten(found.premise or "", 1500)
+        chapters = [(c.title or f"Chapter {c.number}", summary or "—") for c, summary in so_far]
+        shown = chapters[-EMBED_FIELDS:]
+        footer = msg.MORE_NOT_SHOWN.format(shown=len(shown), total=len(chapters)) if len(shown) < len(chapters) else ""
+        # Within Discord's limits whatever the story holds (6,000 characters in all).
+        embed = fitted_embed(found.title, shown, description="\n\n".join(filter(None, [premise, "\n".join(facts)])),
+                             footer=footer)
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")

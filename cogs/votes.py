@@ -29,17 +29,18 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord.ui.select import BaseSelect
 
+from bot.access import decide, play_check, story_of_variant
 from bot.errors import send_ephemeral
 from cogs import scene_ui as ui
-from bot.access import decide, play_check, story_of_variant
 from cogs.common import NotAllowed, before_a_modal, within_the_deadline
 from cogs.render import ChannelBudget, StreamScheduler, Urgency
 from core import access
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
-from core.models import InstructionKind, MemberStatus, StoryMode, User
+from core.models import InstructionKind, MemberStatus, StoryMode
 from core.votes import (
     ACTION_POSITION,
     BallotState,
@@ -84,7 +85,7 @@ def disabled(view: discord.ui.View, winner: int | None = None, variant_id: int |
     for child in view.children:
         # A DynamicItem wraps the real component: disable that one.
         item = child.item if isinstance(child, discord.ui.DynamicItem) else child
-        if hasattr(item, "disabled"):
+        if isinstance(item, discord.ui.Button | BaseSelect):  # the items that can be disabled
             item.disabled = True
         if isinstance(item, discord.ui.Button) and item.custom_id == chosen:
             item.style = discord.ButtonStyle.success

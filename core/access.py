@@ -154,7 +154,7 @@ def refusal(need: Need, story: StoryFacts, actor: Actor, *, shown: bool = False)
     if need is Need.HOST:
         if can_host(story, actor):
             return None
-        return Refused(msg.GROUP_HOST_ONLY if story.group and can_play(story, actor) else _why_not_play(story))
+        return Refused(msg.GROUP_HOST_ONLY) if story.group and can_play(story, actor) else _why_not_play(story)
     allowed = can_see(story, actor) if need is Need.SEE else can_play(story, actor)
     return None if allowed else _why_not_play(story)
 

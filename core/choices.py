@@ -312,7 +312,7 @@ def _split_inline(line: str) -> list[str]:
     if len(marks) < 3 or numbers != list(range(numbers[0], numbers[0] + len(marks))):
         return []
     bounds = [m.start() for m in marks[1:]] + [len(line)]
-    return [line[m.end() : b].strip() for m, b in zip(marks, bounds)]
+    return [line[m.end() : b].strip() for m, b in zip(marks, bounds, strict=True)]
 
 
 def _items_from_lines(block: str, *, loose: bool) -> list[_Item]:

@@ -240,5 +240,7 @@ class Console:
         title = answers.pop("title") or "Untitled story"
         async with self.db.transaction() as s:
             owner = await s.get_one(User, user_id)
-            story = await repo.create_story(s, owner, title[:200], scene_length=length, **answers)
+            story = await repo.create_story(s, owner, title[:200], scene_length=length, genre=answers["genre"],
+                                            tone=answers["tone"], world_setting=answers["world_setting"],
+                                            premise=answers["premise"])
             return story.id

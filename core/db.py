@@ -2,7 +2,7 @@
 
 SQLite connections get ``foreign_keys=ON`` (cascades do nothing without it), WAL and a
 busy timeout, and write transactions start with ``BEGIN IMMEDIATE`` so two writers queue
-instead of failing half-way (DESIGN §8). Read-only units of work use a plain deferred
+instead of failing half-way (docs/architecture.md, "Databases"). Read-only units of work use a plain deferred
 ``BEGIN``.
 """
 
@@ -198,7 +198,7 @@ async def _run_migration(url: str, action: Any, revision: str) -> None:
                 if engine.dialect.name == "postgresql":
                     await conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY})
                     await conn.commit()
-    except (OperationalError, DBAPIError, OSError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OperationalError, DBAPIError, OSError) as exc:
         raise DatabaseError(describe_connection_error(url, exc)) from exc
     finally:
         await engine.dispose()

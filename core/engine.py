@@ -1,4 +1,5 @@
-"""The story engine: scenes, variants, chapters and summaries, Discord-free (DESIGN §3).
+"""The story engine: scenes, variants, chapters and summaries, Discord-free
+(docs/architecture.md, "The engine and the model").
 
 Front ends (the Discord cogs, ``kahani play``, the tests) call a small public API. Every
 generation is an **async stream of events** — :class:`SceneText` pieces while the model
@@ -772,7 +773,8 @@ class StoryEngine:
         token_count = self.counter.count(content)
         try:
             async with self.db.transaction() as s:
-                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(),
+                                                  ttl=self.config.lease_ttl):
                     raise Conflict(msg.LEASE_LOST)
                 scene_id, variant_id = await plan.save(s, content, choices, token_count)
                 # Free the story in the same transaction: players may act on the new
@@ -839,7 +841,8 @@ class StoryEngine:
         try:
             summary = await self._summarise(plan.frame, plan.previous_rolling, scenes)
             async with self.db.transaction() as s:
-                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
+                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(),
+                                                  ttl=self.config.lease_ttl):
                     return
                 newest = fold[-1]
                 await repo.set_summary(

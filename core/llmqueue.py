@@ -108,7 +108,7 @@ async def grant(session: AsyncSession, *, limit: int, now: datetime, ttl: timede
             .order_by(LLMQueueEntry.id)  # arrival order: rows are added under the lock
         )
     ).all()
-    order = round_robin([tuple(r) for r in rows])
+    order = round_robin([(row_id, lane, served_at) for row_id, lane, served_at in rows])
     free = max(0, limit - running)
     granted, order = order[:free], order[free:]
     if granted:

@@ -1,9 +1,9 @@
 """The story database: SQLAlchemy 2 models for the story tree and everything around it.
 
-A story is a tree (DESIGN §2): a scene hangs under the variant it continues from
+A story is a tree (docs/architecture.md, "The story tree"): a scene hangs under the variant it continues from
 (``parent_variant_id``), each scene has variants, each variant its own choices. The path
 that is "the story" follows each scene's active variant; the story stores its current tip
-so that the recent scenes are read by walking up from it (DESIGN §8).
+so that the recent scenes are read by walking up from it (docs/architecture.md, "The story tree").
 
 Constraints live in the schema, not only in code: one active variant per scene, one child
 scene per variant, one root scene per story, unique choice positions, and cascades that
@@ -358,7 +358,7 @@ class Summary(Base):
     """A chapter summary or a rolling summary, stored on the variant where it was made.
 
     It summarises the path up to that variant, so switching an earlier variant brings
-    back that branch's summaries (DESIGN §8).
+    back that branch's summaries (docs/architecture.md, "The story tree").
     """
 
     __tablename__ = "summaries"

@@ -1,4 +1,4 @@
-"""Scene text → narration chunks for text-to-speech (DESIGN §5).
+"""Scene text → narration chunks for text-to-speech (docs/architecture.md, "Narration").
 
 A scene is read aloud piece by piece: the first piece is flushed early (the first short
 sentence, or about 80 characters) so that audio starts fast; later pieces are a few
@@ -170,9 +170,7 @@ class Chunker:
             raise RuntimeError("the chunker is finished")
         self._raw += text
         # Clean up to where the last run of spaces ends and a word begins.
-        last = None
-        for last in re.finditer(r"\s+(?=\S)", self._raw):
-            pass
+        last = max(re.finditer(r"\s+(?=\S)", self._raw), key=lambda m: m.end(), default=None)
         if last is not None:
             self._take_raw(last.end())
         return self._chunks_ready(final=False)

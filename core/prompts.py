@@ -1,4 +1,5 @@
-"""Prompt text: what the storyteller model is told, and in which order (DESIGN §3).
+"""Prompt text: what the storyteller model is told, and in which order
+(docs/architecture.md, "The engine and the model").
 
 A scene prompt is a chat: the system message (narrator role, the story's genre, tone,
 world and point of view, the rules and the choice format), then a first user message
@@ -62,7 +63,7 @@ def scene_max_tokens(scene_length: str, *, reasoning_headroom: int = 0) -> int:
     """The reply's max_tokens: the longest scene, the choices, and some slack.
 
     English prose runs ~1.35 tokens a word; choices take ~120 tokens. Reasoning models
-    think before they write, so they get extra headroom (DESIGN §8).
+    think before they write, so they get extra headroom (docs/architecture.md, "The engine and the model").
     """
     _, most = SCENE_WORDS.get(scene_length, SCENE_WORDS[SceneLength.MEDIUM])
     return int(most * 1.35 * 1.25) + 160 + reasoning_headroom

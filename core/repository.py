@@ -4,7 +4,7 @@ members, user settings and generation leases.
 Every function takes the caller's ``AsyncSession`` (one unit of work, see
 ``core.db.Database.transaction``) and never commits: the caller decides when a unit
 of work ends. Reading the active path walks up from the story's tip in one recursive
-query, so its cost does not grow with the story (DESIGN §8).
+query, so its cost does not grow with the story (docs/architecture.md, "The story tree").
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Integer, and_, bindparam, delete, false, func, literal, select, update
+from sqlalchemy import CursorResult, Integer, and_, bindparam, delete, false, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
@@ -195,7 +195,8 @@ async def list_stories(
 async def story_for_thread(session: AsyncSession, thread_id: int) -> Story | None:
     """The story that lives in this Discord thread (or DM channel), if any."""
     return await session.scalar(
-        select(Story).where((Story.thread_id == thread_id) | ((Story.channel_id == thread_id) & Story.guild_id.is_(None)))
+        select(Story).where(
+            (Story.thread_id == thread_id) | ((Story.channel_id == thread_id) & Story.guild_id.is_(None)))
         .order_by(Story.updated_at.desc(), Story.id.desc()).limit(1)
     )
 
@@ -238,7 +239,8 @@ async def get_member(session: AsyncSession, story_id: int, user_id: int) -> Stor
 async def delete_story(session: AsyncSession, story_id: int) -> None:
     """Delete a story and, through the schema's cascades, every row of its tree."""
     result = await session.execute(delete(Story).where(Story.id == story_id))
-    if result.rowcount == 0:
+    # A DELETE's result is a CursorResult; AsyncSession.execute is typed as the plain Result.
+    if cast("CursorResult[Any]", result).rowcount == 0:
         raise NotFound(f"Story #{story_id} does not exist (it may have been deleted).")
 
 
@@ -519,7 +521,7 @@ _NO_LIMIT = 2**31 - 1
 
 
 @functools.cache
-def _walk_up_statement(start: str) -> Any:
+def _walk_up_statement(start: str):  # the type is inferred: SQLAlchemy 2.0 and 2.1 spell Select[...] differently
     """The recursive walk up the tree, built once (building it costs more than running
     it): from the tip of story ``:start`` or from variant ``:start``, ``:limit`` scenes."""
 
@@ -864,7 +866,7 @@ async def heartbeat_lease(
         .where(GenerationLease.story_id == story_id, GenerationLease.holder == holder)
         .values(heartbeat_at=now, expires_at=now + ttl)
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1  # a CursorResult, typed as Result
 
 
 async def release_lease(session: AsyncSession, story_id: int, holder: str) -> bool:
@@ -874,7 +876,7 @@ async def release_lease(session: AsyncSession, story_id: int, holder: str) -> bo
             GenerationLease.story_id == story_id, GenerationLease.holder == holder
         )
     )
-    return result.rowcount == 1
+    return cast("CursorResult[Any]", result).rowcount == 1  # a CursorResult, typed as Result
 
 
 async def get_lease(session: AsyncSession, story_id: int) -> GenerationLease | None:

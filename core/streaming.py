@@ -279,9 +279,7 @@ def trim_to_last_sentence(text: str) -> str:
     """Cut a scene that stopped mid-sentence (``finish_reason: length``) after its last
     full sentence; text without any sentence end is kept whole."""
     text = text.rstrip()
-    last = None
-    for last in _SENTENCE_END.finditer(text):
-        pass
+    last = max(_SENTENCE_END.finditer(text), key=lambda m: m.end(), default=None)
     if last is None:
         return text
     return text[: last.end()]

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -146,7 +146,8 @@ class KokoroClient:
 
     # --- speech ------------------------------------------------------------------------
 
-    async def stream_pcm(self, text: str, *, voice: str | None = None, speed: float = 1.0) -> AsyncIterator[bytes]:
+    async def stream_pcm(self, text: str, *, voice: str | None = None,
+                         speed: float = 1.0) -> AsyncGenerator[bytes, None]:
         """The speech for ``text`` as raw 24 kHz s16le mono PCM, piece by piece as Kokoro
         makes it (pieces have any length, also odd)."""
         body = self._speech_body(text, voice, speed, "pcm")

@@ -1,4 +1,4 @@
-"""Group votes on a scene's choices, Discord-free (DESIGN §4 "Group play", §8).
+"""Group votes on a scene's choices, Discord-free (docs/architecture.md, "How a vote closes").
 
 A group story's latest scene (its tip variant) has a **ballot**: one vote per member,
 changeable, withdrawn by voting for the same option again. A ballot closes at its

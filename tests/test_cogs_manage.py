@@ -375,6 +375,27 @@ async def test_the_chapter_list_stays_within_discords_embed_limits(world: World)
     assert 5000 < size <= EMBED_TOTAL
 
 
+async def test_story_info_of_a_long_campaign_stays_within_discords_embed_limits(world: World) -> None:
+    seeded = await seed_story(world, "The Longer Road", scenes=0)
+    async with world.db.transaction() as s:
+        story = await repo.get_story(s, seeded.story_id)
+        story.premise, story.genre, story.tone = "premise " * 200, "g" * 100, "t" * 100
+        parent = None
+        for n in range(1, 41):
+            _, variant = await repo.add_scene(s, seeded.story_id, parent, f"Scene {n}.")
+            await repo.open_chapter(s, seeded.story_id, variant.id, summary=f"Summary {n}. " + "word " * 600,
+                                    title="T" * 200)
+            parent = variant.id
+    info = await reply(world, await world.standin.slash(world.alice, seeded.thread, "story info"))
+    (embed,) = info.embeds
+    assert "**Scenes:** 40" in embed["description"] and "Context used" in embed["description"]
+    assert embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=41)
+    assert embed["fields"][-2]["value"].startswith("Summary 40. word")  # the latest chapters are shown
+    size = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) + sum(
+        len(f["name"]) + len(f["value"]) for f in embed["fields"])
+    assert 5000 < size <= EMBED_TOTAL
+
+
 async def test_embed_fitting_keeps_short_values_whole_and_shortens_long_ones_at_a_word() -> None:
     embed = fitted_embed("t", [("short", "kept whole"), ("long", "lorem ipsum " * 1000)])
     assert embed.fields[0].value == "kept whole"

@@ -254,8 +254,8 @@ async def test_story_list_info_and_end(world: World) -> None:
     rec = await world.standin.slash(world.alice, thread, "story info")
     await rec.wait_response()
     await world.standin.wait_until(lambda: rec.followups, what="the info")
-    fields = {f["name"]: f["value"] for f in rec.followups[-1].embeds[0]["fields"]}
-    assert fields["Scenes"] == "2" and "%" in fields["Context used"]
+    description = rec.followups[-1].embeds[0]["description"]
+    assert "**Scenes:** 2" in description and "% of" in description
     rec = await world.standin.slash(world.bob, thread, "story end")
     assert msg.NOT_YOUR_STORY_TO_MANAGE in await ephemeral(world, rec)
     rec = await world.standin.slash(world.alice, thread, "story end")

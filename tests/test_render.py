@@ -164,7 +164,7 @@ def timing(world: World, channel: Channel, feeds: list[float]) -> Timing:
 
 
 def assert_paced(t: Timing) -> None:
-    # DESIGN §4's targets are 0.35 / 0.3 / 1.05 / 1.5 s (the benchmark measures them);
+    # docs/architecture.md's streaming targets are 0.35 / 0.3 / 1.05 / 1.5 s (the benchmark measures them);
     # the test allows for a loaded machine without letting a blocked edit (≥ 1 s late) pass.
     assert t.first <= 0.6, t
     assert t.final <= 0.6, t

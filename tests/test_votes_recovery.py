@@ -1,5 +1,5 @@
-"""A vote decided but whose winning scene never came (DESIGN §8, "Votes belong to a
-variant", "Generation lease"): the process that closed it died before the scene's
+"""A vote decided but whose winning scene never came (docs/architecture.md, "How a vote
+closes" and "The engine and the model"): the process that closed it died before the scene's
 generation started, or that generation died or failed. The winner's hand-off is a
 database claim (``ballots.taken_at``), and a recovery check — at start-up and with the
 vote timer — hands each stranded winner to exactly one process.

@@ -6,7 +6,7 @@ Discord-free: ``/story export`` and ``kahani export`` both call :func:`export_st
   length works in little memory (10,000 scenes in a few seconds).
 - EPUB and PDF are built in memory by their libraries, in a worker thread so the event
   loop keeps running; stories longer than ``MAX_BOOK_SCENES`` are refused with a pointer
-  to Markdown/HTML (DESIGN §8, "Export sizes").
+  to Markdown/HTML (docs/architecture.md, "Export").
 - Nothing the model wrote becomes markup: see ``core.export.text``.
 """
 
@@ -17,7 +17,7 @@ import enum
 import re
 import unicodedata
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 from core import messages as msg
 from core import repository as repo
@@ -74,7 +74,7 @@ class ExportResult:
 class _Counting:
     """Counts what goes through to ``out``."""
 
-    def __init__(self, out: BinaryIO) -> None:
+    def __init__(self, out: IO[bytes]) -> None:
         self.out, self.size = out, 0
 
     def write(self, data: bytes) -> int:
@@ -115,7 +115,7 @@ async def export_story(
     db: Database,
     story_id: int,
     fmt: ExportFormat | str,
-    out: BinaryIO,
+    out: IO[bytes],
     *,
     whole_tree: bool = False,
     summaries: bool = False,

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import fontpkg
 import noto_cjk_sans_jp_regular
 from fpdf import FPDF, line_break
+from fpdf.fonts import TTFFont
 from markdown_it.token import Token
 
 from core.export.model import Block, ChapterStart, ChapterSummary, SceneBlock, StoryInfo
@@ -94,7 +95,9 @@ def _new_book(info: StoryInfo) -> tuple[_Book, frozenset[int]]:
         pdf.add_font(TEXT, style, fontpkg.path("PT Serif", weight=weight, style=slant))
     pdf.add_font(FALLBACK, "", str(noto_cjk_sans_jp_regular.FONT_PATH))
     pdf.set_fallback_fonts([FALLBACK], exact_match=False)
-    covered = frozenset(pdf.fonts[TEXT.lower()].cmap) | frozenset(pdf.fonts[FALLBACK.lower()].cmap)
+    # Both were just added from font files: TrueType fonts, not PDF core fonts.
+    text_font, fallback_font = (cast(TTFFont, pdf.fonts[name.lower()]) for name in (TEXT, FALLBACK))
+    covered = frozenset(text_font.cmap) | frozenset(fallback_font.cmap)
     pdf.set_title(one_line(info.title))
     pdf.set_author(", ".join(info.authors))
     pdf.set_lang(info.language)

@@ -1,6 +1,6 @@
 """Reading a story for export, page by page.
 
-The active path is read from its tip (DESIGN §8): one recursive walk up that carries
+The active path is read from its tip (docs/architecture.md, "The story tree"): one recursive walk up that carries
 only ids (a few integers per scene), then the texts in pages of ``PAGE`` scenes, so a
 10,000-scene story never has more than one page of text in memory. Whole-tree exports
 add each branch as a run of scenes found by walking down from its first scene along
@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import and_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import aliased
 
@@ -106,7 +106,7 @@ async def _spine_down(session: AsyncSession, start_scene_id: int) -> list[_Step]
     return [_Step(scene_id, depth, chapter_id, None) for scene_id, depth, chapter_id in rows]
 
 
-def _variant_columns() -> Select[tuple[int, int, int, str, str, str, str, bool]]:
+def _variant_columns():  # the type is inferred: SQLAlchemy 2.0 and 2.1 spell Select[...] differently
     return select(
         SceneVariant.id, SceneVariant.scene_id, SceneVariant.number, SceneVariant.kind,
         SceneVariant.instruction_kind, SceneVariant.instruction, SceneVariant.content, SceneVariant.is_active,
@@ -186,5 +186,6 @@ async def whole_tree_blocks(session: AsyncSession, story: Story) -> AsyncIterato
                 if step.chapter_id != chapter_id:
                     chapter_id = step.chapter_id
                     yield chapters.get(step.chapter_id, ChapterStart(0, ""))
-                yield SceneBlock(step.scene_id, step.depth + 1, lead_in(followed.instruction_kind, followed.instruction),
+                yield SceneBlock(step.scene_id, step.depth + 1,
+                                 lead_in(followed.instruction_kind, followed.instruction),
                                  followed.content, followed.number, followed.kind, tuple(alternatives))
