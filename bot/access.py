@@ -134,10 +134,10 @@ def play_check(interaction: discord.Interaction[Any]) -> Callable[[Story, int, s
 
 
 async def story_for(session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None,
-                    need: Need) -> tuple[Story, Caller]:
+                    need: Need, *, shown: bool = False) -> tuple[Story, Caller]:
     """The story a command is about — the one named, else the one of this thread or DM —
     if the caller may do ``need`` to it. A story that does not exist and one the caller
-    may not see get the same answer."""
+    may not see get the same answer (unless ``shown``: asked from the story's message)."""
     if story_id is None:
         story = await repo.story_for_thread(session, interaction.channel_id or 0)
         if story is None:
@@ -149,7 +149,7 @@ async def story_for(session: AsyncSession, interaction: discord.Interaction[Any]
             story = await repo.get_story(session, story_id)
         except NotFound:
             raise Hidden() from None
-    return story, await check(session, interaction, story, need)
+    return story, await check(session, interaction, story, need, shown=shown)
 
 
 async def story_of_variant(session: AsyncSession, interaction: discord.Interaction[Any], variant_id: int,

@@ -31,6 +31,7 @@ from discord.ext import commands
 
 from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
+from bot.player import ScenePlayer
 from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
 from cogs.render import StreamScheduler
 from core import db as dbmod
@@ -50,8 +51,10 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.chapters",
     "cogs.characters",
     "cogs.settings",
-    "cogs.stories",
-    "cogs.narration",  # issue 8: /narrate and the Narrate button
+    "cogs.stories",  # /story …
+    "cogs.scenes",  # what a scene's components do
+    "cogs.votes",  # group play: votes, the vote timer, Join and Close vote
+    "cogs.narration",  # /narrate and the Narrate button
 )
 
 # Seconds a shutdown waits for background work (generations) to wind down.
@@ -207,6 +210,8 @@ class KahaniBot(commands.AutoShardedBot):
         self.llm_queue = LLMQueue(db, llm_concurrency(settings), holder_prefix=self.instance_id)
         limits = GenerationLimits(settings.generations_per_user_per_minute, settings.generations_per_guild_per_minute)
         self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits)
+        # Plays, finishes and shows scenes for every cog that needs them (bot/player.py).
+        self.player = ScenePlayer(self)
         self._setup = setup
         self._created = time.perf_counter()
         self._dynamic_templates: dict[type, re.Pattern[str]] = {}
@@ -218,6 +223,7 @@ class KahaniBot(commands.AutoShardedBot):
         StreamScheduler.shared().set_global_limit(discord_global_rate(self.settings))
         for extension in EXTENSIONS:
             await self.load_extension(extension)
+        self.player.start()
         self.metrics.instrument(self)
         if self._setup is not None:
             await self._setup(self)

@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable
 from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any
 
@@ -179,34 +178,19 @@ class Metrics:
             self.vote_closes.labels(str(settled.state.closed_by)).inc()
 
     def instrument(self, bot: KahaniBot) -> None:
-        """Hook the narration and vote cogs (call once the extensions are loaded) and
-        read the LLM queue's length whenever the metrics are scraped."""
+        """Listen to the events the cogs dispatch (a narration finished, a vote settled)
+        and read the LLM queue's length whenever the metrics are scraped."""
         queue = bot.llm_queue
         self.queue_length.set_function(lambda: queue.waiting)
         self.queue_running.set_function(lambda: queue.running)
-        narration = bot.get_cog("Narration")
-        if narration is not None:
-            log_finished = narration._log_finished  # type: ignore[attr-defined]
+        bot.add_listener(self._on_narration_finished, "on_kahani_narration_finished")
+        bot.add_listener(self._on_vote_settled, "on_kahani_vote_settled")
 
-            def ended(guild_id: int, job: Any) -> None:
-                self.narration_ended(job.source.stats)
-                log_finished(guild_id, job)
+    async def _on_narration_finished(self, guild_id: int, job: Any) -> None:
+        self.narration_ended(job.source.stats)
 
-            narration._log_finished = ended  # type: ignore[attr-defined]
-        stories = bot.get_cog("Stories")
-        votes = getattr(getattr(stories, "group", None), "votes", None)
-        if votes is not None:
-            for name in ("close", "settle_due"):
-                setattr(votes, name, self._counting_settle(getattr(votes, name)))
-
-    def _counting_settle(self, method: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        @functools.wraps(method)
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            settled = await method(*args, **kwargs)
-            self.vote_settled(settled)
-            return settled
-
-        return wrapper
+    async def _on_vote_settled(self, settled: Any) -> None:
+        self.vote_settled(settled)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

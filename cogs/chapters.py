@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import allows
+from bot.access import allows, story_for
 from bot.errors import KahaniModal
 from cogs.common import (
     EMBED_FIELDS,
@@ -32,6 +32,7 @@ from cogs.common import (
     story_to_view,
 )
 from core import messages as msg
+from core import repository as repo
 from core.access import Need
 from core.errors import Conflict, KahaniError, NotFound
 from core.models import Chapter
@@ -156,9 +157,21 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
                   title: app_commands.Range[str, 1, TITLE_MAX] | None = None,
                   story: int | None = None) -> None:
         title = checked_text(title, msg.FIELD_TITLE, TITLE_MAX)
+        await self.close_chapter(interaction, story, title)
+
+    async def new_chapter_button(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+        """The **New chapter** button under a scene: the same as ``/chapter new``."""
+        async with self.bot.db.read() as session:
+            story_id = await repo.variant_story_id(session, variant_id)
+        await self.close_chapter(interaction, story_id, "", shown=True)
+
+    async def close_chapter(self, interaction: discord.Interaction[Any], story_id: int | None, title: str, *,
+                            shown: bool = False) -> None:
+        """Close the story's current chapter with a summary the model writes (``/chapter
+        new`` and the New chapter button). ``shown``: asked from the story's own message."""
         await interaction.response.defer(ephemeral=True, thinking=True)  # the model writes the summary
         async with self.bot.db.transaction() as session:
-            found, who = await story_to_manage(session, interaction, story)
+            found, who = await story_for(session, interaction, story_id, Need.MODERATE, shown=shown)
         try:
             chapter = await self.bot.engine.new_chapter(found.id, title=title, user_id=who.user.id)
         except (Conflict, NotFound):

@@ -143,6 +143,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         self._tasks: set[asyncio.Task[Any]] = set()
 
     async def cog_load(self) -> None:
+        self.bot.player.narrator = self  # auto-narration (bot/player.py)
         self.voice_problem = voice_problem()
         if self.voice_problem:
             log.warning("voice narration is unavailable: %s (DM narration files still work)", self.voice_problem)
@@ -151,6 +152,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         self._spawn(self._check_kokoro())
 
     async def cog_unload(self) -> None:
+        self.bot.player.narrator = None
         for guild_id in list(self.sessions):
             await self._close_session(guild_id)
         for task in list(self._tasks):
@@ -423,6 +425,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         stats = job.source.stats
         log.info("narration in guild %s ended: %d frames, %d underruns, %d silence frames, chunks %d",
                  guild_id, stats.audio_frames, stats.underruns, stats.silence_frames, len(job.chunks_read))
+        self.bot.dispatch("kahani_narration_finished", guild_id, job)  # metrics listen
 
     def narrating(self, guild_id: int) -> bool:
         """Whether the bot is in a voice channel of this guild (auto-narrate asks this)."""

@@ -2,7 +2,8 @@
 
 Components outlive the process (docs/architecture.md, "Scene components"): each is a ``DynamicItem`` whose custom_id
 is ``kahani:v1:<action>:<id>[:<n>]``. ``from_custom_id`` only parses — every check
-against the database happens in the callback, which hands over to the Stories cog.
+against the database happens in the callback, which calls a typed handler of the cog
+it belongs to (cogs/scenes.py, cogs/votes.py, cogs/narration.py, cogs/chapters.py).
 
 Layout (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
 Continue, Narrate, New chapter (≥ 80 % of the context); row 3 the variant select (more
@@ -12,7 +13,7 @@ than one variant); row 4 the rating select; row 5 Favourite, Close vote and Join
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,17 +23,41 @@ from bot.errors import funnel_errors
 from core.choices import Choice, shorten_label
 
 if TYPE_CHECKING:
-    from cogs.stories import Stories
+    from cogs.chapters import Chapters
+    from cogs.narration import Narration
+    from cogs.scenes import Scenes
+    from cogs.votes import Votes
 
 PREFIX = "kahani:v1"
 HEADER_PREFIX = "-# → "
 INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
 
 
-def cog(interaction: discord.Interaction[Any]) -> Stories:
-    stories = interaction.client.get_cog("Stories")  # type: ignore[union-attr]
-    assert stories is not None, "the Stories cog is not loaded"
-    return stories  # type: ignore[return-value]
+def _loaded(interaction: discord.Interaction[Any], name: str) -> Any:
+    found = interaction.client.get_cog(name)  # type: ignore[union-attr]
+    assert found is not None, f"the {name} cog is not loaded"
+    return found
+
+
+# Typed accessors: each component's callback calls a typed handler of the cog it belongs to.
+def scenes(interaction: discord.Interaction[Any]) -> Scenes:
+    return _loaded(interaction, "Scenes")
+
+
+def votes(interaction: discord.Interaction[Any]) -> Votes:
+    return _loaded(interaction, "Votes")
+
+
+def narration(interaction: discord.Interaction[Any]) -> Narration:
+    return _loaded(interaction, "Narration")
+
+
+def chapters(interaction: discord.Interaction[Any]) -> Chapters:
+    return _loaded(interaction, "Chapters")
+
+
+# What a click on a button that carries one id does: (the click, the id) → the handler.
+Handler = Callable[[discord.Interaction[Any], int], Awaitable[None]]
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -78,10 +103,10 @@ class ChoiceButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
     @funnel_errors
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await cog(interaction).on_choice(interaction, self.variant_id, self.n)
+        await scenes(interaction).on_choice(interaction, self.variant_id, self.n)
 
 
-def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int, handler: str,
+def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int, handler: Handler,
                    emoji: str | None = None) -> type[discord.ui.DynamicItem[Any]]:
     """A button that carries a variant id and hands the click to a Stories method."""
 
@@ -98,22 +123,30 @@ def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int
 
         @funnel_errors
         async def callback(self, interaction: discord.Interaction[Any]) -> None:
-            await getattr(cog(interaction), handler)(interaction, self.target_id)
+            await handler(interaction, self.target_id)
 
     _Button.__name__ = _Button.__qualname__ = f"{action.title()}Button"
     return _Button
 
 
-ActionButton = _simple_button("act", "Your action", discord.ButtonStyle.success, 0, "on_action", "✍️")
-RegenerateButton = _simple_button("regen", "Regenerate", discord.ButtonStyle.secondary, 1, "on_regenerate", "🔄")
-BranchButton = _simple_button("branch", "Branch", discord.ButtonStyle.secondary, 1, "on_branch", "🌿")
-ContinueButton = _simple_button("cont", "Continue", discord.ButtonStyle.secondary, 1, "on_continue", "➕")
-NarrateButton = _simple_button("narrate", "Narrate", discord.ButtonStyle.secondary, 1, "on_narrate", "🔊")
-ChapterButton = _simple_button("chapter", "New chapter", discord.ButtonStyle.danger, 1, "on_new_chapter", "📖")
-FavouriteButton = _simple_button("fav", "Favourite", discord.ButtonStyle.secondary, 4, "on_favourite", "⭐")
+ActionButton = _simple_button("act", "Your action", discord.ButtonStyle.success, 0,
+                              lambda i, v: scenes(i).on_action(i, v), "✍️")
+RegenerateButton = _simple_button("regen", "Regenerate", discord.ButtonStyle.secondary, 1,
+                                  lambda i, v: scenes(i).on_regenerate(i, v), "🔄")
+BranchButton = _simple_button("branch", "Branch", discord.ButtonStyle.secondary, 1,
+                              lambda i, v: scenes(i).on_branch(i, v), "🌿")
+ContinueButton = _simple_button("cont", "Continue", discord.ButtonStyle.secondary, 1,
+                                lambda i, v: scenes(i).on_continue(i, v), "➕")
+NarrateButton = _simple_button("narrate", "Narrate", discord.ButtonStyle.secondary, 1,
+                               lambda i, v: narration(i).narrate_button(i, v), "🔊")
+ChapterButton = _simple_button("chapter", "New chapter", discord.ButtonStyle.danger, 1,
+                               lambda i, v: chapters(i).new_chapter_button(i, v), "📖")
+FavouriteButton = _simple_button("fav", "Favourite", discord.ButtonStyle.secondary, 4,
+                                 lambda i, v: scenes(i).on_favourite(i, v), "⭐")
 # Group stories (cogs/votes.py): close the vote early, join the story's table.
-CloseVoteButton = _simple_button("close", "Close vote", discord.ButtonStyle.danger, 4, "on_close_vote", "🗳️")
-JoinButton = _simple_button("join", "Join", discord.ButtonStyle.success, 4, "on_join", "🙋")
+CloseVoteButton = _simple_button("close", "Close vote", discord.ButtonStyle.danger, 4,
+                                 lambda i, v: votes(i).on_close(i, v), "🗳️")
+JoinButton = _simple_button("join", "Join", discord.ButtonStyle.success, 4, lambda i, v: votes(i).on_join(i, v), "🙋")
 
 
 class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
@@ -135,7 +168,7 @@ class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
 
     @funnel_errors
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
-        await cog(interaction).on_retry(interaction, self.kind, self.target_id, self.n)
+        await scenes(interaction).on_retry(interaction, self.kind, self.target_id, self.n)
 
 
 class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:variant:(?P<scene>\d+)"):
@@ -153,7 +186,7 @@ class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"
     @funnel_errors
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         values = (interaction.data or {}).get("values") or []
-        await cog(interaction).on_select_variant(interaction, self.scene_id, values[0] if values else "")
+        await scenes(interaction).on_select_variant(interaction, self.scene_id, values[0] if values else "")
 
 
 class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:rate:(?P<variant>\d+)"):
@@ -174,7 +207,7 @@ class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{
     @funnel_errors
     async def callback(self, interaction: discord.Interaction[Any]) -> None:
         values = (interaction.data or {}).get("values") or []
-        await cog(interaction).on_rate(interaction, self.variant_id, values[0] if values else "")
+        await scenes(interaction).on_rate(interaction, self.variant_id, values[0] if values else "")
 
 
 DYNAMIC_ITEMS: tuple[type[discord.ui.DynamicItem[Any]], ...] = (

@@ -1,8 +1,9 @@
 """Group play in Discord: the choice buttons of a group story's latest scene are votes.
 
-The Stories cog owns one :class:`GroupPlay` and hands it what is specific to group
-stories; the votes themselves (who may vote, the tally, deadlines, the close claim)
-are ``core.votes``. Here:
+The :class:`Votes` cog is the scene player's ``ballots`` (bot/player.py): the player and
+the scene components (cogs/scenes.py) hand it what is specific to group stories; the
+votes themselves (who may vote, the tally, deadlines, the close claim) are
+``core.votes``. Here:
 
 - a click is answered ephemerally at once ("You voted for 2"), with an interaction
   callback (no rate limit); the scene message's tally embed follows through
@@ -13,7 +14,7 @@ are ``core.votes``. Here:
   start-up and at least every :data:`TIMER_MAX` seconds the timer settles every
   ballot past due (so a deadline that passed while the bot was down fires on start-up),
   and the close claim makes one process win when several run;
-- the winner is taken through the same path as a solo choice (``Stories.play`` with
+- the winner is taken through the same path as a solo choice (``ScenePlayer.play`` with
   ``engine.next_scene``), once its hand-off is claimed in the database; the timer also
   recovers winners nobody is writing (the closer died between the close and the scene,
   or the scene's generation died or failed): ``VoteService.recover`` hands each to one
@@ -29,10 +30,12 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord.ext import commands
 from discord.ui.select import BaseSelect
 
 from bot.access import decide, play_check, story_of_variant
 from bot.errors import send_ephemeral
+from bot.player import NoBallots
 from cogs import scene_ui as ui
 from cogs.common import NotAllowed, before_a_modal, within_the_deadline
 from cogs.render import ChannelBudget, StreamScheduler, Urgency
@@ -53,7 +56,8 @@ from core.votes import (
 )
 
 if TYPE_CHECKING:
-    from cogs.stories import Stories
+    from bot.app import KahaniBot
+    from bot.player import ScenePlayer
 
 log = logging.getLogger(__name__)
 TIMER_MAX = 15.0  # seconds: the timer looks at the database at least this often
@@ -102,7 +106,7 @@ class TallyPainter:
     state as the database has it at that moment — so any number of votes in between
     cost one edit."""
 
-    def __init__(self, group: GroupPlay) -> None:
+    def __init__(self, group: Votes) -> None:
         self.group = group
         self._pending: dict[int, dict[int, Urgency]] = {}  # channel id → ballot ids (ordered) → urgency
         self._workers: dict[int, asyncio.Task[None]] = {}
@@ -161,27 +165,44 @@ class TallyPainter:
         self._pending.pop(channel_id, None)
 
 
-class GroupPlay:
-    """Votes in group stories, for the Stories cog."""
+class Votes(commands.Cog):
+    """Group play: votes on a group story's choices, the vote timer, Join and Close vote.
+    It is the scene player's ``ballots`` (bot/player.py) while it is loaded."""
 
-    def __init__(self, stories: Stories) -> None:
-        self.stories = stories
-        self.bot = stories.bot
-        self.db = stories.db
+    def __init__(self, bot: KahaniBot) -> None:
+        self.bot = bot
+        self.db = bot.db
+        self.player: ScenePlayer = bot.player
         self.votes = VoteService(self.db)
         self.painter = TallyPainter(self)
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def cog_load(self) -> None:
+        self.player.ballots = self
         self._timer = self.bot.spawn(self._run_timer())  # the bot cancels it on shutdown
 
-    async def stop(self) -> None:
+    async def cog_unload(self) -> None:
+        self.player.ballots = NoBallots()
         if self._timer is not None:
             self._timer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
         await self.painter.close()
+
+    async def _close(self, ballot_id: int, reason: CloseReason) -> Settled | None:
+        """Close a ballot (a database claim: None if it was closed already) and tell
+        whoever listens (metrics: ``on_kahani_vote_settled``)."""
+        settled = await self.votes.close(ballot_id, reason)
+        if settled is not None:
+            self.bot.dispatch("kahani_vote_settled", settled)
+        return settled
+
+    async def _settle_due(self, ballot_id: int) -> Settled | None:
+        settled = await self.votes.settle_due(ballot_id)
+        if settled is not None:
+            self.bot.dispatch("kahani_vote_settled", settled)
+        return settled
 
     def wake(self) -> None:
         """Look at the deadlines now (e.g. after a test moved the clock)."""
@@ -197,7 +218,7 @@ class GroupPlay:
             timeout = TIMER_MAX
             try:
                 for ballot_id in await self.votes.due():
-                    settled = await self.votes.settle_due(ballot_id)
+                    settled = await self._settle_due(ballot_id)
                     if settled is not None:
                         await self.after_settle(settled)
                 for settled in await self.votes.recover():
@@ -244,12 +265,12 @@ class GroupPlay:
             messages = await repo.get_variant_messages(s, state.variant_id)
         if not messages:
             return None
-        channel = self.bot.get_channel(messages[-1][0])
+        channel: Any = self.bot.get_channel(messages[-1][0])  # the scene's thread or DM
         if channel is None:
             return None
         kwargs: dict[str, Any] = {"embed": tally_embed(state)}
         if not state.open and state.winner is not None:  # decided: the buttons go grey
-            kwargs["view"] = disabled(await self.stories.view_for(state.variant_id), state.winner, state.variant_id)
+            kwargs["view"] = disabled(await self.player.view_for(state.variant_id), state.winner, state.variant_id)
         return channel.get_partial_message(messages[-1][1]), kwargs
 
     async def void(self, story_id: int) -> None:
@@ -289,9 +310,9 @@ class GroupPlay:
                                               may_vote=play_check(interaction))
             state = result.state
             if result.position is not None and result.after_no_votes and (result.by_owner or host_perms):
-                return result, await self.votes.close(state.ballot_id, CloseReason.HOST)  # the host was asked
+                return result, await self._close(state.ballot_id, CloseReason.HOST)  # the host was asked
             if state.everyone_voted:
-                return result, await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
+                return result, await self._close(state.ballot_id, CloseReason.EVERYONE)
             return result, None
 
         result, settled = await within_the_deadline(interaction, record())
@@ -318,7 +339,7 @@ class GroupPlay:
         if interaction.response.is_done() or interaction.message is None \
                 or not await self._shows(variant_id, interaction.message.id):
             return False
-        view = disabled(await self.stories.view_for(variant_id), settled.winner, variant_id)
+        view = disabled(await self.player.view_for(variant_id), settled.winner, variant_id)
         await interaction.response.edit_message(embed=tally_embed(settled.state), view=view)
         return True
 
@@ -357,7 +378,7 @@ class GroupPlay:
                     access.can_play(story_facts, who) and story_facts.member_status == MemberStatus.JOINED.value):
                 raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
         state = await self.votes.latest(variant_id)
-        settled = None if state is None or not state.open else await self.votes.close(state.ballot_id, CloseReason.HOST)
+        settled = None if state is None or not state.open else await self._close(state.ballot_id, CloseReason.HOST)
         if settled is None:
             raise NotAllowed(msg.VOTE_NOTHING_OPEN)
         # The click's own update shows the outcome: no channel budget spent.
@@ -404,7 +425,7 @@ class GroupPlay:
             story = await repo.get_story(s, story_id)
         if story.mode != StoryMode.GROUP.value:
             return
-        channel = await self.stories._channel_of(story)
+        channel = await self.player.channel_of(story)
         if settled.ask_host:
             host = await host_of(self.db, story_id)
             if host is not None:
@@ -420,7 +441,7 @@ class GroupPlay:
         kind, text = settled.instruction
         retry = ("act", state.variant_id, None) if kind is InstructionKind.ACTION else \
             ("choose", state.variant_id, state.winner)
-        self.stories.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry)
+        self.player.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry)
 
     # --- members -----------------------------------------------------------------------
 
@@ -430,7 +451,7 @@ class GroupPlay:
         if state is None:
             return
         if state.everyone_voted:
-            settled = await self.votes.close(state.ballot_id, CloseReason.EVERYONE)
+            settled = await self._close(state.ballot_id, CloseReason.EVERYONE)
             if settled is not None:
                 await self.after_settle(settled)
                 return
@@ -446,4 +467,5 @@ def settings_text(title: str, settings: VoteSettings) -> str:
     )
 
 
-
+async def setup(bot: KahaniBot) -> None:
+    await bot.add_cog(Votes(bot))

@@ -353,7 +353,7 @@ async def test_a_thread_deleted_mid_scene_loses_nothing(world: World, caplog: py
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
     await world.standin.wait_until(lambda: any("tolls again" in m.content for m in thread.all_messages),
                                    what="the next scene streaming")
-    writing = [t for t in world.bot._background if t.get_coro().__qualname__ == "Stories.play"]
+    writing = [t for t in world.bot._background if t.get_coro().__qualname__ == "ScenePlayer.play"]
     await world.standin.moderator_delete_thread(thread)
     await asyncio.wait_for(asyncio.gather(*writing), 15)  # the generation runs to its end
     story = await story_of(world, "Bells")

@@ -11,6 +11,7 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import select
 
+from cogs.chapters import chapter_name
 from core import messages as msg
 from core import repository as repo
 from core.models import Chapter, Story
@@ -148,7 +149,7 @@ async def test_new_chapter_is_offered_from_80_percent_of_the_context_and_closes_
         chapters = list(await s.scalars(select(Chapter).where(Chapter.story_id == story.id)
                                         .order_by(Chapter.number)))
         assert len(chapters) == 2
-        assert answer == msg.CHAPTER_STARTED.format(title=chapters[1].title)
+        assert answer == msg.CHAPTER_CLOSED.format(closed=1, name=chapter_name(chapters[1]))  # as /chapter new says
         so_far = await world.bot.engine.story_so_far(story.id)
     summary = world.llm.chat_requests[-1]
     assert not summary.get("stream") and "Scenes to add:" in summary["messages"][-1]["content"]

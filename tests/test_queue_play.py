@@ -21,7 +21,7 @@ from core.models import LLMQueueEntry, Scene
 from tests.discord_standin import DiscordStandin
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.harness import play_world
-from cogs.stories import QueueLine
+from bot.player import QueueLine
 from tests.test_play import World, ephemeral, new_story, story_of, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")

@@ -63,7 +63,7 @@ class World:
 
     @property
     def group(self):  # noqa: ANN201
-        return self.bot.get_cog("Stories").group
+        return self.bot.get_cog("Votes")
 
     def advance(self, seconds: float) -> None:
         """Move the vote clock and let the timer look at the deadlines."""
@@ -83,7 +83,7 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         crowd = [standin.add_user(f"fan{n}", guild=guild) for n in range(200)]
         async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
             clock = FakeClock()
-            running.bot.get_cog("Stories").group.votes.clock = clock
+            running.bot.get_cog("Votes").votes.clock = clock
             yield World(standin, running.bot, llm, clock, guild, general, host, players, crowd)
 
 
