@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import discord
 
-from cogs.audio import NarrationJob, NarrationSource
+from bot.ui.audio import NarrationJob, NarrationSource
 from cogs.narration import voice_problem
 from core.llm import Finish, LLMClient, TextDelta
 from core.streaming import SceneTextFilter

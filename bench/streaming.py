@@ -1,7 +1,7 @@
 """Benchmark: how fast streamed scenes appear in Discord (docs/architecture.md, "Streaming a scene": the targets).
 
 The Discord stand-in runs in its own thread (its own event loop, as Discord is its own
-server); the bot side is a real discord.py client with cogs/render.py's SceneStreamer.
+server); the bot side is a real discord.py client with bot/ui/render.py's SceneStreamer.
 Each scene is a placeholder message ("the storyteller is writing…") that the streamer
 edits while word pieces arrive at 30 tokens/s — the pieces the fake LLM streams — and
 then replaces with the final text. Every create and edit the stand-in applies is timed
@@ -33,7 +33,7 @@ import discord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cogs.render import WRITING, SceneStreamer, StreamScheduler  # noqa: E402
+from bot.ui.render import WRITING, SceneStreamer, StreamScheduler  # noqa: E402
 from tests.discord_standin import DiscordStandin, run_client  # noqa: E402
 from tests.discord_standin.models import Revision  # noqa: E402
 from tests.fakes.llm import default_scene  # noqa: E402

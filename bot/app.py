@@ -33,7 +33,7 @@ from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
 from bot.player import ScenePlayer
 from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
-from cogs.render import StreamScheduler
+from bot.ui.render import StreamScheduler
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database

@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.access import allows, story_for
 from bot.errors import KahaniModal
-from cogs.common import (
+from bot.ui.common import (
     EMBED_FIELDS,
     MODAL_TIMEOUT,
     NO_PINGS,

@@ -15,7 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import KahaniModal
-from cogs.common import (
+from bot.ui.common import (
     MODAL_TIMEOUT,
     NO_PINGS,
     STORY_OPTION_HELP,

@@ -2,7 +2,7 @@
 
 In a server the bot joins the caller's voice channel (one voice connection per guild,
 so one narration per guild: another voice channel of the same server is refused
-clearly) and reads scenes there: Kokoro's PCM → :mod:`cogs.audio` → discord.py's player.
+clearly) and reads scenes there: Kokoro's PCM → :mod:`bot.ui.audio` → discord.py's player.
 In DMs, where there is no voice channel, Narrate sends the scene as an MP3 attachment.
 Voice and speed are those of whoever starts the narration (``/narrate voice|speed``
 write them, as ``/settings set`` does); a group story may have its own, which come first
@@ -38,8 +38,8 @@ from discord.ext import commands
 
 from bot.access import story_of_variant
 from bot.errors import send_ephemeral
-from cogs.audio import NarrationJob
-from cogs.common import (
+from bot.ui.audio import NarrationJob
+from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
     autocomplete_story,

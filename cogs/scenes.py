@@ -1,5 +1,5 @@
 """What a scene's components do: choose, act, regenerate, continue, branch, switch versions,
-rate, favourite and retry (cogs/scene_ui.py builds them; their callbacks come here).
+rate, favourite and retry (bot/ui/scene.py builds them; their callbacks come here).
 
 Every handler re-reads the database: who may act (``bot/access.py``), and whether the
 scene is still the one to act on. Scenes are written and shown by the scene player
@@ -18,8 +18,8 @@ from discord.ext import commands
 
 from bot.access import Caller, check, decide, story_of_variant
 from bot.errors import send_ephemeral
-from cogs import scene_ui as ui
-from cogs.common import NotAllowed, before_a_modal, within_the_deadline
+from bot.ui import scene as ui
+from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
 from core import messages as msg
 from core import repository as repo
 from core.access import Need

@@ -11,7 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from cogs.common import NO_PINGS, caller, checked_text
+from bot.ui.common import NO_PINGS, caller, checked_text
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError

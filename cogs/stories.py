@@ -17,7 +17,7 @@ from discord.ext import commands
 
 from bot.access import check, story_for, thread_view, visible_stories
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
-from cogs.common import (
+from bot.ui.common import (
     EMBED_FIELDS,
     NotAllowed,
     caller,

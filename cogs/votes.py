@@ -36,9 +36,9 @@ from discord.ui.select import BaseSelect
 from bot.access import decide, play_check, story_of_variant
 from bot.errors import send_ephemeral
 from bot.player import NoBallots
-from cogs import scene_ui as ui
-from cogs.common import NotAllowed, before_a_modal, within_the_deadline
-from cogs.render import ChannelBudget, StreamScheduler, Urgency
+from bot.ui import scene as ui
+from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
+from bot.ui.render import ChannelBudget, StreamScheduler, Urgency
 from core import access
 from core import messages as msg
 from core import repository as repo

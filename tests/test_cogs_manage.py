@@ -12,7 +12,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import KahaniBot
-from cogs.common import EMBED_TOTAL, PrivateView, fitted_embed, shorten
+from bot.ui.common import EMBED_TOTAL, PrivateView, fitted_embed, shorten
 from core import messages as msg
 from core import repository as repo
 from core.db import Database

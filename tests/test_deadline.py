@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from cogs import common
+from bot.ui import common
 
 
 class FakeResponse:

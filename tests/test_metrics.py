@@ -21,7 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bot.app import KahaniBot
 from bot.settings import SettingsError, load_settings
-from cogs.audio import PlaybackStats
+from bot.ui.audio import PlaybackStats
 from tests.discord_standin import AdjustableClock, DiscordStandin
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.fakes.kokoro import FakeKokoro

@@ -1,4 +1,4 @@
-"""Narration audio (cogs/audio.py): Kokoro's 24 kHz mono PCM → Discord's 48 kHz stereo
+"""Narration audio (bot/ui/audio.py): Kokoro's 24 kHz mono PCM → Discord's 48 kHz stereo
 20 ms frames, the long-lived AudioSource the player thread reads, and a scene's
 narration job against the fake Kokoro, with a player thread standing in for discord.py's."""
 
@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import numpy as np
 import pytest_asyncio
 
-from cogs.audio import FRAME_BYTES, SILENCE, NarrationJob, NarrationSource, PcmConverter
+from bot.ui.audio import FRAME_BYTES, SILENCE, NarrationJob, NarrationSource, PcmConverter
 from core.narration import chunk_text
 from core.tts import KokoroClient, TTSError, TTSTimeouts
 from tests.fakes.kokoro import FakeKokoro, Fault, level

@@ -17,7 +17,7 @@ import pytest
 import pytest_asyncio
 
 from bot.app import KahaniBot
-from cogs.audio import FRAME_BYTES, SILENCE
+from bot.ui.audio import FRAME_BYTES, SILENCE
 from cogs.narration import Narration
 from core import messages as msg
 from core import repository as repo

@@ -187,7 +187,7 @@ async def assert_stopped_cleanly(world: World, narrating: Narrating) -> None:
 
 
 VOICE_CODE = ("discord/voice_state.py", "discord/voice_client.py", "discord/gateway.py", "discord/player.py",
-              "cogs/narration.py", "cogs/audio.py", "core/tts.py")
+              "cogs/narration.py", "bot/ui/audio.py", "core/tts.py")
 
 
 def voice_code(task: asyncio.Task[Any]) -> bool:

@@ -1,4 +1,4 @@
-"""cogs/render.py: live scene messages, with the real discord.py client against the stand-in.
+"""bot/ui/render.py: live scene messages, with the real discord.py client against the stand-in.
 
 The first half drives SceneStreamer through a real client (one stand-in and one client
 for the module); the stand-in's checks (autouse ``discord_rules``) fail a test on any
@@ -20,7 +20,7 @@ import discord
 import pytest
 import pytest_asyncio
 
-from cogs.render import (
+from bot.ui.render import (
     FAILED_LINE, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer, StreamScheduler,
     Urgency, post_paced, show_text, split_text,
 )

@@ -51,7 +51,7 @@ def sqlite_url(sqlite_template: Path, tmp_path: Path) -> str:
 
 
 # What discord.py's voice code, the player thread and the narration log under.
-VOICE_LOGGERS = ("discord.voice", "discord.player", "discord.gateway", "cogs.narration", "cogs.audio")
+VOICE_LOGGERS = ("discord.voice", "discord.player", "discord.gateway", "cogs.narration", "bot.ui.audio")
 ENDED = re.compile(r"ended: (\d+) frames, (\d+) underruns, (\d+) silence frames")
 
 
