@@ -20,6 +20,7 @@ from typing import Any
 import discord
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from bot.types import Interaction
 from core import access
 from core import messages as msg
 from core import repository as repo
@@ -51,7 +52,7 @@ class ThreadView:
     private: bool = False
 
 
-def thread_view(interaction: discord.Interaction[Any], story: Story) -> ThreadView:
+def thread_view(interaction: Interaction, story: Story) -> ThreadView:
     """The user's permissions in ``story``'s thread (or, for a story without one, its
     channel), from the gateway cache: no REST call. Outside the story's server: none."""
     if story.guild_id is None or interaction.guild_id != story.guild_id:
@@ -89,11 +90,11 @@ def facts(story: Story, member_status: str | None, view: ThreadView) -> StoryFac
     )
 
 
-def actor(interaction: discord.Interaction[Any], user: User | None, view: ThreadView) -> Actor:
+def actor(interaction: Interaction, user: User | None, view: ThreadView) -> Actor:
     return Actor(user.id if user is not None else None, interaction.guild_id, view.sees, view.manages)
 
 
-async def decide(session: AsyncSession, interaction: discord.Interaction[Any], story: Story,
+async def decide(session: AsyncSession, interaction: Interaction, story: Story,
                  need: Need, *, shown: bool = False) -> tuple[StoryFacts, Actor]:
     """The facts and the actor for ``story`` (no writes); raises the policy's refusal.
     ``shown``: the interaction comes from the story's own message (core.access.refusal)."""
@@ -106,7 +107,7 @@ async def decide(session: AsyncSession, interaction: discord.Interaction[Any], s
     return found, who
 
 
-async def allows(session: AsyncSession, interaction: discord.Interaction[Any], story: Story, need: Need) -> bool:
+async def allows(session: AsyncSession, interaction: Interaction, story: Story, need: Need) -> bool:
     """Whether the caller may do ``need`` to ``story`` (e.g. to offer an Edit button)."""
     try:
         await decide(session, interaction, story, need)
@@ -115,7 +116,7 @@ async def allows(session: AsyncSession, interaction: discord.Interaction[Any], s
     return True
 
 
-async def check(session: AsyncSession, interaction: discord.Interaction[Any], story: Story,
+async def check(session: AsyncSession, interaction: Interaction, story: Story,
                 need: Need, *, shown: bool = False) -> Caller:
     """The caller, if they may do ``need`` to ``story`` (else the policy's refusal)."""
     await decide(session, interaction, story, need, shown=shown)
@@ -123,7 +124,7 @@ async def check(session: AsyncSession, interaction: discord.Interaction[Any], st
     return Caller(await repo.get_or_create_user(session, who.id, who.display_name), who.id)
 
 
-def play_check(interaction: discord.Interaction[Any]) -> Callable[[Story, int, str | None], None]:
+def play_check(interaction: Interaction) -> Callable[[Story, int, str | None], None]:
     """The access check a vote makes inside its own transaction (``VoteService.cast_as``),
     from the rows that transaction reads: no extra round trip on a vote's path."""
     def require(story: Story, user_id: int, member_status: str | None) -> None:
@@ -133,7 +134,7 @@ def play_check(interaction: discord.Interaction[Any]) -> Callable[[Story, int, s
     return require
 
 
-async def story_for(session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None,
+async def story_for(session: AsyncSession, interaction: Interaction, story_id: int | None,
                     need: Need, *, shown: bool = False) -> tuple[Story, Caller]:
     """The story a command is about — the one named, else the one of this thread or DM —
     if the caller may do ``need`` to it. A story that does not exist and one the caller
@@ -152,14 +153,14 @@ async def story_for(session: AsyncSession, interaction: discord.Interaction[Any]
     return story, await check(session, interaction, story, need, shown=shown)
 
 
-async def story_of_variant(session: AsyncSession, interaction: discord.Interaction[Any], variant_id: int,
+async def story_of_variant(session: AsyncSession, interaction: Interaction, variant_id: int,
                            need: Need) -> tuple[Story, Caller]:
     """The story a scene component is about, if the caller may do ``need`` to it."""
     story = await repo.get_story(session, await repo.variant_story_id(session, variant_id))
     return story, await check(session, interaction, story, need, shown=True)
 
 
-async def visible_stories(session: AsyncSession, interaction: discord.Interaction[Any], *, search: str = "",
+async def visible_stories(session: AsyncSession, interaction: Interaction, *, search: str = "",
                           limit: int = 25) -> list[Story]:
     """The stories the caller may see, newest first (autocomplete, ``/story list``): their
     own and those they play, and — in a server — that server's stories they can see."""

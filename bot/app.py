@@ -33,6 +33,7 @@ from bot import metrics as metricsmod
 from bot.errors import KahaniTree, answer_stale_component
 from bot.player import ScenePlayer
 from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
+from bot.types import Interaction
 from bot.ui.render import StreamScheduler
 from core import db as dbmod
 from core.appstate import get_state, set_state
@@ -277,7 +278,7 @@ class KahaniBot(commands.AutoShardedBot):
         """The custom_id templates of the registered DynamicItems."""
         return list(self._dynamic_templates.values())
 
-    async def on_interaction(self, interaction: discord.Interaction) -> None:
+    async def on_interaction(self, interaction: Interaction) -> None:
         await answer_stale_component(interaction, self.dynamic_item_templates, self.persistent_views)
 
     # -- shutdown -------------------------------------------------------------------

@@ -32,6 +32,7 @@ from typing import Any, TypeVar
 import discord
 from discord import app_commands
 
+from bot.types import Interaction
 from core import logctx
 from core import messages as msg
 from core.errors import KahaniError
@@ -51,7 +52,7 @@ def new_reference() -> str:
     return "".join(secrets.choice(_REF_ALPHABET) for _ in range(6))
 
 
-def describe(interaction: discord.Interaction[Any]) -> str:
+def describe(interaction: Interaction) -> str:
     """What the user was doing, for the log: ``/story new``, a custom_id, …"""
     command = interaction.command
     if command is not None:
@@ -64,7 +65,7 @@ def describe(interaction: discord.Interaction[Any]) -> str:
 UNKNOWN_INTERACTION = 10062  # Discord's error code: the interaction expired (or never existed)
 
 
-async def send_ephemeral(interaction: discord.Interaction[Any], content: str) -> bool:
+async def send_ephemeral(interaction: Interaction, content: str) -> bool:
     """Tell only this user ``content``: the first response, or a followup once the
     interaction was answered or deferred. Pings nobody. False if Discord refused
     (e.g. the interaction expired); that is logged, never raised."""
@@ -113,7 +114,7 @@ def user_message(error: BaseException) -> str | None:
     return None
 
 
-async def report_error(interaction: discord.Interaction[Any], error: BaseException) -> str | None:
+async def report_error(interaction: Interaction, error: BaseException) -> str | None:
     """Answer the user for ``error`` (ephemeral) and log it.
 
     Returns the reference id when the error was unexpected (it is in the log with the
@@ -143,7 +144,7 @@ async def report_error(interaction: discord.Interaction[Any], error: BaseExcepti
     return ref
 
 
-def bind_interaction(interaction: discord.Interaction[Any]) -> None:
+def bind_interaction(interaction: Interaction) -> None:
     """Every log line of this interaction's handling — and of the generation it starts —
     names it (core/logctx.py)."""
     logctx.bind(interaction=interaction.id, user=interaction.user.id, guild=interaction.guild_id)
@@ -154,22 +155,22 @@ class KahaniTree(app_commands.CommandTree[Any]):
 
     Cogs do not attach their own error handlers; they raise ``KahaniError``."""
 
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+    async def interaction_check(self, interaction: Interaction, /) -> bool:
         bind_interaction(interaction)
         return True
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: app_commands.AppCommandError, /) -> None:
+    async def on_error(self, interaction: Interaction, error: app_commands.AppCommandError, /) -> None:
         await report_error(interaction, error)
 
 
 class KahaniView(discord.ui.View):
     """A View whose item callbacks' errors go through the funnel."""
 
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+    async def interaction_check(self, interaction: Interaction, /) -> bool:
         bind_interaction(interaction)
         return True
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception,
+    async def on_error(self, interaction: Interaction, error: Exception,
                        item: discord.ui.Item[Any], /) -> None:
         await report_error(interaction, error)
 
@@ -177,11 +178,11 @@ class KahaniView(discord.ui.View):
 class KahaniModal(discord.ui.Modal):
     """A Modal whose ``on_submit`` errors go through the funnel."""
 
-    async def interaction_check(self, interaction: discord.Interaction[Any], /) -> bool:
+    async def interaction_check(self, interaction: Interaction, /) -> bool:
         bind_interaction(interaction)
         return True
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception, /) -> None:
+    async def on_error(self, interaction: Interaction, error: Exception, /) -> None:
         await report_error(interaction, error)
 
 
@@ -190,7 +191,7 @@ def funnel_errors(callback: F) -> F:
     raises reaches the user through :func:`report_error` instead of only the log."""
 
     @functools.wraps(callback)
-    async def wrapper(self: Any, interaction: discord.Interaction[Any], *args: Any, **kwargs: Any) -> Any:
+    async def wrapper(self: Any, interaction: Interaction, *args: Any, **kwargs: Any) -> Any:
         bind_interaction(interaction)
         try:
             return await callback(self, interaction, *args, **kwargs)
@@ -216,7 +217,7 @@ def is_stale_component(
 
 
 async def answer_stale_component(
-    interaction: discord.Interaction[Any],
+    interaction: Interaction,
     templates: Iterable[re.Pattern[str]],
     persistent_views: Iterable[discord.ui.view.BaseView],
 ) -> bool:

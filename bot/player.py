@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
+from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.render import SceneStreamer, post_paced, show_text
 from core import messages as msg
@@ -51,11 +52,11 @@ class Ballots(Protocol):
     async def scene_ready(self, variant_id: int) -> Any: ...
     async def repaint(self, state: Any) -> None: ...
     async def void(self, story_id: int) -> None: ...
-    async def void_with_update(self, interaction: discord.Interaction[Any], story_id: int) -> bool: ...
+    async def void_with_update(self, interaction: Interaction, story_id: int) -> bool: ...
     async def decided(self, variant_id: int) -> bool: ...
-    async def on_vote(self, interaction: discord.Interaction[Any], variant_id: int, n: int,
+    async def on_vote(self, interaction: Interaction, variant_id: int, n: int,
                       action: str | None = None) -> None: ...
-    async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None: ...
+    async def on_action(self, interaction: Interaction, variant_id: int) -> None: ...
     async def after_kick(self, story_id: int, user_id: int) -> None: ...
     def wake(self) -> None: ...
 
@@ -72,17 +73,17 @@ class NoBallots:
     async def void(self, story_id: int) -> None:
         return None
 
-    async def void_with_update(self, interaction: discord.Interaction[Any], story_id: int) -> bool:
+    async def void_with_update(self, interaction: Interaction, story_id: int) -> bool:
         return False
 
     async def decided(self, variant_id: int) -> bool:
         return False
 
-    async def on_vote(self, interaction: discord.Interaction[Any], variant_id: int, n: int,
+    async def on_vote(self, interaction: Interaction, variant_id: int, n: int,
                       action: str | None = None) -> None:
         raise NotFound(msg.VOTE_NOTHING_OPEN)
 
-    async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_action(self, interaction: Interaction, variant_id: int) -> None:
         raise NotFound(msg.VOTE_NOTHING_OPEN)
 
     async def after_kick(self, story_id: int, user_id: int) -> None:

@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.access import allows, story_for
 from bot.errors import KahaniModal
+from bot.types import Interaction
 from bot.ui.common import (
     EMBED_FIELDS,
     MODAL_TIMEOUT,
@@ -100,10 +101,10 @@ class SummaryModal(KahaniModal):
         )
         self.add_item(discord.ui.Label(text=msg.SUMMARY_MODAL_LABEL, component=self.text))
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+    async def on_submit(self, interaction: Interaction) -> None:
         text = checked_text(self.text.value, msg.FIELD_SUMMARY, SUMMARY_MAX, required=True)
         view = self.summary_view
-        bot: KahaniBot = interaction.client  # type: ignore[assignment]
+        bot = interaction.client
         async with bot.db.transaction() as session:
             story, who = await story_to_manage(session, interaction, view.story_id)
         await bot.engine.edit_summary(story.id, view.chapter.id, text, user_id=who.user.id)
@@ -125,13 +126,13 @@ class SummaryView(PrivateView):
         self.edit.label = msg.SUMMARY_EDIT_BUTTON
 
     @discord.ui.button(style=discord.ButtonStyle.secondary)
-    async def edit(self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]) -> None:
+    async def edit(self, interaction: Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.send_modal(SummaryModal(self))
 
 
-async def autocomplete_chapter(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[int]]:
+async def autocomplete_chapter(interaction: Interaction, current: str) -> list[app_commands.Choice[int]]:
     """The chapters of the story's path whose name contains what was typed (never raises)."""
-    bot: KahaniBot = interaction.client  # type: ignore[assignment]
+    bot = interaction.client
     try:
         async with bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, option_story_id(interaction))
@@ -153,19 +154,19 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.command(name="new", description="Close this chapter with a summary; the next scene starts a new one")
     @app_commands.describe(title="The new chapter's title", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def new(self, interaction: discord.Interaction[Any],
+    async def new(self, interaction: Interaction,
                   title: app_commands.Range[str, 1, TITLE_MAX] | None = None,
                   story: int | None = None) -> None:
         title = checked_text(title, msg.FIELD_TITLE, TITLE_MAX)
         await self.close_chapter(interaction, story, title)
 
-    async def new_chapter_button(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def new_chapter_button(self, interaction: Interaction, variant_id: int) -> None:
         """The **New chapter** button under a scene: the same as ``/chapter new``."""
         async with self.bot.db.read() as session:
             story_id = await repo.variant_story_id(session, variant_id)
         await self.close_chapter(interaction, story_id, "", shown=True)
 
-    async def close_chapter(self, interaction: discord.Interaction[Any], story_id: int | None, title: str, *,
+    async def close_chapter(self, interaction: Interaction, story_id: int | None, title: str, *,
                             shown: bool = False) -> None:
         """Close the story's current chapter with a summary the model writes (``/chapter
         new`` and the New chapter button). ``shown``: asked from the story's own message."""
@@ -186,7 +187,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.command(name="list", description="The story's chapters and their summaries")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def show_list(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def show_list(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
@@ -197,7 +198,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.command(name="summary", description="Read a chapter's summary (and edit it, if it is your story)")
     @app_commands.describe(chapter="The chapter's number (default: the latest summarised one)", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(chapter=autocomplete_chapter, story=autocomplete_story)
-    async def summary(self, interaction: discord.Interaction[Any], chapter: app_commands.Range[int, 1] | None = None,
+    async def summary(self, interaction: Interaction, chapter: app_commands.Range[int, 1] | None = None,
                       story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:

@@ -15,6 +15,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.errors import KahaniModal
+from bot.types import Interaction
 from bot.ui.common import (
     MODAL_TIMEOUT,
     NO_PINGS,
@@ -90,11 +91,11 @@ class CharacterModal(KahaniModal):
             description=msg.CHARACTER_PERSONALITY_HINT.format(limit=TEXT_MAX),
         ))
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+    async def on_submit(self, interaction: Interaction) -> None:
         name = checked_text(self.name.value, msg.FIELD_NAME, NAME_MAX, required=True)
         description = checked_text(self.description.value, msg.FIELD_DESCRIPTION, TEXT_MAX)
         personality = checked_text(self.personality.value, msg.FIELD_PERSONALITY, TEXT_MAX)
-        bot: KahaniBot = interaction.client  # type: ignore[assignment]
+        bot = interaction.client
         async with bot.db.transaction() as session:
             story, _ = await story_to_manage(session, interaction, self.story_id)
             if await repo.character_name_taken(session, story.id, name, except_id=self.original_id):
@@ -121,8 +122,8 @@ class ConfirmRemoval(PrivateView):
         self.cancel.label = msg.CHARACTER_CANCEL_BUTTON
 
     @discord.ui.button(style=discord.ButtonStyle.danger)
-    async def remove(self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]) -> None:
-        bot: KahaniBot = interaction.client  # type: ignore[assignment]
+    async def remove(self, interaction: Interaction, button: discord.ui.Button[Any]) -> None:
+        bot = interaction.client
         async with bot.db.transaction() as session:
             story, _ = await story_to_manage(session, interaction, self.story_id)
             await repo.remove_character(session, story.id, self.name)
@@ -132,14 +133,14 @@ class ConfirmRemoval(PrivateView):
         )
 
     @discord.ui.button(style=discord.ButtonStyle.secondary)
-    async def cancel(self, interaction: discord.Interaction[Any], button: discord.ui.Button[Any]) -> None:
+    async def cancel(self, interaction: Interaction, button: discord.ui.Button[Any]) -> None:
         self.stop()
         await interaction.response.edit_message(content=msg.CHARACTER_KEPT, view=None)
 
 
-async def autocomplete_character(interaction: discord.Interaction[Any], current: str) -> list[app_commands.Choice[str]]:
+async def autocomplete_character(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
     """The story's characters whose name contains what was typed (never raises)."""
-    bot: KahaniBot = interaction.client  # type: ignore[assignment]
+    bot = interaction.client
     try:
         async with bot.db.transaction() as session:
             story, _ = await story_to_view(session, interaction, option_story_id(interaction))
@@ -160,7 +161,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="add", description="Add a character to the story (opens a form)")
     @app_commands.describe(voice="Narration voice for this character", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def add(self, interaction: discord.Interaction[Any],
+    async def add(self, interaction: Interaction,
                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
                   story: int | None = None) -> None:
         voice = checked_voice(voice)
@@ -170,7 +171,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="list", description="The story's characters")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def show_list(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def show_list(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
             characters = await repo.list_characters(session, found.id)
@@ -189,7 +190,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(name="The character to change", voice="A new narration voice", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def edit(self, interaction: discord.Interaction[Any], name: app_commands.Range[str, 1, NAME_MAX],
+    async def edit(self, interaction: Interaction, name: app_commands.Range[str, 1, NAME_MAX],
                    voice: app_commands.Range[str, 1, VOICE_MAX] | None = None, story: int | None = None) -> None:
         voice = checked_voice(voice)
         found, character = await before_a_modal(self._character_to_manage(interaction, story, name))
@@ -199,7 +200,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.describe(name="The character to remove", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def remove(self, interaction: discord.Interaction[Any], name: app_commands.Range[str, 1, NAME_MAX],
+    async def remove(self, interaction: Interaction, name: app_commands.Range[str, 1, NAME_MAX],
                      story: int | None = None) -> None:
         found, character = await self._character_to_manage(interaction, story, name)
         view = ConfirmRemoval(found.id, character.name)
@@ -209,13 +210,13 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
         )
         view.message = sent.resource if isinstance(sent.resource, discord.InteractionMessage) else None
 
-    async def _story_to_manage(self, interaction: discord.Interaction[Any], story_id: int | None) -> int:
+    async def _story_to_manage(self, interaction: Interaction, story_id: int | None) -> int:
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_manage(session, interaction, story_id)
             return found.id
 
     async def _character_to_manage(
-        self, interaction: discord.Interaction[Any], story_id: int | None, name: str
+        self, interaction: Interaction, story_id: int | None, name: str
     ) -> tuple[Story, Character]:
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_manage(session, interaction, story_id)

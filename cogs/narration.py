@@ -38,6 +38,7 @@ from discord.ext import commands
 
 from bot.access import story_of_variant
 from bot.errors import send_ephemeral
+from bot.types import Interaction
 from bot.ui.audio import NarrationJob
 from bot.ui.common import (
     NO_PINGS,
@@ -178,7 +179,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     @app_commands.command(name="join", description="Join your voice channel and read scenes there")
     @app_commands.guild_only()
-    async def join(self, interaction: discord.Interaction[Any]) -> None:
+    async def join(self, interaction: Interaction) -> None:
         if self.voice_problem:
             raise KahaniError(msg.NARRATE_VOICE_UNAVAILABLE.format(problem=self.voice_problem))
         guild = interaction.guild
@@ -211,7 +212,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     @app_commands.command(name="leave", description="Stop narrating and leave the voice channel")
     @app_commands.guild_only()
-    async def leave(self, interaction: discord.Interaction[Any]) -> None:
+    async def leave(self, interaction: Interaction) -> None:
         guild = interaction.guild
         assert guild is not None
         current = guild.voice_client
@@ -223,7 +224,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     @app_commands.command(name="stop", description="Stop reading the current scene")
     @app_commands.guild_only()
-    async def stop(self, interaction: discord.Interaction[Any]) -> None:
+    async def stop(self, interaction: Interaction) -> None:
         session, job = self._playing(interaction)
         await job.stop()
         session.voice.stop()
@@ -231,12 +232,12 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     @app_commands.command(name="skip", description="Skip to the next part of the scene")
     @app_commands.guild_only()
-    async def skip(self, interaction: discord.Interaction[Any]) -> None:
+    async def skip(self, interaction: Interaction) -> None:
         _, job = self._playing(interaction)
         job.skip()
         await send_ephemeral(interaction, msg.NARRATE_SKIPPED)
 
-    def _playing(self, interaction: discord.Interaction[Any]) -> tuple[GuildNarration, NarrationJob]:
+    def _playing(self, interaction: Interaction) -> tuple[GuildNarration, NarrationJob]:
         """The guild's session and the narration it is playing (else a KahaniError)."""
         session = self.sessions.get(interaction.guild_id or 0)
         if session is None or session.job is None or session.job.source.finished:
@@ -245,7 +246,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     # --- /narrate voice | speed -------------------------------------------------------------
 
-    async def voice_autocomplete(self, interaction: discord.Interaction[Any],
+    async def voice_autocomplete(self, interaction: Interaction,
                                  current: str) -> list[app_commands.Choice[str]]:
         """The Kokoro server's voices; after a "+", the mix so far plus each voice."""
         try:
@@ -267,7 +268,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     @app_commands.choices(scope=SCOPES)
     @app_commands.autocomplete(voice=voice_autocomplete)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def voice(self, interaction: discord.Interaction[Any], voice: app_commands.Range[str, 1, VOICE_MAX],
+    async def voice(self, interaction: Interaction, voice: app_commands.Range[str, 1, VOICE_MAX],
                     scope: str = SCOPE_ME, story: int | None = None) -> None:
         chosen = changes_from(None, voice, None, None)["tts_voice"]
         for_story = scope == SCOPE_STORY or story is not None
@@ -307,7 +308,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
                            story=STORY_OPTION_HELP)
     @app_commands.choices(scope=SCOPES)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def speed(self, interaction: discord.Interaction[Any],
+    async def speed(self, interaction: Interaction,
                     speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX],
                     scope: str = SCOPE_ME, story: int | None = None) -> None:
         changes = changes_from(None, None, speed, None)
@@ -322,7 +323,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         await send_ephemeral(interaction, msg.NARRATE_SPEED_SAVED.format(speed=changes["tts_speed"]))
 
     @staticmethod
-    async def _story_for_voice(session: Any, interaction: discord.Interaction[Any], story_id: int | None) -> Any:
+    async def _story_for_voice(session: Any, interaction: Interaction, story_id: int | None) -> Any:
         """The group story whose narration voice the user may set (its owner, or a member
         with Manage Threads); else a KahaniError."""
         story, _ = await story_to_manage(session, interaction, story_id)
@@ -330,7 +331,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
             raise KahaniError(msg.NARRATE_STORY_SOLO)
         return story
 
-    async def _change_story_voice(self, interaction: discord.Interaction[Any], story_id: int | None,
+    async def _change_story_voice(self, interaction: Interaction, story_id: int | None,
                                   changes: dict[str, Any]) -> str:
         """Write a group story's narration voice/speed (re-checking who may); its title."""
         async with self.db.transaction() as session:
@@ -340,7 +341,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     # --- the Narrate button -------------------------------------------------------------------
 
-    async def narrate_button(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def narrate_button(self, interaction: Interaction, variant_id: int) -> None:
         """Read a scene: into the guild's voice channel, or, in DMs, as an audio file."""
         async with self.db.transaction() as s:
             variant = await repo.get_variant(s, variant_id)
@@ -375,7 +376,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         finally:
             answered.set()
 
-    async def _send_file(self, interaction: discord.Interaction[Any], text: str, voice: str | None,
+    async def _send_file(self, interaction: Interaction, text: str, voice: str | None,
                          speed: float, filename: str) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         limit = min(getattr(interaction, "filesize_limit", FILE_LIMIT) or FILE_LIMIT, FILE_LIMIT)

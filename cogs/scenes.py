@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot.access import Caller, check, decide, story_of_variant
 from bot.errors import send_ephemeral
+from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
 from core import messages as msg
@@ -50,7 +51,7 @@ class Scenes(commands.Cog):
     async def cog_unload(self) -> None:
         self.bot.remove_dynamic_items(*ui.DYNAMIC_ITEMS)
 
-    async def _check_tip(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Caller]:
+    async def _check_tip(self, interaction: Interaction, variant_id: int) -> tuple[Story, Caller]:
         """The story, if the user may play it and this variant is where it continues."""
         async with self.db.read() as s:  # no write lock on the click's path
             story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
@@ -65,7 +66,7 @@ class Scenes(commands.Cog):
             await self.engine.check_limits(s, story, who.user.id)
         return story, who
 
-    async def _check_variant(self, interaction: discord.Interaction[Any], variant_id: int) -> tuple[Story, Caller]:
+    async def _check_variant(self, interaction: Interaction, variant_id: int) -> tuple[Story, Caller]:
         """The story, if the user may make a new version of any scene of it: its owner
         (a group story's host)."""
         async with self.db.read() as s:  # no write lock on the click's path
@@ -77,7 +78,7 @@ class Scenes(commands.Cog):
             await self.engine.check_limits(s, story, who.user.id)
         return story, who
 
-    async def _next(self, interaction: discord.Interaction[Any], variant_id: int, kind: InstructionKind,
+    async def _next(self, interaction: Interaction, variant_id: int, kind: InstructionKind,
                     instruction: str, retry: tuple[str, int, int | None], *, acked: bool = False,
                     into: discord.Message | None = None) -> None:
         """Write the scene that follows ``variant_id`` after the player's instruction
@@ -99,7 +100,7 @@ class Scenes(commands.Cog):
             story.id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
             user_id=who.user.id, frontend_ref=ref), retry=retry, first_message=into))
 
-    async def on_choice(self, interaction: discord.Interaction[Any], variant_id: int, n: int, *,
+    async def on_choice(self, interaction: Interaction, variant_id: int, n: int, *,
                         into: discord.Message | None = None) -> None:
         async def look_up() -> tuple[Sequence[SceneChoice], Story]:
             async with self.db.read() as s:
@@ -123,19 +124,19 @@ class Scenes(commands.Cog):
         if not await self.player.ballots.decided(variant_id):
             raise NotAllowed(msg.GROUP_HOST_ONLY)
 
-    async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_action(self, interaction: Interaction, variant_id: int) -> None:
         if await before_a_modal(self._may_play(interaction, variant_id)):
             await self.player.ballots.on_action(interaction, variant_id)
             return
 
-        async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
+        async def submitted(modal_interaction: Interaction, text: str) -> None:
             await self._next(modal_interaction, variant_id, InstructionKind.ACTION, text.strip(),
                              ("act", variant_id, None))
 
         await interaction.response.send_modal(ui.TextModal(
             "Your action", "What do you do?", "I pick the lock and slip inside…", submitted))
 
-    async def _new_version(self, interaction: discord.Interaction[Any], variant_id: int, kind: str,
+    async def _new_version(self, interaction: Interaction, variant_id: int, kind: str,
                            direction: str | None = None) -> None:
         """Regenerate / continue / branch: the new version streams into the scene's message."""
         story, who = await within_the_deadline(interaction, self._check_variant(interaction, variant_id),
@@ -169,23 +170,23 @@ class Scenes(commands.Cog):
                               retry=(kind, variant_id, None),
                               first_message=message, on_fail=restore))
 
-    async def on_regenerate(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_regenerate(self, interaction: Interaction, variant_id: int) -> None:
         await self._new_version(interaction, variant_id, "regen")
 
-    async def on_continue(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_continue(self, interaction: Interaction, variant_id: int) -> None:
         await self._new_version(interaction, variant_id, "cont")
 
-    async def on_branch(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_branch(self, interaction: Interaction, variant_id: int) -> None:
         await before_a_modal(self._may(interaction, variant_id, Need.HOST))
 
-        async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
+        async def submitted(modal_interaction: Interaction, text: str) -> None:
             await self._new_version(modal_interaction, variant_id, "branch", text.strip())
 
         await interaction.response.send_modal(ui.TextModal(
             "Branch this scene", "Which way should it go instead?", "A storm breaks as they reach the door…",
             submitted))
 
-    async def on_retry(self, interaction: discord.Interaction[Any], kind: str, target_id: int, n: int | None) -> None:
+    async def on_retry(self, interaction: Interaction, kind: str, target_id: int, n: int | None) -> None:
         if kind == "open":
             async with self.db.transaction() as s:
                 story = await repo.get_story(s, target_id)
@@ -218,7 +219,7 @@ class Scenes(commands.Cog):
         else:
             await self._new_version_from_retry(interaction, target_id, kind, None)
 
-    async def _new_version_from_retry(self, interaction: discord.Interaction[Any], variant_id: int, kind: str,
+    async def _new_version_from_retry(self, interaction: Interaction, variant_id: int, kind: str,
                                       direction: str | None) -> None:
         # The Retry button sits on an ephemeral notice or an interrupted scene; the new
         # version streams into the scene's recorded message.
@@ -256,7 +257,7 @@ class Scenes(commands.Cog):
                               first_message=target if isinstance(target, discord.Message) else None,
                               on_fail=restore))
 
-    async def on_select_variant(self, interaction: discord.Interaction[Any], scene_id: int, value: str) -> None:
+    async def on_select_variant(self, interaction: Interaction, scene_id: int, value: str) -> None:
         if not value.isdigit():
             raise NotFound(msg.VARIANT_GONE)
         variant_id = int(value)
@@ -282,25 +283,25 @@ class Scenes(commands.Cog):
         if messages:
             await self.player.show_variant(variant_id, sorted(messages, key=lambda m: m.id))
 
-    async def on_rate(self, interaction: discord.Interaction[Any], variant_id: int, value: str) -> None:
+    async def on_rate(self, interaction: Interaction, variant_id: int, value: str) -> None:
         if value not in {"1", "2", "3", "4", "5"}:
             raise KahaniError(msg.RATING_INVALID)
         await self._check_variant_member(interaction, variant_id)
         await self.engine.rate(variant_id, rating=int(value))
         await send_ephemeral(interaction, msg.RATED.format(stars="★" * int(value)))
 
-    async def on_favourite(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_favourite(self, interaction: Interaction, variant_id: int) -> None:
         await self._check_variant_member(interaction, variant_id)
         async with self.db.read() as s:
             now = not (await repo.get_variant(s, variant_id)).favourite
         await self.engine.rate(variant_id, favourite=now)
         await send_ephemeral(interaction, msg.FAVOURITE_ON if now else msg.FAVOURITE_OFF)
 
-    async def _check_variant_member(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def _check_variant_member(self, interaction: Interaction, variant_id: int) -> None:
         async with self.db.transaction() as s:
             await story_of_variant(s, interaction, variant_id, Need.PLAY)
 
-    async def _may(self, interaction: discord.Interaction[Any], variant_id: int, need: Need) -> Story:
+    async def _may(self, interaction: Interaction, variant_id: int, need: Need) -> Story:
         """The variant's story, if the user may do ``need`` to it: a read only, quick
         enough to come before a form (nothing is written for a refusal or a newcomer)."""
         async with self.db.read() as s:
@@ -308,7 +309,7 @@ class Scenes(commands.Cog):
             await decide(s, interaction, story, need, shown=True)
         return story
 
-    async def _may_play(self, interaction: discord.Interaction[Any], variant_id: int) -> bool:
+    async def _may_play(self, interaction: Interaction, variant_id: int) -> bool:
         """Whether the variant's story is a group story, if the user may play it."""
         return (await self._may(interaction, variant_id, Need.PLAY)).mode == StoryMode.GROUP.value
 

@@ -11,6 +11,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot.types import Interaction
 from bot.ui.common import NO_PINGS, caller, checked_text
 from core import messages as msg
 from core import repository as repo
@@ -65,7 +66,7 @@ class PlayerSettings(commands.GroupCog, group_name="settings", group_description
         self.bot = bot
 
     @app_commands.command(name="show", description="Your scene length and narration defaults")
-    async def show(self, interaction: discord.Interaction[Any]) -> None:
+    async def show(self, interaction: Interaction) -> None:
         async with self.bot.db.transaction() as session:
             who = await caller(session, interaction)
             settings = await repo.get_user_settings(session, who.user.id)
@@ -81,7 +82,7 @@ class PlayerSettings(commands.GroupCog, group_name="settings", group_description
     )
     @app_commands.choices(scene_length=[app_commands.Choice(name=length.value, value=length.value)
                                         for length in SceneLength])
-    async def change(self, interaction: discord.Interaction[Any], scene_length: str | None = None,
+    async def change(self, interaction: Interaction, scene_length: str | None = None,
                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
                   speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX] | None = None,
                   auto_narrate: bool | None = None) -> None:

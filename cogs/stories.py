@@ -17,6 +17,7 @@ from discord.ext import commands
 
 from bot.access import check, story_for, thread_view, visible_stories
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
+from bot.types import Interaction
 from bot.ui.common import (
     EMBED_FIELDS,
     NotAllowed,
@@ -65,7 +66,7 @@ class NewStoryModal(KahaniModal):
         for item in (self.story_title, self.genre, self.tone, self.world, self.premise):
             self.add_item(item)
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+    async def on_submit(self, interaction: Interaction) -> None:
         await self.cog.create_story(
             interaction, title=str(self.story_title.value), genre=str(self.genre.value), tone=str(self.tone.value),
             world_setting=str(self.world.value), premise=str(self.premise.value),
@@ -81,7 +82,7 @@ class ConfirmDelete(KahaniView):
         self.cog, self.story_id, self.user_id = cog, story_id, user_id
 
     @discord.ui.button(label="Delete it for good", style=discord.ButtonStyle.danger)
-    async def confirm(self, interaction: discord.Interaction[Any], _: discord.ui.Button[Any]) -> None:
+    async def confirm(self, interaction: Interaction, _: discord.ui.Button[Any]) -> None:
         if interaction.user.id != self.user_id:
             raise NotAllowed(msg.NOT_YOUR_STORY_TO_MANAGE)
         async with self.cog.db.transaction() as s:
@@ -94,7 +95,7 @@ class ConfirmDelete(KahaniView):
                                                 allowed_mentions=NO_PINGS)
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
-    async def cancel(self, interaction: discord.Interaction[Any], _: discord.ui.Button[Any]) -> None:
+    async def cancel(self, interaction: Interaction, _: discord.ui.Button[Any]) -> None:
         self.stop()
         await interaction.response.edit_message(content=msg.STORY_KEPT, view=None)
 
@@ -117,7 +118,7 @@ class Stories(commands.Cog):
                            private="Make the story's thread private (servers only)")
     @app_commands.choices(length=LENGTH_CHOICES, mode=[app_commands.Choice(name="solo", value="solo"),
                                                        app_commands.Choice(name="group", value="group")])
-    async def new(self, interaction: discord.Interaction[Any], length: str | None = None,
+    async def new(self, interaction: Interaction, length: str | None = None,
                   mode: str | None = None, private: bool = False) -> None:
         # The modal must be the first response: no database work before it.
         default_mode = StoryMode.GROUP.value if interaction.guild_id else StoryMode.SOLO.value
@@ -125,7 +126,7 @@ class Stories(commands.Cog):
             NewStoryModal(self, scene_length=length, mode=mode or default_mode, private=private)
         )
 
-    async def create_story(self, interaction: discord.Interaction[Any], *, title: str, genre: str, tone: str,
+    async def create_story(self, interaction: Interaction, *, title: str, genre: str, tone: str,
                            world_setting: str, premise: str, scene_length: str | None, mode: str,
                            private: bool) -> None:
         title = " ".join(title.split())
@@ -153,7 +154,7 @@ class Stories(commands.Cog):
         self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
             story_id, user_id=user_id, frontend_ref=ref), retry=("open", story_id, None)))
 
-    async def _story_channel(self, interaction: discord.Interaction[Any], title: str,
+    async def _story_channel(self, interaction: Interaction, title: str,
                              private: bool) -> discord.Thread | discord.DMChannel | discord.GroupChannel:
         """In a server: a new thread for the story. In DMs: the DM channel."""
         if interaction.guild is None:
@@ -186,13 +187,13 @@ class Stories(commands.Cog):
 
     # --- /story list, resume, info, end, delete, settings --------------------------------
 
-    async def story_autocomplete(self, interaction: discord.Interaction[Any],
+    async def story_autocomplete(self, interaction: Interaction,
                                  current: str) -> list[app_commands.Choice[int]]:
         async with self.db.transaction() as s:
             return await story_choices(s, interaction, current)
 
     @story.command(name="list", description="Your stories (and, in a server, the server's)")
-    async def list_(self, interaction: discord.Interaction[Any]) -> None:
+    async def list_(self, interaction: Interaction) -> None:
         async with self.db.read() as s:
             stories = await visible_stories(s, interaction, limit=25)
         if not stories:
@@ -209,7 +210,7 @@ class Stories(commands.Cog):
     @story.command(name="resume", description="Show a story's latest scene again, with its buttons")
     @app_commands.describe(story="The story (default: the one of this thread or DM)")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def resume(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def resume(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.PLAY)
@@ -234,7 +235,7 @@ class Stories(commands.Cog):
         await interaction.followup.send(msg.RESUMED.format(where=getattr(channel, "mention", "your DMs")),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
 
-    async def _move_story_here(self, interaction: discord.Interaction[Any],
+    async def _move_story_here(self, interaction: Interaction,
                                story: Story) -> discord.Thread | discord.DMChannel | discord.GroupChannel:
         """The story's thread (or DM) is gone: give it a new thread in this channel (a DM
         story: this DM). Nothing of the story was lost with the old one."""
@@ -251,7 +252,7 @@ class Stories(commands.Cog):
 
     @story.command(name="info", description="A story's settings, chapter, story so far and context use")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def info(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def info(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.SEE)
@@ -278,7 +279,7 @@ class Stories(commands.Cog):
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def end(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def end(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.MODERATE)
             found.status = StoryStatus.ENDED.value
@@ -287,7 +288,7 @@ class Stories(commands.Cog):
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def delete(self, interaction: discord.Interaction[Any], story: int | None = None) -> None:
+    async def delete(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.MODERATE)
         await interaction.response.send_message(
@@ -298,7 +299,7 @@ class Stories(commands.Cog):
     @story.command(name="settings", description="Change a story's scene length or point of view")
     @app_commands.choices(length=LENGTH_CHOICES, pov=POV_CHOICES)
     @app_commands.autocomplete(story=story_autocomplete)
-    async def settings(self, interaction: discord.Interaction[Any], length: str | None = None,
+    async def settings(self, interaction: Interaction, length: str | None = None,
                        pov: str | None = None, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.MODERATE)
@@ -318,7 +319,7 @@ class Stories(commands.Cog):
     @app_commands.choices(format=[app_commands.Choice(name=n, value=v) for n, v in (
         ("Markdown", "markdown"), ("EPUB (e-book)", "epub"), ("PDF", "pdf"), ("HTML (web page)", "html"))])
     @app_commands.autocomplete(story=story_autocomplete)
-    async def export(self, interaction: discord.Interaction[Any], format: str, whole_tree: bool = False,
+    async def export(self, interaction: Interaction, format: str, whole_tree: bool = False,
                      summaries: bool = False, public: bool = False, story: int | None = None) -> None:
         # Imported here so that this command stays one self-contained block of the cog.
         import tempfile
@@ -344,7 +345,7 @@ class Stories(commands.Cog):
                                             allowed_mentions=NO_PINGS)
 
     @staticmethod
-    def _may_post_publicly(interaction: discord.Interaction[Any], story: Story) -> bool:
+    def _may_post_publicly(interaction: Interaction, story: Story) -> bool:
         """A story only its members may see (private thread, invite-only table) is
         posted only in its own thread, where only they read it; others anywhere."""
         members_only = story.private or thread_view(interaction, story).private \
@@ -356,7 +357,7 @@ class Stories(commands.Cog):
     @story.command(name="invite", description="Let someone vote in a group story (needed at an invite-only table)")
     @app_commands.describe(player="Who may vote", story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def invite(self, interaction: discord.Interaction[Any], player: discord.User,
+    async def invite(self, interaction: Interaction, player: discord.User,
                      story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, invited = await self._group_story_and_player(s, interaction, story, player)
@@ -387,7 +388,7 @@ class Stories(commands.Cog):
     @story.command(name="kick", description="Take someone off a group story's table: their votes stop counting")
     @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def kick(self, interaction: discord.Interaction[Any], player: discord.User, story: int | None = None) -> None:
+    async def kick(self, interaction: Interaction, player: discord.User, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, kicked = await self._group_story_and_player(s, interaction, story, player)
             if kicked.id == found.owner_id:
@@ -403,7 +404,7 @@ class Stories(commands.Cog):
         await send_ephemeral(interaction, msg.MEMBER_KICKED.format(user=player.mention, title=title))
         await self.player.ballots.after_kick(story_id, user_id)
 
-    async def _group_story_and_player(self, s: Any, interaction: discord.Interaction[Any], story_id: int | None,
+    async def _group_story_and_player(self, s: Any, interaction: Interaction, story_id: int | None,
                                       player: discord.User) -> tuple[Story, Any]:
         """The group story a command is about, if its user may manage it, and the player."""
         found, _ = await story_for(s, interaction, story_id, Need.MODERATE)
@@ -419,7 +420,7 @@ class Stories(commands.Cog):
         invite_only="Only invited players may vote (see /story invite)",
         story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=story_autocomplete)
-    async def vote_settings(self, interaction: discord.Interaction[Any],
+    async def vote_settings(self, interaction: Interaction,
                             seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
                             own_actions: bool | None = None, host_closes: bool | None = None,
                             invite_only: bool | None = None, story: int | None = None) -> None:

@@ -36,6 +36,7 @@ from discord.ui.select import BaseSelect
 from bot.access import decide, play_check, story_of_variant
 from bot.errors import send_ephemeral
 from bot.player import NoBallots
+from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
 from bot.ui.render import ChannelBudget, StreamScheduler, Urgency
@@ -279,7 +280,7 @@ class Votes(commands.Cog):
         for state in await self.votes.void(story_id):
             await self.repaint(state)
 
-    async def void_with_update(self, interaction: discord.Interaction[Any], story_id: int) -> bool:
+    async def void_with_update(self, interaction: Interaction, story_id: int) -> bool:
         """Like :meth:`void`, shown through the click's own update (type 7, no channel
         budget) when the click was on the voted message; True if it answered."""
         voided = await self.votes.void(story_id)
@@ -300,7 +301,7 @@ class Votes(commands.Cog):
 
     # --- clicks ------------------------------------------------------------------------
 
-    async def on_vote(self, interaction: discord.Interaction[Any], variant_id: int, n: int,
+    async def on_vote(self, interaction: Interaction, variant_id: int, n: int,
                       action: str | None = None) -> None:
         user = interaction.user
         host_perms = bool(interaction.guild_id and interaction.permissions.manage_threads)
@@ -334,7 +335,7 @@ class Votes(commands.Cog):
             self.wake()  # perhaps a new round: its deadline may be the earliest
         await self.repaint(state)
 
-    async def _answer_with_outcome(self, interaction: discord.Interaction[Any], settled: Settled) -> bool:
+    async def _answer_with_outcome(self, interaction: Interaction, settled: Settled) -> bool:
         variant_id = settled.state.variant_id
         if interaction.response.is_done() or interaction.message is None \
                 or not await self._shows(variant_id, interaction.message.id):
@@ -343,7 +344,7 @@ class Votes(commands.Cog):
         await interaction.response.edit_message(embed=tally_embed(settled.state), view=view)
         return True
 
-    async def on_action(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_action(self, interaction: Interaction, variant_id: int) -> None:
         """Your action in a group story: propose an own action (option 5) through a form,
         or vote for the one already proposed."""
         story, state = await before_a_modal(self._action_state(interaction, variant_id))
@@ -353,21 +354,21 @@ class Votes(commands.Cog):
             await self.on_vote(interaction, variant_id, ACTION_POSITION)
             return
 
-        async def submitted(modal_interaction: discord.Interaction[Any], text: str) -> None:
+        async def submitted(modal_interaction: Interaction, text: str) -> None:
             await self.on_vote(modal_interaction, variant_id, ACTION_POSITION, action=text.strip())
 
         await interaction.response.send_modal(ui.TextModal(
             "Your action", "What do you do?", "We pick the lock and slip inside… (the others vote on it)",
             submitted))
 
-    async def _action_state(self, interaction: discord.Interaction[Any],
+    async def _action_state(self, interaction: Interaction,
                             variant_id: int) -> tuple[Any, BallotState | None]:
         async with self.db.read() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
             await decide(s, interaction, story, Need.PLAY, shown=True)
         return story, await self.votes.latest(variant_id)
 
-    async def on_close(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_close(self, interaction: Interaction, variant_id: int) -> None:
         async with self.db.read() as s:
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
             story_facts, who = await decide(s, interaction, story, Need.SEE, shown=True)
@@ -388,7 +389,7 @@ class Votes(commands.Cog):
             return
         await self.after_settle(settled, painted=True)
 
-    async def on_join(self, interaction: discord.Interaction[Any], variant_id: int) -> None:
+    async def on_join(self, interaction: Interaction, variant_id: int) -> None:
         async with self.db.transaction() as s:
             story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
             member = await repo.get_member(s, story.id, who.user.id)

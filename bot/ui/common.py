@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.access import Caller, story_for, visible_stories
 from bot.errors import KahaniView
+from bot.types import Interaction
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
@@ -34,7 +35,7 @@ class NotAllowed(KahaniError):
     """The user may not do this to this story."""
 
 
-async def caller(session: AsyncSession, interaction: discord.Interaction[Any]) -> Caller:
+async def caller(session: AsyncSession, interaction: Interaction) -> Caller:
     """The interaction's user (created on first sight), for what is theirs alone (their
     settings, a new story): no story's access is involved."""
     who = interaction.user
@@ -42,7 +43,7 @@ async def caller(session: AsyncSession, interaction: discord.Interaction[Any]) -
 
 
 async def story_choices(
-    session: AsyncSession, interaction: discord.Interaction[Any], current: str
+    session: AsyncSession, interaction: Interaction, current: str
 ) -> list[app_commands.Choice[int]]:
     """Autocomplete for a ``story`` option: the stories the caller may see, by title."""
     stories = await visible_stories(session, interaction, search=current.strip(), limit=25)
@@ -70,7 +71,7 @@ STORY_OPTION_HELP = "Which story (default: the story of this thread or DM)"
 
 
 async def story_to_manage(
-    session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
+    session: AsyncSession, interaction: Interaction, story_id: int | None = None
 ) -> tuple[Story, Caller]:
     """The story the interaction is about, if its user may moderate it (end, delete,
     settings, chapters, characters): its owner, or a moderator of its thread."""
@@ -78,13 +79,13 @@ async def story_to_manage(
 
 
 async def story_to_view(
-    session: AsyncSession, interaction: discord.Interaction[Any], story_id: int | None = None
+    session: AsyncSession, interaction: Interaction, story_id: int | None = None
 ) -> tuple[Story, Caller]:
     """The story the interaction is about, if its user may see its details."""
     return await story_for(session, interaction, story_id, Need.SEE)
 
 
-def option_story_id(interaction: discord.Interaction[Any]) -> int | None:
+def option_story_id(interaction: Interaction) -> int | None:
     """The ``story`` option already filled in (for an autocomplete of another option)."""
     value = getattr(interaction.namespace, "story", None)
     try:
@@ -94,12 +95,12 @@ def option_story_id(interaction: discord.Interaction[Any]) -> int | None:
 
 
 async def autocomplete_story(
-    interaction: discord.Interaction[Any], current: str
+    interaction: Interaction, current: str
 ) -> list[app_commands.Choice[int]]:
     """Autocomplete for a ``story`` option. Never raises: an autocomplete can only be
     answered with choices, so a failure offers none (and is logged)."""
     try:
-        async with interaction.client.db.transaction() as session:  # type: ignore[attr-defined]
+        async with interaction.client.db.transaction() as session:
             return await story_choices(session, interaction, current)
     except Exception:
         log.exception("story autocomplete failed")
@@ -204,7 +205,7 @@ ACK_WITHIN = 1.0
 
 
 async def within_the_deadline(
-    interaction: discord.Interaction[Any], work: Any, *, ephemeral: bool = True, thinking: bool = True
+    interaction: Interaction, work: Any, *, ephemeral: bool = True, thinking: bool = True
 ) -> Any:
     """Await ``work``; when it takes longer than :data:`ACK_WITHIN`, defer the interaction
     while it finishes — "thinking…" (ephemeral by default) for an answer that follows,

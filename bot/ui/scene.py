@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 
 from bot.errors import funnel_errors
+from bot.types import Interaction
 from core.choices import Choice, shorten_label
 
 if TYPE_CHECKING:
@@ -33,31 +34,31 @@ HEADER_PREFIX = "-# → "
 INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
 
 
-def _loaded(interaction: discord.Interaction[Any], name: str) -> Any:
-    found = interaction.client.get_cog(name)  # type: ignore[union-attr]
+def _loaded(interaction: Interaction, name: str) -> Any:
+    found = interaction.client.get_cog(name)
     assert found is not None, f"the {name} cog is not loaded"
     return found
 
 
 # Typed accessors: each component's callback calls a typed handler of the cog it belongs to.
-def scenes(interaction: discord.Interaction[Any]) -> Scenes:
+def scenes(interaction: Interaction) -> Scenes:
     return _loaded(interaction, "Scenes")
 
 
-def votes(interaction: discord.Interaction[Any]) -> Votes:
+def votes(interaction: Interaction) -> Votes:
     return _loaded(interaction, "Votes")
 
 
-def narration(interaction: discord.Interaction[Any]) -> Narration:
+def narration(interaction: Interaction) -> Narration:
     return _loaded(interaction, "Narration")
 
 
-def chapters(interaction: discord.Interaction[Any]) -> Chapters:
+def chapters(interaction: Interaction) -> Chapters:
     return _loaded(interaction, "Chapters")
 
 
 # What a click on a button that carries one id does: (the click, the id) → the handler.
-Handler = Callable[[discord.Interaction[Any], int], Awaitable[None]]
+Handler = Callable[[Interaction, int], Awaitable[None]]
 
 
 # --- text ---------------------------------------------------------------------------------
@@ -102,7 +103,7 @@ class ChoiceButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         return cls(int(match["variant"]), int(match["n"]))
 
     @funnel_errors
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+    async def callback(self, interaction: Interaction) -> None:
         await scenes(interaction).on_choice(interaction, self.variant_id, self.n)
 
 
@@ -122,7 +123,7 @@ def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int
             return cls(int(match["id"]))
 
         @funnel_errors
-        async def callback(self, interaction: discord.Interaction[Any]) -> None:
+        async def callback(self, interaction: Interaction) -> None:
             await handler(interaction, self.target_id)
 
     _Button.__name__ = _Button.__qualname__ = f"{action.title()}Button"
@@ -167,7 +168,7 @@ class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         return cls(match["kind"], int(match["id"]), int(match["n"]) if match["n"] else None)
 
     @funnel_errors
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+    async def callback(self, interaction: Interaction) -> None:
         await scenes(interaction).on_retry(interaction, self.kind, self.target_id, self.n)
 
 
@@ -184,7 +185,7 @@ class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"
         return cls(int(match["scene"]))
 
     @funnel_errors
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+    async def callback(self, interaction: Interaction) -> None:
         values = (interaction.data or {}).get("values") or []
         await scenes(interaction).on_select_variant(interaction, self.scene_id, values[0] if values else "")
 
@@ -205,7 +206,7 @@ class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{
         return cls(int(match["variant"]))
 
     @funnel_errors
-    async def callback(self, interaction: discord.Interaction[Any]) -> None:
+    async def callback(self, interaction: Interaction) -> None:
         values = (interaction.data or {}).get("values") or []
         await scenes(interaction).on_rate(interaction, self.variant_id, values[0] if values else "")
 
@@ -307,10 +308,10 @@ class TextModal(discord.ui.Modal):
         self.add_item(self.text)
         self._on_submit = on_submit
 
-    async def on_submit(self, interaction: discord.Interaction[Any]) -> None:
+    async def on_submit(self, interaction: Interaction) -> None:
         await self._on_submit(interaction, str(self.text.value))
 
-    async def on_error(self, interaction: discord.Interaction[Any], error: Exception) -> None:
+    async def on_error(self, interaction: Interaction, error: Exception) -> None:
         from bot.errors import report_error
 
         await report_error(interaction, error)
