@@ -15,6 +15,7 @@ import asyncio
 import itertools
 import os
 import shutil
+import socket
 import uuid
 import warnings
 from collections.abc import AsyncIterator, Iterator
@@ -24,6 +25,7 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from bot.settings import Settings
 from core import db as dbmod
 from core.db import Database
 
@@ -103,6 +105,26 @@ def require_postgres() -> None:
         pytest.fail(f"{message}; CI must run the PostgreSQL tests", pytrace=False)
     warnings.warn(f"SKIPPING PostgreSQL tests: {message}", stacklevel=1)
     pytest.skip(f"SKIPPED LOUDLY: {message}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_settings_from_the_environment() -> Iterator[None]:
+    """Settings exported in the shell of whoever runs the tests (METRICS_PORT, LLM_MODEL,
+    LOG_FORMAT, …) reach neither the bots in this process nor the ones it starts."""
+    names = {name.upper() for name in Settings.model_fields}
+    with pytest.MonkeyPatch.context() as patch:
+        for key in [key for key in os.environ if key.upper() in names]:
+            patch.delenv(key)
+        yield
+
+
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local TCP port that refuses connections: bound for the whole test and never
+    listening, so no other program can be listening there (127.0.0.1:9 might be)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

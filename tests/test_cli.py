@@ -6,10 +6,15 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
+
+# These tests start the bot as a process; CI runs them again from a fresh clone in a
+# private (0700) directory (.ci/run), so none depends on where the checkout lives.
+pytestmark = pytest.mark.filesystem
 
 ROOT = Path(__file__).resolve().parents[1]
 KAHANI = [sys.executable, "-m", "bot"]
@@ -20,15 +25,12 @@ SETTING_NAMES = (
 )
 
 
-def kahani(*args: str, cwd: Path, env: dict[str, str] | None = None, user: str | None = None,
+def kahani(*args: str, cwd: Path, env: dict[str, str] | None = None, prefix: Sequence[str] = (),
            timeout: float = 60) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if k not in SETTING_NAMES}
     clean["PYTHONPATH"] = str(ROOT)
     clean.update(env or {})
-    command = [*KAHANI, *args]
-    if user is not None:
-        command = ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", *command]
-    return subprocess.run(command, cwd=cwd, env=clean, capture_output=True, text=True,
+    return subprocess.run([*prefix, *KAHANI, *args], cwd=cwd, env=clean, capture_output=True, text=True,
                           timeout=timeout, stdin=subprocess.DEVNULL)
 
 
@@ -86,38 +88,109 @@ def test_migrate_creates_the_default_data_directory(tmp_path: Path) -> None:
     assert again.returncode == 0, again.stderr
 
 
-def test_an_unreachable_postgresql_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    env = {"DISCORD_TOKEN": "t", "DATABASE_URL": "postgresql+asyncpg://kahani:hunter2@127.0.0.1:9/kahani"}
+def test_an_unreachable_postgresql_stops_start_up_with_one_line(tmp_path: Path, closed_port: int) -> None:
+    env = {"DISCORD_TOKEN": "t", "DATABASE_URL": f"postgresql+asyncpg://kahani:hunter2@127.0.0.1:{closed_port}/kahani"}
     line = one_clear_line(kahani("run", cwd=tmp_path, env=env))
-    assert "cannot use the database postgresql+asyncpg://kahani:***@127.0.0.1:9/kahani" in line
+    assert f"cannot use the database postgresql+asyncpg://kahani:***@127.0.0.1:{closed_port}/kahani" in line
     assert "hunter2" not in line
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
-                    reason="needs root to run the bot as an unprivileged user")
+# Root may write anywhere (CAP_DAC_OVERRIDE), so a 0555 directory alone proves nothing
+# when the suite runs as root. Each way below makes the data directory unwritable for the
+# bot while the bot still runs this checkout with this interpreter, wherever they live (a
+# private home directory, a `mktemp -d` folder): the bot never runs as another user.
+_PROBE = "import sys\ntry:\n    open(sys.argv[1], 'x').close()\nexcept OSError:\n    sys.exit(3)\n"
+Way = Callable[[Path], AbstractContextManager[Sequence[str]]]  # yields the command prefix
+
+
+@contextmanager
+def _mode_0555(directory: Path, prefix: Sequence[str] = ()) -> Iterator[Sequence[str]]:
+    directory.chmod(0o555)
+    try:
+        yield prefix
+    finally:
+        directory.chmod(0o755)
+
+
+def _mode_0555_as_root_without_capabilities(directory: Path) -> AbstractContextManager[Sequence[str]]:
+    # Root keeps only CAP_DAC_READ_SEARCH (it can still read the checkout and the
+    # interpreter, wherever they are): the mode bits bind it like anyone else.
+    return _mode_0555(directory, ("setpriv", "--inh-caps=-all", "--ambient-caps=-all",
+                                  "--bounding-set=-all,+dac_read_search", "--"))
+
+
+@contextmanager
+def _immutable(directory: Path) -> Iterator[Sequence[str]]:
+    # Not even root with every capability may add a file to an immutable directory.
+    subprocess.run(["chattr", "+i", str(directory)], check=True, capture_output=True, timeout=30)
+    try:
+        yield ()
+    finally:
+        subprocess.run(["chattr", "-i", str(directory)], check=True, capture_output=True, timeout=30)
+
+
+def _ways() -> list[tuple[str, Way]]:
+    if os.geteuid() != 0:
+        return [("mode 0555", _mode_0555)]
+    ways: list[tuple[str, Way]] = []
+    if shutil.which("setpriv"):
+        ways.append(("mode 0555 and setpriv without capabilities", _mode_0555_as_root_without_capabilities))
+    if shutil.which("chattr"):
+        ways.append(("chattr +i", _immutable))
+    return ways
+
+
+@contextmanager
+def unwritable_for_the_bot(directory: Path) -> Iterator[Sequence[str]]:
+    """Make ``directory`` unwritable for a process started with the yielded command
+    prefix, checked by a probe that tries to create a file there. When no way works:
+    skip, saying what was tried (in CI, fail: the test must prove something there)."""
+    tried = []
+    for name, way in _ways():
+        with ExitStack() as stack:  # leaving it makes the directory writable again
+            try:
+                prefix = stack.enter_context(way(directory))
+                probe = subprocess.run([*prefix, sys.executable, "-c", _PROBE, str(directory / ".probe")],
+                                       capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.SubprocessError) as exc:
+                tried.append(f"{name}: {exc}")
+                continue
+            if probe.returncode == 3:
+                yield prefix
+                return
+        if probe.returncode == 0:
+            (directory / ".probe").unlink()
+            tried.append(f"{name}: the directory stayed writable")
+        else:
+            tried.append(f"{name}: the probe could not run ({probe.returncode}): {probe.stderr.strip()[-300:]}")
+    reason = "cannot make a directory unwritable for the bot here; tried: " + ("; ".join(tried) or "nothing")
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
 def test_a_read_only_data_directory_stops_start_up_with_one_line(tmp_path: Path) -> None:
-    # Root may write anywhere: run the bot as "nobody" in a directory it cannot write
-    # (pytest's tmp_path is private to root, so use a world-readable one).
-    with tempfile.TemporaryDirectory(dir="/tmp") as directory:
-        work = Path(directory)
-        (work / "data").mkdir()
-        for path in (work, work / "data"):
-            path.chmod(0o755)
-        line = one_clear_line(kahani("run", cwd=work, env={"DISCORD_TOKEN": "t"}, user="65534"))
-        assert f"the data directory {work / 'data'} is not writable" in line
-        assert not (work / "data" / "kahani.db").exists()
+    data = tmp_path / "data"
+    data.mkdir()
+    with unwritable_for_the_bot(data) as prefix:
+        line = one_clear_line(kahani("run", cwd=tmp_path, env={"DISCORD_TOKEN": "t"}, prefix=prefix))
+    assert f"the data directory {data.resolve()} is not writable" in line
+    assert list(data.iterdir()) == []  # neither the probe nor kahani.db
 
 
-def test_run_migrates_then_reports_an_unreachable_discord_in_one_line(tmp_path: Path) -> None:
-    env = {"DISCORD_TOKEN": "t", "DISCORD_API_BASE": "http://127.0.0.1:9/api/v10"}
+def test_run_migrates_then_reports_an_unreachable_discord_in_one_line(tmp_path: Path, closed_port: int) -> None:
+    env = {"DISCORD_TOKEN": "t", "DISCORD_API_BASE": f"http://127.0.0.1:{closed_port}/api/v10"}
     line = one_clear_line(kahani("run", cwd=tmp_path, env=env))
-    assert "cannot reach Discord at http://127.0.0.1:9/api/v10" in line
+    assert f"cannot reach Discord at http://127.0.0.1:{closed_port}/api/v10" in line
     assert (tmp_path / "data" / "kahani.db").is_file()  # migrations ran first
 
 
 def test_the_console_script_is_installed() -> None:
     script = Path(sys.executable).parent / "kahani"
     assert script.is_file(), "pip install -e . should install the kahani command"
-    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    # PYTHONPATH: this checkout's code, whichever checkout the venv was installed from.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([str(script), "--help"], env=env, capture_output=True, text=True, timeout=60,
+                            stdin=subprocess.DEVNULL)
     assert result.returncode == 0
     assert "run" in result.stdout and "migrate" in result.stdout
