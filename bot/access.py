@@ -14,7 +14,7 @@ not even the caller's user row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import discord
@@ -27,7 +27,6 @@ from core import repository as repo
 from core.access import Actor, Hidden, Need, StoryFacts
 from core.errors import KahaniError, NotFound
 from core.models import Story, User
-from core.votes import VoteSettings
 
 # Story ids are INTEGER columns: anything outside 1..2^31-1 is no story (PostgreSQL would
 # refuse the query, SQLite would not) — the same answer as a story the caller cannot see.
@@ -37,10 +36,12 @@ MAX_ID = 2**31 - 1
 @dataclass(frozen=True)
 class Caller:
     """The user behind an interaction, once they may act: their row (created on first
-    sight) and their Discord id."""
+    sight), their Discord id and — for a story — the policy's Actor, which core services
+    that change the story take (core/stories.py)."""
 
     user: User
     discord_id: int
+    actor: Actor
 
 
 @dataclass(frozen=True)
@@ -83,11 +84,7 @@ def thread_view(interaction: Interaction, story: Story) -> ThreadView:
 def facts(story: Story, member_status: str | None, view: ThreadView) -> StoryFacts:
     """What the policy needs of ``story``; a thread Discord says is private makes the
     story private whatever its row says (stories made before the ``private`` column)."""
-    return StoryFacts(
-        owner_id=story.owner_id, guild_id=story.guild_id, mode=story.mode,
-        private=story.private or view.private, open_table=VoteSettings.of(story).open_table,
-        member_status=member_status,
-    )
+    return access.facts_of(story, member_status, private_thread=view.private)
 
 
 def actor(interaction: Interaction, user: User | None, view: ThreadView) -> Actor:
@@ -119,9 +116,10 @@ async def allows(session: AsyncSession, interaction: Interaction, story: Story, 
 async def check(session: AsyncSession, interaction: Interaction, story: Story,
                 need: Need, *, shown: bool = False) -> Caller:
     """The caller, if they may do ``need`` to ``story`` (else the policy's refusal)."""
-    await decide(session, interaction, story, need, shown=shown)
+    _, actor = await decide(session, interaction, story, need, shown=shown)
     who = interaction.user
-    return Caller(await repo.get_or_create_user(session, who.id, who.display_name), who.id)
+    user = await repo.get_or_create_user(session, who.id, who.display_name)
+    return Caller(user, who.id, replace(actor, user_id=user.id))
 
 
 def play_check(interaction: Interaction) -> Callable[[Story, int, str | None], None]:

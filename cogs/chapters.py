@@ -174,7 +174,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
         async with self.bot.db.transaction() as session:
             found, who = await story_for(session, interaction, story_id, Need.MODERATE, shown=shown)
         try:
-            chapter = await self.bot.engine.new_chapter(found.id, title=title, user_id=who.user.id)
+            chapter = await self.bot.engine.new_chapter(found.id, title=title, user_id=who.user.id, actor=who.actor)
         except (Conflict, NotFound):
             raise
         except KahaniError as exc:  # the model failed: say so, and that nothing changed

@@ -15,7 +15,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import check, story_for, thread_view, visible_stories
+from bot.access import Caller, check, story_for, thread_view, visible_stories
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
 from bot.types import Interaction
 from bot.ui.common import (
@@ -29,10 +29,11 @@ from bot.ui.common import (
 from cogs.votes import settings_text
 from core import messages as msg
 from core import repository as repo
+from core import stories
 from core.access import Need
 from core.engine import StoryEngine
 from core.errors import KahaniError, NotFound
-from core.models import MemberStatus, SceneLength, Story, StoryMode, StoryStatus
+from core.models import SceneLength, Story, StoryMode, StoryStatus
 from core.votes import MAX_DURATION, MIN_DURATION, VoteService, VoteSettings
 
 if TYPE_CHECKING:
@@ -195,12 +196,12 @@ class Stories(commands.Cog):
     @story.command(name="list", description="Your stories (and, in a server, the server's)")
     async def list_(self, interaction: Interaction) -> None:
         async with self.db.read() as s:
-            stories = await visible_stories(s, interaction, limit=25)
-        if not stories:
+            found = await visible_stories(s, interaction, limit=25)
+        if not found:
             await send_ephemeral(interaction, msg.NO_STORIES)
             return
         lines = []
-        for st in stories:
+        for st in found:
             where = f"<#{st.thread_id}>" if st.thread_id else "DM"
             state = "" if st.status == StoryStatus.ACTIVE.value else f" · {st.status}"
             lines.append(f"**#{st.id} {discord.utils.escape_markdown(st.title)}** · {st.mode} · {where}{state}")
@@ -281,9 +282,8 @@ class Stories(commands.Cog):
     @app_commands.autocomplete(story=story_autocomplete)
     async def end(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found, _ = await story_for(s, interaction, story, Need.MODERATE)
-            found.status = StoryStatus.ENDED.value
-            title = found.title
+            found, who = await story_for(s, interaction, story, Need.MODERATE)
+            title = (await stories.end(s, found.id, who.actor)).title
         await interaction.response.send_message(msg.STORY_ENDED_NOW.format(title=title), allowed_mentions=NO_PINGS)
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
@@ -302,11 +302,8 @@ class Stories(commands.Cog):
     async def settings(self, interaction: Interaction, length: str | None = None,
                        pov: str | None = None, story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found, _ = await story_for(s, interaction, story, Need.MODERATE)
-            if length:
-                found.scene_length = length
-            if pov:
-                found.point_of_view = pov
+            found, who = await story_for(s, interaction, story, Need.MODERATE)
+            found = await stories.change_settings(s, found.id, who.actor, scene_length=length, point_of_view=pov)
             text = msg.STORY_SETTINGS.format(title=found.title, length=found.scene_length, pov=found.point_of_view)
             if found.mode == StoryMode.GROUP.value:  # where the vote settings are (/story vote-settings)
                 text += "\n" + settings_text(found.title, VoteSettings.of(found))
@@ -360,10 +357,8 @@ class Stories(commands.Cog):
     async def invite(self, interaction: Interaction, player: discord.User,
                      story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found, invited = await self._group_story_and_player(s, interaction, story, player)
-            member = await repo.get_member(s, found.id, invited.id)
-            if member is None or member.status == MemberStatus.KICKED.value:
-                await repo.set_member(s, found.id, invited.id, MemberStatus.INVITED)
+            found, who, invited = await self._story_and_player(s, interaction, story, player)
+            found = await stories.invite(s, found.id, who.actor, invited.id)
             title, thread_id, guild_id = found.title, found.thread_id, found.guild_id
         await self._add_to_private_thread(guild_id, thread_id, player)
         await send_ephemeral(interaction, msg.MEMBER_INVITED.format(user=player.mention, title=title))
@@ -390,10 +385,8 @@ class Stories(commands.Cog):
     @app_commands.autocomplete(story=story_autocomplete)
     async def kick(self, interaction: Interaction, player: discord.User, story: int | None = None) -> None:
         async with self.db.transaction() as s:
-            found, kicked = await self._group_story_and_player(s, interaction, story, player)
-            if kicked.id == found.owner_id:
-                raise KahaniError(msg.MEMBER_KICK_OWNER)
-            await repo.set_member(s, found.id, kicked.id, MemberStatus.KICKED)
+            found, who, kicked = await self._story_and_player(s, interaction, story, player)
+            found = await stories.kick(s, found.id, who.actor, kicked.id)
             story_id, user_id, title = found.id, kicked.id, found.title
             thread = self._private_thread(found.guild_id, found.thread_id)
         if thread is not None:  # a private table's thread is for its players only
@@ -404,13 +397,13 @@ class Stories(commands.Cog):
         await send_ephemeral(interaction, msg.MEMBER_KICKED.format(user=player.mention, title=title))
         await self.player.ballots.after_kick(story_id, user_id)
 
-    async def _group_story_and_player(self, s: Any, interaction: Interaction, story_id: int | None,
-                                      player: discord.User) -> tuple[Story, Any]:
-        """The group story a command is about, if its user may manage it, and the player."""
-        found, _ = await story_for(s, interaction, story_id, Need.MODERATE)
+    async def _story_and_player(self, s: Any, interaction: Interaction, story_id: int | None,
+                                player: discord.User) -> tuple[Story, Caller, Any]:
+        """The story a command is about, if its user may moderate it, and the player."""
+        found, who = await story_for(s, interaction, story_id, Need.MODERATE)
         if found.mode != StoryMode.GROUP.value:
             raise KahaniError(msg.GROUP_ONLY)
-        return found, await repo.get_or_create_user(s, player.id, player.display_name)
+        return found, who, await repo.get_or_create_user(s, player.id, player.display_name)
 
     @story.command(name="vote-settings", description="How a group story votes: time to vote, own actions, who closes")
     @app_commands.describe(

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from core import messages as msg
 from core.errors import KahaniError, NotFound
-from core.models import MemberStatus, StoryMode
+from core.models import MemberStatus, Story, StoryMode
+from core.votes import VoteSettings
 
 
 class Need(enum.Enum):
@@ -80,6 +81,16 @@ class StoryFacts:
     @property
     def group(self) -> bool:
         return self.mode == StoryMode.GROUP.value
+
+
+def facts_of(story: Story, member_status: str | None, *, private_thread: bool = False) -> StoryFacts:
+    """The facts of a story row (``private_thread``: the front end knows its thread is
+    private, e.g. a story made before the ``private`` column)."""
+    return StoryFacts(
+        owner_id=story.owner_id, guild_id=story.guild_id, mode=story.mode,
+        private=story.private or private_thread, open_table=VoteSettings.of(story).open_table,
+        member_status=member_status,
+    )
 
 
 def _is_owner(story: StoryFacts, actor: Actor) -> bool:

@@ -35,9 +35,10 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import logctx
+from core import logctx, stories
 from core import messages as msg
 from core import repository as repo
+from core.access import Actor
 from core.choices import (
     CHOICE_COUNT,
     Choice,
@@ -393,13 +394,17 @@ class StoryEngine:
                 out.append((pc.chapter, text))
             return out
 
-    async def new_chapter(self, story_id: int, *, title: str = "", user_id: int | None = None) -> Chapter:
+    async def new_chapter(self, story_id: int, *, title: str = "", user_id: int | None = None,
+                          actor: Actor | None = None) -> Chapter:
         """Close the current chapter with a summary written by the model and open the next.
+        With ``actor``, only if the policy lets them moderate the story (core/access.py).
 
         Raises KahaniError (with the reason) when the model fails; nothing changes then.
         """
         holder = self._holder()
         async with self.db.transaction() as s:
+            if actor is not None:
+                await stories.moderated(s, story_id, actor)
             story = await self._playable_story(s, story_id)
             tip = await repo.tip(s, story_id)
             if tip is None:

@@ -23,7 +23,7 @@ from bot.errors import KahaniView
 from bot.types import Interaction
 from core import messages as msg
 from core import repository as repo
-from core.access import Need
+from core.access import Actor, Need
 from core.errors import KahaniError
 from core.models import Story
 
@@ -39,7 +39,8 @@ async def caller(session: AsyncSession, interaction: Interaction) -> Caller:
     """The interaction's user (created on first sight), for what is theirs alone (their
     settings, a new story): no story's access is involved."""
     who = interaction.user
-    return Caller(await repo.get_or_create_user(session, who.id, who.display_name), who.id)
+    user = await repo.get_or_create_user(session, who.id, who.display_name)
+    return Caller(user, who.id, Actor(user.id, interaction.guild_id))
 
 
 async def story_choices(

@@ -1,0 +1,69 @@
+"""Use cases that change a story: end it, change its settings, invite and kick players.
+
+Each takes the :class:`~core.access.Actor` asking (resolved by the front end) and asks the
+access policy itself, from the rows it reads in the caller's transaction, before it
+changes anything — so a front end cannot forget the check. Closing a chapter is
+``StoryEngine.new_chapter`` (it needs the model), which takes the actor the same way.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core import access
+from core import messages as msg
+from core import repository as repo
+from core.access import Actor, Need
+from core.errors import KahaniError
+from core.models import MemberStatus, Story, StoryMode, StoryStatus
+
+
+async def moderated(session: AsyncSession, story_id: int, actor: Actor) -> Story:
+    """The story, if ``actor`` may moderate it (else the policy's refusal)."""
+    story = await repo.get_story(session, story_id)
+    member = await repo.get_member(session, story.id, actor.user_id) if actor.user_id is not None else None
+    access.require(Need.MODERATE, access.facts_of(story, member.status if member is not None else None), actor)
+    return story
+
+
+async def end(session: AsyncSession, story_id: int, actor: Actor) -> Story:
+    """End the story: it stays readable, nothing is deleted, no scene follows."""
+    story = await moderated(session, story_id, actor)
+    story.status = StoryStatus.ENDED.value
+    return story
+
+
+async def change_settings(session: AsyncSession, story_id: int, actor: Actor, *, scene_length: str | None = None,
+                          point_of_view: str | None = None) -> Story:
+    """Change the story's scene length and point of view (None keeps a setting)."""
+    story = await moderated(session, story_id, actor)
+    if scene_length:
+        story.scene_length = scene_length
+    if point_of_view:
+        story.point_of_view = point_of_view
+    return story
+
+
+async def _group_story(session: AsyncSession, story_id: int, actor: Actor) -> Story:
+    story = await moderated(session, story_id, actor)
+    if story.mode != StoryMode.GROUP.value:
+        raise KahaniError(msg.GROUP_ONLY)
+    return story
+
+
+async def invite(session: AsyncSession, story_id: int, actor: Actor, user_id: int) -> Story:
+    """Invite a player to a group story (a kicked one comes back invited; a member stays)."""
+    story = await _group_story(session, story_id, actor)
+    member = await repo.get_member(session, story.id, user_id)
+    if member is None or member.status == MemberStatus.KICKED.value:
+        await repo.set_member(session, story.id, user_id, MemberStatus.INVITED)
+    return story
+
+
+async def kick(session: AsyncSession, story_id: int, actor: Actor, user_id: int) -> Story:
+    """Take a player off a group story's table: their votes stop counting."""
+    story = await _group_story(session, story_id, actor)
+    if user_id == story.owner_id:
+        raise KahaniError(msg.MEMBER_KICK_OWNER)
+    await repo.set_member(session, story.id, user_id, MemberStatus.KICKED)
+    return story
