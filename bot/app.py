@@ -211,6 +211,9 @@ class KahaniBot(commands.AutoShardedBot):
         self.llm_queue = LLMQueue(db, llm_concurrency(settings), holder_prefix=self.instance_id)
         limits = GenerationLimits(settings.generations_per_user_per_minute, settings.generations_per_guild_per_minute)
         self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits)
+        # Every scene stream, tally and placeholder of this process takes turns here, within
+        # Discord's budgets (bot/ui/render.py): this process's share of the global limit.
+        self.scheduler = StreamScheduler(global_limit=discord_global_rate(settings))
         # Plays, finishes and shows scenes for every cog that needs them (bot/player.py).
         self.player = ScenePlayer(self)
         self._setup = setup
@@ -221,7 +224,6 @@ class KahaniBot(commands.AutoShardedBot):
     # -- start-up -------------------------------------------------------------------
 
     async def setup_hook(self) -> None:
-        StreamScheduler.shared().set_global_limit(discord_global_rate(self.settings))
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.player.start()

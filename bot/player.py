@@ -28,7 +28,7 @@ import discord
 
 from bot.types import Interaction
 from bot.ui import scene as ui
-from bot.ui.render import SceneStreamer, post_paced, show_text
+from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text
 from core import messages as msg
 from core import repository as repo
 from core.choices import Choice
@@ -111,10 +111,12 @@ class QueueLine:
     MIN_INTERVAL = 3.0
     PER_PLACE = 1.0
 
-    def __init__(self, message: discord.Message, head: str, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, message: discord.Message, head: str, *, clock: Callable[[], float] = time.monotonic,
+                 scheduler: StreamScheduler | None = None) -> None:
         self.message = message
         self.head = head
         self.clock = clock
+        self.scheduler = scheduler
         self.shown: int | None = None
         self.shown_at = -math.inf
 
@@ -132,7 +134,8 @@ class QueueLine:
 
     async def _edit(self, line: str) -> None:
         with contextlib.suppress(discord.HTTPException):  # the stream reports a gone message
-            shown = await show_text(self.message.channel, [self.message], line, header=self.head)
+            shown = await show_text(self.message.channel, [self.message], line, header=self.head,
+                                    scheduler=self.scheduler)
             self.message = shown[0] if shown else self.message
 
 
@@ -143,6 +146,7 @@ class ScenePlayer:
         self.bot = bot
         self.db = bot.db
         self.engine: StoryEngine = bot.engine
+        self.scheduler: StreamScheduler = bot.scheduler  # every request to Discord a scene makes
         self.ballots: Ballots = NoBallots()  # set by the Votes cog
         self.narrator: Narrator | None = None  # set by the Narration cog
         self._sweeper: asyncio.Task[None] | None = None
@@ -168,14 +172,16 @@ class ScenePlayer:
         head = ui.header(instruction)
         placeholder = first_message is None
         if first_message is None:
-            first_message = await post_paced(channel, f"{head}\n{msg.WRITING}" if head else msg.WRITING)
+            first_message = await post_paced(channel, f"{head}\n{msg.WRITING}" if head else msg.WRITING,
+                                             scheduler=self.scheduler)
         head = f"{head}\n" if head else ""
         kind, target, n = retry
         retry_id = ui.RetryButton(kind, target, n).custom_id
         ref = f"{first_message.channel.id}:{first_message.id}:{retry_id}"
-        streamer = SceneStreamer(first_message.channel, header=head, first_message=first_message)
+        streamer = SceneStreamer(first_message.channel, header=head, first_message=first_message,
+                                 scheduler=self.scheduler)
         narration = await self.auto_narration(first_message.channel)
-        line = QueueLine(first_message, head)
+        line = QueueLine(first_message, head, scheduler=self.scheduler)
         try:
             async for event in self.bot.metrics.watch(start(ref), kind):
                 if isinstance(event, Queued):
@@ -315,7 +321,8 @@ class ScenePlayer:
         head, text, footer = await self.text_for(variant_id)
         view = await self.view_for(variant_id)
         ballot = await self.ballots.scene_ready(variant_id)  # before its buttons appear
-        shown = await show_text(messages[0].channel, messages, text, header=head, footer=footer, view=view)
+        shown = await show_text(messages[0].channel, messages, text, header=head, footer=footer, view=view,
+                                scheduler=self.scheduler)
         await self.record(variant_id, shown)
         if ballot is not None:
             await self.ballots.repaint(ballot)

@@ -39,7 +39,7 @@ from bot.player import NoBallots
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
-from bot.ui.render import ChannelBudget, StreamScheduler, Urgency
+from bot.ui.render import Urgency
 from core import access
 from core import messages as msg
 from core import repository as repo
@@ -131,11 +131,11 @@ class TallyPainter:
     async def _work(self, channel_id: int) -> None:
         pending = self._pending[channel_id]
         while pending:
-            scheduler = StreamScheduler.shared()
+            scheduler = self.group.bot.scheduler
             now = scheduler.clock()
             # Re-read every time: the scheduler drops idle budgets and makes new ones.
             urgency = min(pending.values())
-            at = max(ChannelBudget.for_channel(channel_id).edit_ready_at(urgency, now),
+            at = max(scheduler.budget(channel_id).edit_ready_at(urgency, now),
                      scheduler.global_budget.ready_at(now))
             if at > now:
                 await asyncio.sleep(at - now)  # the channel's rate-limit window, not a guess
@@ -151,7 +151,7 @@ class TallyPainter:
                 continue
             message, kwargs = edit
             now = scheduler.clock()
-            budget = ChannelBudget.for_channel(channel_id)
+            budget = scheduler.budget(channel_id)
             ticket = budget.take_edit(now)
             counted = scheduler.global_budget.take(now)
             try:
@@ -433,7 +433,7 @@ class Votes(commands.Cog):
                 only_host = discord.AllowedMentions(everyone=False, roles=False, replied_user=False,
                                                     users=[discord.Object(host)])
                 await channel.send(msg.VOTE_ASK_HOST.format(host=host), allowed_mentions=only_host)
-                ChannelBudget.for_channel(channel.id).note_create()
+                self.bot.scheduler.budget(channel.id).note_create()
             return
         if state.winner is None:
             return
