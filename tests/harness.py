@@ -26,8 +26,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -47,8 +49,6 @@ from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
 from tests.fakes.llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
-# An address where nothing listens: the bot starts and warns that the storyteller is down.
-NO_LLM = "http://127.0.0.1:9/v1"
 # What the bot logs once discord.py dispatched on_ready (bot/app.py, KahaniBot.on_ready).
 READY_LINE = "bot.app: ready as "
 # Settings the parent's environment must not leak into a bot under test.
@@ -61,6 +61,29 @@ SETTING_NAMES = (
 )
 
 
+# Bound by closed_port_address() and held open (never listening) until the process ends.
+_closed_sockets: list[socket.socket] = []
+
+
+@functools.cache
+def closed_port_address() -> str:
+    """``127.0.0.1:<port>`` where connections are refused for as long as this process runs.
+
+    On the first call a socket is bound to a free port and kept open without listening,
+    so nothing else can listen there (unlike 127.0.0.1:9, where something might). For
+    addresses that outlive one test (module-scoped worlds, the harness default); a
+    single test takes the ``closed_port`` fixture (tests/conftest.py) instead."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    _closed_sockets.append(sock)
+    return f"127.0.0.1:{sock.getsockname()[1]}"
+
+
+def no_llm() -> str:
+    """An LLM address where nothing listens: the bot starts and warns that the storyteller is down."""
+    return f"http://{closed_port_address()}/v1"
+
+
 def bot_env(standin: DiscordStandin, database_url: str, *, llm_base_url: str | None = None) -> dict[str, str]:
     """The settings (as environment variables) of a bot talking to ``standin``."""
     return {
@@ -68,7 +91,7 @@ def bot_env(standin: DiscordStandin, database_url: str, *, llm_base_url: str | N
         "DISCORD_API_BASE": standin.api_base,
         "DISCORD_GATEWAY_URL": standin.gateway_url,
         "DATABASE_URL": database_url,
-        "LLM_BASE_URL": llm_base_url or NO_LLM,
+        "LLM_BASE_URL": llm_base_url or no_llm(),
         "KAHANI_TEST_FAST_START": "1",
         # Tests run many generations at once and fast: no LLM queue and no per-user limit
         # unless a test asks for them (tests/test_llm_queue.py, tests/test_scale.py).

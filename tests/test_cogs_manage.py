@@ -357,43 +357,44 @@ async def test_a_summary_is_edited_through_the_form_by_the_owner_only(world: Wor
     assert missing.content == msg.CHAPTER_UNKNOWN.format(number=9)
 
 
-async def test_the_chapter_list_stays_within_discords_embed_limits(world: World) -> None:
-    seeded = await seed_story(world, "The Long Road", scenes=0)
+async def long_campaign(world: World, title: str, chapters: int) -> Seeded:
+    """A story of ``chapters`` closed chapters, one scene each, with long titles and summaries."""
+    seeded = await seed_story(world, title, scenes=0)
     async with world.db.transaction() as s:
         parent = None
-        for n in range(1, 31):
+        for n in range(1, chapters + 1):
             _, variant = await repo.add_scene(s, seeded.story_id, parent, f"Scene {n}.")
             await repo.open_chapter(s, seeded.story_id, variant.id, summary=f"Summary {n}. " + "word " * 600,
                                     title="T" * 200)
             parent = variant.id
+    return seeded
+
+
+def embed_size(embed: dict) -> int:
+    return len(embed["title"]) + len(embed.get("description") or "") + len(embed["footer"]["text"]) + sum(
+        len(f["name"]) + len(f["value"]) for f in embed["fields"])
+
+
+async def test_the_chapter_list_stays_within_discords_embed_limits(world: World) -> None:
+    seeded = await long_campaign(world, "The Long Road", 30)
     listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
     (embed,) = listing.embeds
     assert len(embed["fields"]) == 25 and embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=31)
     assert embed["fields"][0]["value"].startswith("Summary 7. word") and embed["fields"][0]["value"].endswith("…")
-    size = len(embed["title"]) + len(embed["footer"]["text"]) + sum(len(f["name"]) + len(f["value"])
-                                                                     for f in embed["fields"])
-    assert 5000 < size <= EMBED_TOTAL
+    assert 5000 < embed_size(embed) <= EMBED_TOTAL
 
 
 async def test_story_info_of_a_long_campaign_stays_within_discords_embed_limits(world: World) -> None:
-    seeded = await seed_story(world, "The Longer Road", scenes=0)
+    seeded = await long_campaign(world, "The Longer Road", 40)
     async with world.db.transaction() as s:
         story = await repo.get_story(s, seeded.story_id)
         story.premise, story.genre, story.tone = "premise " * 200, "g" * 100, "t" * 100
-        parent = None
-        for n in range(1, 41):
-            _, variant = await repo.add_scene(s, seeded.story_id, parent, f"Scene {n}.")
-            await repo.open_chapter(s, seeded.story_id, variant.id, summary=f"Summary {n}. " + "word " * 600,
-                                    title="T" * 200)
-            parent = variant.id
     info = await reply(world, await world.standin.slash(world.alice, seeded.thread, "story info"))
     (embed,) = info.embeds
     assert "**Scenes:** 40" in embed["description"] and "Context used" in embed["description"]
     assert embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=41)
     assert embed["fields"][-2]["value"].startswith("Summary 40. word")  # the latest chapters are shown
-    size = len(embed["title"]) + len(embed["description"]) + len(embed["footer"]["text"]) + sum(
-        len(f["name"]) + len(f["value"]) for f in embed["fields"])
-    assert 5000 < size <= EMBED_TOTAL
+    assert 5000 < embed_size(embed) <= EMBED_TOTAL
 
 
 async def test_embed_fitting_keeps_short_values_whole_and_shortens_long_ones_at_a_word() -> None:

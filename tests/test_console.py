@@ -7,9 +7,13 @@ import os
 import sys
 from pathlib import Path
 
+import pytest
+
 from core import repository as repo
 from core.db import Database
 from tests.fakes.llm import FakeLLM
+
+pytestmark = pytest.mark.filesystem  # starts ``python -m bot play`` from the checkout
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,9 +88,9 @@ async def test_a_story_is_played_in_the_terminal(fake_llm: FakeLLM, tmp_path: Pa
     assert "=== The Lighthouse ===" in out and "Thunder answers." in out
 
 
-async def test_the_console_says_when_the_storyteller_is_down(tmp_path: Path) -> None:
+async def test_the_console_says_when_the_storyteller_is_down(tmp_path: Path, closed_port: int) -> None:
     class Closed:
-        base_url = "http://127.0.0.1:9/v1"
+        base_url = f"http://127.0.0.1:{closed_port}/v1"
 
     code, out, err = await play(Closed(), tmp_path / "kahani.db", ["", "", "", "", "", "", "q"])  # type: ignore[arg-type]
     assert code == 0, err

@@ -196,8 +196,8 @@ async def test_every_failure_leaves_the_story_exactly_as_it_was(
     assert await snapshot(db) == before  # no half scene, no lease left held
 
 
-async def test_an_unreachable_server_fails_cleanly(db: Database, clock: FakeClock) -> None:
-    llm = LLMClient("http://127.0.0.1:9/v1", model="m", context_length=8192)
+async def test_an_unreachable_server_fails_cleanly(db: Database, clock: FakeClock, closed_port: int) -> None:
+    llm = LLMClient(f"http://127.0.0.1:{closed_port}/v1", model="m", context_length=8192)
     try:
         engine = StoryEngine(db, llm, clock=clock)
         story_id = await new_story(db)

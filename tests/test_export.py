@@ -332,6 +332,7 @@ async def run_cli(db_path: Path, *args: str) -> tuple[int, str, str]:
     return process.returncode, stdout.decode(), stderr.decode()
 
 
+@pytest.mark.filesystem  # starts ``python -m bot export`` from the checkout
 async def test_kahani_export_writes_the_file(sqlite_template: Path, tmp_path: Path) -> None:
     db_path = tmp_path / "kahani.db"
     db_path.write_bytes(sqlite_template.read_bytes())

@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.filesystem  # reads the checkout's files and starts Python on them
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

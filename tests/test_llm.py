@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import ast
 import asyncio
-import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
@@ -239,8 +238,9 @@ async def test_context_length_names_the_server_that_answered(
     assert client.server_name == "llama.cpp"
 
 
-async def test_context_length_with_the_server_down_is_the_default(make_client: MakeClient) -> None:
-    client = make_client(closed_port_url())
+async def test_context_length_with_the_server_down_is_the_default(make_client: MakeClient,
+                                                                  closed_port: int) -> None:
+    client = make_client(f"http://127.0.0.1:{closed_port}/v1")
     assert await client.context_length() == DEFAULT_CONTEXT_LENGTH
 
 
@@ -254,15 +254,8 @@ def test_server_names_are_guessed_from_the_address() -> None:
 # --- failures ----------------------------------------------------------------------------
 
 
-def closed_port_url() -> str:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    return f"http://127.0.0.1:{port}/v1"
-
-
-async def test_refused_connection_names_the_server_and_url(make_client: MakeClient) -> None:
-    url = closed_port_url()
+async def test_refused_connection_names_the_server_and_url(make_client: MakeClient, closed_port: int) -> None:
+    url = f"http://127.0.0.1:{closed_port}/v1"
     error, _ = await fails(make_client(url, model="m"))
     assert error.kind == ErrorKind.UNREACHABLE
     assert error.reason == f"The storyteller (LM Studio at {url}) is not reachable. Is it running?"

@@ -31,8 +31,6 @@ from tests.test_play import World, new_story, scene, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
-DEAD = "http://127.0.0.1:9"  # nothing listens here
-
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -138,14 +136,15 @@ async def test_healthz_reports_database_llm_and_kokoro_ok(world: MetricsWorld) -
     assert json.loads(body) == {"database": "ok", "llm": "ok", "kokoro": "ok"}
 
 
-async def test_healthz_says_error_for_a_dead_llm_and_kokoro_but_stays_200(sqlite_template: Path,
-                                                                        tmp_path: Path) -> None:
+async def test_healthz_says_error_for_a_dead_llm_and_kokoro_but_stays_200(sqlite_template: Path, tmp_path: Path,
+                                                                        closed_port: int) -> None:
+    dead = f"http://127.0.0.1:{closed_port}"  # nothing listens here
     path = tmp_path / "kahani.db"
     path.write_bytes(sqlite_template.read_bytes())
     port = free_port()
     async with (
         DiscordStandin() as standin,
-        running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=DEAD + "/v1", kokoro_url=DEAD,
+        running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=dead + "/v1", kokoro_url=dead,
                     metrics_port=port),
         aiohttp.ClientSession() as http,
         http.get(f"http://127.0.0.1:{port}/healthz") as response,

@@ -70,12 +70,12 @@ async def test_a_malformed_database_url_is_one_clear_error(url: str, message: st
         await dbmod.upgrade(url)
 
 
-async def test_an_unreachable_postgresql_is_one_clear_error() -> None:
-    # Port 9 (discard) is closed on this machine: the connection is refused.
-    url = "postgresql+asyncpg://kahani:secret@127.0.0.1:9/kahani"
+async def test_an_unreachable_postgresql_is_one_clear_error(closed_port: int) -> None:
+    url = f"postgresql+asyncpg://kahani:secret@127.0.0.1:{closed_port}/kahani"  # the connection is refused
     with pytest.raises(dbmod.DatabaseError) as caught:
         await dbmod.upgrade(url)
-    assert "cannot use the database postgresql+asyncpg://kahani:***@127.0.0.1:9/kahani" in str(caught.value)
+    shown = f"postgresql+asyncpg://kahani:***@127.0.0.1:{closed_port}/kahani"
+    assert f"cannot use the database {shown}" in str(caught.value)
     assert "secret" not in str(caught.value)
 
 

@@ -230,13 +230,13 @@ async def test_stop_ends_the_source_and_closes_the_kokoro_stream(kokoro: FakeKok
     assert kokoro.disconnects == 1
 
 
-async def test_kokoro_down_reports_a_clear_error_and_the_source_ends() -> None:
+async def test_kokoro_down_reports_a_clear_error_and_the_source_ends(closed_port: int) -> None:
     reported: list[TTSError] = []
 
     async def on_error(error: TTSError) -> None:
         reported.append(error)
 
-    tts = KokoroClient("http://127.0.0.1:9")
+    tts = KokoroClient(f"http://127.0.0.1:{closed_port}")
     try:
         job, player = await narrate(tts, SCENE, on_error=on_error)
         await player.done()

@@ -19,8 +19,6 @@ from core.tts import (
 )
 from tests.fakes.kokoro import MP3_HEADER, FakeKokoro, Fault, level
 
-NOWHERE = "http://127.0.0.1:9"
-
 
 @pytest_asyncio.fixture
 async def kokoro() -> AsyncIterator[FakeKokoro]:
@@ -89,13 +87,14 @@ async def test_an_unknown_voice_is_refused_with_kokoros_reason(client: KokoroCli
     assert await client.check_voice("af_bella(2)+af_sky(1)") == "af_bella(2)+af_sky(1)"
 
 
-async def test_kokoro_down_says_so_clearly() -> None:
-    tts = KokoroClient(NOWHERE)
+async def test_kokoro_down_says_so_clearly(closed_port: int) -> None:
+    nowhere = f"http://127.0.0.1:{closed_port}"
+    tts = KokoroClient(nowhere)
     try:
         with pytest.raises(TTSError) as caught:
             await collect(tts, "Hi.")
         assert caught.value.kind == "unreachable"
-        assert caught.value.message.startswith("Narration unavailable: Kokoro at http://127.0.0.1:9 is not reachable")
+        assert caught.value.message.startswith(f"Narration unavailable: Kokoro at {nowhere} is not reachable")
         with pytest.raises(TTSError):
             await tts.voices()
         assert not await tts.health()
