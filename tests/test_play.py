@@ -173,6 +173,20 @@ async def test_a_malformed_button_gets_a_polite_answer(world: World) -> None:
     assert msg.DISCORD_STALE_COMPONENT in await ephemeral(world, rec)
 
 
+async def test_choices_of_any_length_are_shown_in_full_and_the_scene_gets_its_buttons(world: World) -> None:
+    # A model (or a player's action asking for it) may write 700 characters per choice.
+    long_choices = [f"Choice {n}: " + " ".join(f"w{n}x{i}" for i in range(120))[:690] for n in range(1, 5)]
+    world.llm.script(scripted_scene("The tide turns.", *long_choices))
+    thread = await new_story(world, world.alice, world.general, "Long Choices", mode="solo")
+    last = await wait_scene(world, thread)  # the message with the buttons: no 400 left it without
+    shown = "\n".join(m.content for m in thread.messages if m.author is world.standin.bot_user)
+    for text in long_choices:
+        assert text in shown  # in full, in the text
+    labels = [c["label"] for c in last.component_items() if c.get("custom_id", "").startswith("kahani:v1:choose:")]
+    assert len(labels) == 4 and all(len(label) <= 80 for label in labels)
+    assert all(len(m.content) <= 2000 for m in thread.messages)
+
+
 async def test_someone_else_cannot_play_a_solo_story(world: World) -> None:
     world.llm.script(scene("A quiet beach at dawn."))
     thread = await new_story(world, world.alice, world.general, "Alone", mode="solo")

@@ -672,8 +672,8 @@ class SceneStreamer:
         if footer:
             if len(contents[-1]) + len(footer) <= MESSAGE_LIMIT:
                 contents[-1] += footer
-            else:
-                contents.append(footer.strip() or EMPTY_TEXT)
+            else:  # long choices (a model may write 700 characters each): messages of their own
+                contents.extend(split_text(footer.strip(), self.room) if footer.strip() else [EMPTY_TEXT])
         return await self._settle(contents, view)
 
     async def fail(self, reason: str, *, view: discord.ui.View | None = None) -> list[AnyMessage]:
