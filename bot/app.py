@@ -253,7 +253,7 @@ class KahaniBot(commands.AutoShardedBot):
         except LLMError as exc:
             log.warning("the storyteller is not usable yet: %s", exc.reason)
         else:
-            log.info("storyteller: %s at %s", model, self.llm.base_url)
+            log.info("storyteller: %s at %s", model, self.llm.shown_url)
 
     def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
         """Run ``coro`` in the background; :meth:`close` cancels it and waits for it (cogs

@@ -30,6 +30,7 @@ import openai
 
 from core import messages as msg
 from core.streaming import strip_think
+from core.urls import public_url
 
 log = logging.getLogger(__name__)
 
@@ -203,6 +204,7 @@ class LLMClient:
         server_name: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = public_url(self.base_url)  # in messages and logs: no credentials
         self.timeouts = timeouts or LLMTimeouts()
         self.server_name = server_name or guess_server_name(self.base_url)
         self._named = server_name is not None
@@ -276,10 +278,10 @@ class LLMClient:
             model = next((i for i in ids if "embed" not in i.lower()), None)
         if not model:
             raise LLMError(
-                msg.LLM_NO_MODEL.format(server=self.server_name, url=self.base_url),
+                msg.LLM_NO_MODEL.format(server=self.server_name, url=self.shown_url),
                 ErrorKind.NO_MODEL,
             )
-        log.info("llm: using model %s from %s", model, self.base_url)
+        log.info("llm: using model %s from %s", model, self.shown_url)
         self._resolved_model = model
         return model
 
@@ -578,14 +580,14 @@ class LLMClient:
             ErrorKind.REQUEST_TIMEOUT: msg.LLM_REQUEST_TIMEOUT,
             ErrorKind.CONNECT_TIMEOUT: msg.LLM_CONNECT_TIMEOUT,
         }[kind]
-        log.warning("llm: %s after %.1f s (%s)", kind, seconds, self.base_url)
+        log.warning("llm: %s after %.1f s (%s)", kind, seconds, self.shown_url)
         return LLMError(
-            template.format(seconds=seconds, server=self.server_name, url=self.base_url), kind
+            template.format(seconds=seconds, server=self.server_name, url=self.shown_url), kind
         )
 
     def _api_error(self, exc: openai.APIError, model: str | None, *, streaming: bool = False) -> LLMError:
         """Map any openai error to an LLMError with a player-facing reason."""
-        names = {"server": self.server_name, "url": self.base_url, "model": model or "?"}
+        names = {"server": self.server_name, "url": self.shown_url, "model": model or "?"}
         detail = _error_text(exc)
         if isinstance(exc, openai.APITimeoutError):
             if streaming:  # the HTTP read backstop fired before our idle limit
@@ -595,7 +597,7 @@ class LLMClient:
             if streaming:
                 log.warning("llm: stream cut: %r", exc.__cause__ or exc)
                 return LLMError(msg.LLM_STREAM_CUT, ErrorKind.STREAM_CUT, detail=repr(exc.__cause__))
-            log.warning("llm: %s unreachable: %r", self.base_url, exc.__cause__ or exc)
+            log.warning("llm: %s unreachable: %r", self.shown_url, exc.__cause__ or exc)
             return LLMError(msg.LLM_UNREACHABLE.format(**names), ErrorKind.UNREACHABLE, detail=repr(exc.__cause__))
         status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
         log.warning("llm: request failed (status %s): %s", status, detail[:500])

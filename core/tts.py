@@ -31,6 +31,7 @@ import httpx
 
 from core import messages as msg
 from core.errors import KahaniError
+from core.urls import public_url
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class KokoroClient:
     def __init__(self, base_url: str, *, model: str = "kokoro", timeouts: TTSTimeouts | None = None,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
         self.base_url = base_url.rstrip("/")
+        self.shown_url = public_url(self.base_url)  # in messages and logs: no credentials
         self.model = model
         self.timeouts = timeouts or TTSTimeouts()
         t = self.timeouts
@@ -168,7 +170,7 @@ class KokoroClient:
             await self._raise_for_status(response)
             content_type = response.headers.get("content-type", "")
             if not content_type.startswith("audio/"):
-                raise TTSError(msg.TTS_BAD_REPLY.format(url=self.base_url), "bad_reply",
+                raise TTSError(msg.TTS_BAD_REPLY.format(url=self.shown_url), "bad_reply",
                                detail=f"content-type {content_type!r}")
             async for piece in response.aiter_bytes():
                 data += piece
@@ -176,7 +178,7 @@ class KokoroClient:
                     raise TTSError(msg.TTS_TOO_LARGE.format(megabytes=round(max_bytes / 1_000_000, 1)),
                                    "too_large")
         if not data:
-            raise TTSError(msg.TTS_BAD_REPLY.format(url=self.base_url), "bad_reply", detail="empty body")
+            raise TTSError(msg.TTS_BAD_REPLY.format(url=self.shown_url), "bad_reply", detail="empty body")
         return bytes(data)
 
     def _speech_body(self, text: str, voice: str | None, speed: float, response_format: str) -> dict[str, Any]:
@@ -196,15 +198,15 @@ class KokoroClient:
             return
         await response.aread()
         detail = _error_detail(response)
-        log.warning("Kokoro at %s answered %s: %s", self.base_url, response.status_code, detail)
+        log.warning("Kokoro at %s answered %s: %s", self.shown_url, response.status_code, detail)
         if 400 <= response.status_code < 500 and response.status_code not in (404, 408, 429):
             raise TTSError(msg.TTS_REJECTED.format(detail=detail[:300]), "rejected", detail=detail)
-        raise TTSError(msg.TTS_SERVER_ERROR.format(url=self.base_url), "server_error", detail=detail)
+        raise TTSError(msg.TTS_SERVER_ERROR.format(url=self.shown_url), "server_error", detail=detail)
 
     @contextlib.asynccontextmanager
     async def _errors(self, what: str) -> AsyncIterator[None]:
         """Turns httpx's exceptions (and a file timeout) into TTSError, logging the cause."""
-        url, t = self.base_url, self.timeouts
+        url, t = self.shown_url, self.timeouts
         try:
             yield
         except TTSError:

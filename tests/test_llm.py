@@ -14,6 +14,7 @@ import pytest
 import pytest_asyncio
 
 from core import messages as msg
+from core.urls import public_url
 from core.choices import build_choices_request, parse_choices_reply
 from core.llm import (
     DEFAULT_CONTEXT_LENGTH,
@@ -259,6 +260,21 @@ async def test_refused_connection_names_the_server_and_url(make_client: MakeClie
     error, _ = await fails(make_client(url, model="m"))
     assert error.kind == ErrorKind.UNREACHABLE
     assert error.reason == f"The storyteller (LM Studio at {url}) is not reachable. Is it running?"
+
+
+async def test_a_url_with_credentials_is_shown_to_players_without_them(make_client: MakeClient,
+                                                                      closed_port: int) -> None:
+    error, _ = await fails(make_client(f"http://kahani:hunter2@127.0.0.1:{closed_port}/v1?key=sk-secret", model="m"))
+    assert error.kind == ErrorKind.UNREACHABLE
+    assert f"at http://127.0.0.1:{closed_port}/v1)" in error.reason
+    assert "hunter2" not in error.reason and "sk-secret" not in error.reason and "kahani@" not in error.reason
+
+
+def test_public_urls_keep_scheme_host_port_and_path_only() -> None:
+    assert public_url("https://u:p@api.example.com/v1?key=k#frag") == "https://api.example.com/v1"
+    assert public_url("http://[::1]:1234/v1") == "http://[::1]:1234/v1"
+    assert public_url("http://localhost:8880") == "http://localhost:8880"
+    assert public_url("http://host:notaport/") == "?"
 
 
 async def test_http_500_is_a_server_error(fake_llm: FakeLLM, make_client: MakeClient) -> None:

@@ -102,6 +102,17 @@ async def test_kokoro_down_says_so_clearly(closed_port: int) -> None:
         await tts.aclose()
 
 
+async def test_kokoro_credentials_are_not_shown_to_players(closed_port: int) -> None:
+    tts = KokoroClient(f"http://kahani:hunter2@127.0.0.1:{closed_port}?token=secret")
+    try:
+        with pytest.raises(TTSError) as caught:
+            await collect(tts, "Hi.")
+        assert caught.value.message.startswith(f"Narration unavailable: Kokoro at http://127.0.0.1:{closed_port} is")
+        assert "hunter2" not in caught.value.message and "secret" not in caught.value.message
+    finally:
+        await tts.aclose()
+
+
 async def test_a_server_error_and_a_slow_server_become_clear_errors(kokoro: FakeKokoro,
                                                                     client: KokoroClient) -> None:
     kokoro.fail_next(Fault.HTTP_500)
