@@ -89,11 +89,13 @@ class ConfirmDelete(KahaniView):
         async with self.cog.db.transaction() as s:
             story = await repo.get_story(s, self.story_id)
             await check(s, interaction, story, Need.MODERATE)
-            title = story.title
+            title, thread_id = story.title, story.thread_id
             await repo.delete_story(s, self.story_id)
         self.stop()
         await interaction.response.edit_message(content=msg.STORY_DELETED.format(title=title), view=None,
                                                 allowed_mentions=NO_PINGS)
+        if thread_id is not None:
+            await self.cog.retire_thread(thread_id)
 
     @discord.ui.button(label="Keep it", style=discord.ButtonStyle.secondary)
     async def cancel(self, interaction: Interaction, _: discord.ui.Button[Any]) -> None:
@@ -362,6 +364,25 @@ class Stories(commands.Cog):
             title, thread_id, guild_id = found.title, found.thread_id, found.guild_id
         await self._add_to_private_thread(guild_id, thread_id, player)
         await send_ephemeral(interaction, msg.MEMBER_INVITED.format(user=player.mention, title=title))
+
+    async def retire_thread(self, thread_id: int) -> None:
+        """A deleted story's thread goes too: deleted if the bot may (Manage Threads),
+        else archived and locked, so nobody plays on in a thread whose story is gone."""
+        thread = self.bot.get_channel(thread_id)
+        if not isinstance(thread, discord.Thread):
+            return
+        try:
+            await thread.delete()
+            return
+        except discord.Forbidden:
+            pass
+        except discord.HTTPException as exc:
+            log.info("could not delete thread %s of a deleted story: %s", thread_id, exc)
+            return
+        try:
+            await thread.edit(archived=True, locked=True)
+        except discord.HTTPException as exc:
+            log.info("could not archive thread %s of a deleted story: %s", thread_id, exc)
 
     def _private_thread(self, guild_id: int | None, thread_id: int | None) -> discord.Thread | None:
         guild = self.bot.get_guild(guild_id) if guild_id else None

@@ -286,7 +286,7 @@ async def test_story_resume_reposts_the_latest_scene_with_live_buttons(world: Wo
     assert "It shows a map." in again.content
 
 
-async def test_story_delete_asks_first_then_removes_every_row(world: World) -> None:
+async def test_story_delete_asks_first_then_removes_every_row_and_retires_the_thread(world: World) -> None:
     world.llm.script(scene("Short-lived."))
     thread = await new_story(world, world.alice, world.general, "Doomed")
     await wait_scene(world, thread)
@@ -297,6 +297,8 @@ async def test_story_delete_asks_first_then_removes_every_row(world: World) -> N
     confirm = rec.original
     click = await world.standin.click(world.alice, confirm, "Delete it for good")
     await click.wait_response()
+    # The bot may not delete threads here (no Manage Threads): its own thread is archived and locked.
+    await world.standin.wait_until(lambda: thread.archived and thread.locked, what="the thread archived")
     async with world.db.read() as s:
         assert await s.get(Story, story.id) is None
         for table in ("scenes", "chapters", "story_members"):
