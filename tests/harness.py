@@ -372,11 +372,12 @@ async def wait_scene(standin: DiscordStandin, channel: Channel, after: int = 0) 
     return await standin.wait_until(found, timeout=10, what="a finished scene")
 
 
-async def ephemeral_answer(standin: DiscordStandin, rec: InteractionRecord) -> str:
-    """The text of the ephemeral answer to ``rec`` (its response, or its followup when deferred)."""
+async def ephemeral_answer(standin: DiscordStandin, rec: InteractionRecord, *, followup_within: float = 5.0) -> str:
+    """The text of the ephemeral answer to ``rec`` (its response, or its followup when
+    deferred: Discord gives it 15 minutes, ``followup_within`` is how long a test waits)."""
     response = await rec.wait_response()
     if response.type in (5, 6):  # deferred: the answer is a followup
-        await standin.wait_until(lambda: rec.followups, what="the followup")
+        await standin.wait_until(lambda: rec.followups, what="the followup", timeout=followup_within)
     answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
     assert answers, "no answer"
     answer = answers[-1]
