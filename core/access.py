@@ -12,8 +12,10 @@ user see the story's thread, do they hold Manage Threads *in that thread*). The 
   invite-only table, its members only (owner, invited, joined). From DMs or another
   server, only its owner and members reach it. A kicked member plays no more.
 - **Moderators** (Manage Threads in the story's own thread, from the story's server) may
-  end, delete, kick and edit (chapters, characters, settings), and see what they
-  moderate — they do not play, host or vote unless they are players too.
+  end, delete, kick and edit (chapters, characters, settings) any story of that thread,
+  and see a group story there even when it is members-only (Discord shows them private
+  threads too); a solo story stays its owner's to see. They do not play, host or vote
+  unless they could anyway (an open table in a thread they can read).
 - The **host** (the owner) alone regenerates, branches, continues and switches versions.
 
 A refusal to someone who may not see the story is the same message as "no such story":
