@@ -5,7 +5,7 @@ prometheus-client's global one: tests run several bots in one process). They are
 from the Discord layer, so the story engine stays Discord-free and metric-free:
 
 - generations: :meth:`Metrics.watch` wraps the engine's event stream where
-  ``Stories.play`` consumes it (started, finished, failed, time to first token, tokens/s);
+  ``ScenePlayer.play`` (bot/player.py) consumes it (started, finished, failed, time to first token, tokens/s);
 - Discord REST: an ``aiohttp.TraceConfig`` on discord.py's HTTP session (every request,
   interaction callbacks and webhooks included, and the 429s among them);
 - narration underruns and vote closes: :meth:`Metrics.instrument` wraps the narration
