@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -100,6 +100,38 @@ def make_engine(url: str | URL, *, foreign_keys: bool = True, **kwargs: Any) -> 
     return engine
 
 
+async def _to_the_end(step: Awaitable[Any]) -> None:
+    """Finish a commit, rollback or close even when the task is being cancelled (a bot
+    shutting down cancels its background loops wherever they are): cancelled half-way,
+    the connection's reset fails, SQLAlchemy logs a traceback and drops the connection.
+    The cancellation is raised once the step is done."""
+    task = asyncio.ensure_future(step)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:  # retrieved: the cancellation wins
+            log.info("database: %s failed while the task was cancelled: %r", step, task.exception())
+        raise
+
+
+@asynccontextmanager
+async def _unit_of_work(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """One session, one transaction: committed when the block ends, rolled back when it
+    raises (a cancellation too); the session is closed either way."""
+    session = sessions()
+    try:
+        await session.begin()
+        try:
+            yield session
+        except BaseException:
+            await _to_the_end(session.rollback())
+            raise
+        await _to_the_end(session.commit())
+    finally:
+        await _to_the_end(session.close())
+
+
 class Database:
     """The engine and its session factories; one AsyncSession per unit of work."""
 
@@ -129,20 +161,20 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """A write unit of work: committed when the block ends, rolled back on error."""
         if self._writers is None:
-            async with self._sessions() as session, session.begin():
+            async with _unit_of_work(self._sessions) as session:
                 yield session
             return
         loop = asyncio.get_running_loop()
         lock = self._writers.get(loop)
         if lock is None:
             lock = self._writers[loop] = asyncio.Lock()
-        async with lock, self._sessions() as session, session.begin():
+        async with lock, _unit_of_work(self._sessions) as session:
             yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """A read-only unit of work (no write lock on SQLite)."""
-        async with self._read_sessions() as session, session.begin():
+        async with _unit_of_work(self._read_sessions) as session:
             yield session
 
     async def dispose(self) -> None:
