@@ -21,15 +21,15 @@ from bot.types import Interaction
 from bot.ui.common import (
     EMBED_FIELDS,
     NotAllowed,
+    autocomplete_story,
     caller,
     fitted_embed,
     shorten,
-    story_choices,
 )
 from cogs.votes import settings_text
+from core import access, stories
 from core import messages as msg
 from core import repository as repo
-from core import stories
 from core.access import Need
 from core.engine import StoryEngine
 from core.errors import KahaniError, NotFound
@@ -187,13 +187,7 @@ class Stories(commands.Cog):
             raise KahaniError(msg.STORY_NO_THREAD_PERMISSION.format(channel=parent.mention)) from exc
         return thread
 
-
     # --- /story list, resume, info, end, delete, settings --------------------------------
-
-    async def story_autocomplete(self, interaction: Interaction,
-                                 current: str) -> list[app_commands.Choice[int]]:
-        async with self.db.transaction() as s:
-            return await story_choices(s, interaction, current)
 
     @story.command(name="list", description="Your stories (and, in a server, the server's)")
     async def list_(self, interaction: Interaction) -> None:
@@ -212,7 +206,7 @@ class Stories(commands.Cog):
 
     @story.command(name="resume", description="Show a story's latest scene again, with its buttons")
     @app_commands.describe(story="The story (default: the one of this thread or DM)")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def resume(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
@@ -254,7 +248,7 @@ class Stories(commands.Cog):
         return channel
 
     @story.command(name="info", description="A story's settings, chapter, story so far and context use")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def info(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
@@ -281,7 +275,7 @@ class Stories(commands.Cog):
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def end(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, who = await story_for(s, interaction, story, Need.MODERATE)
@@ -289,7 +283,7 @@ class Stories(commands.Cog):
         await interaction.response.send_message(msg.STORY_ENDED_NOW.format(title=title), allowed_mentions=NO_PINGS)
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def delete(self, interaction: Interaction, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.MODERATE)
@@ -300,7 +294,7 @@ class Stories(commands.Cog):
 
     @story.command(name="settings", description="Change a story's scene length or point of view")
     @app_commands.choices(length=LENGTH_CHOICES, pov=POV_CHOICES)
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def settings(self, interaction: Interaction, length: str | None = None,
                        pov: str | None = None, story: int | None = None) -> None:
         async with self.db.transaction() as s:
@@ -317,7 +311,7 @@ class Stories(commands.Cog):
                            public="Post the file here for everyone (default: only you see it)")
     @app_commands.choices(format=[app_commands.Choice(name=n, value=v) for n, v in (
         ("Markdown", "markdown"), ("EPUB (e-book)", "epub"), ("PDF", "pdf"), ("HTML (web page)", "html"))])
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def export(self, interaction: Interaction, format: str, whole_tree: bool = False,
                      summaries: bool = False, public: bool = False, story: int | None = None) -> None:
         # Imported here so that this command stays one self-contained block of the cog.
@@ -347,15 +341,14 @@ class Stories(commands.Cog):
     def _may_post_publicly(interaction: Interaction, story: Story) -> bool:
         """A story only its members may see (private thread, invite-only table) is
         posted only in its own thread, where only they read it; others anywhere."""
-        members_only = story.private or thread_view(interaction, story).private \
-            or (story.mode == StoryMode.GROUP.value and not VoteSettings.of(story).open_table)
-        return not members_only or interaction.channel_id == (story.thread_id or story.channel_id)
+        facts = access.facts_of(story, None, private_thread=thread_view(interaction, story).private)
+        return not access.members_only(facts) or interaction.channel_id == (story.thread_id or story.channel_id)
 
     # --- group stories: who plays, and how votes work ------------------------------------
 
     @story.command(name="invite", description="Let someone vote in a group story (needed at an invite-only table)")
     @app_commands.describe(player="Who may vote", story="Which story (default: the story of this thread)")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def invite(self, interaction: Interaction, player: discord.User,
                      story: int | None = None) -> None:
         async with self.db.transaction() as s:
@@ -403,7 +396,7 @@ class Stories(commands.Cog):
 
     @story.command(name="kick", description="Take someone off a group story's table: their votes stop counting")
     @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def kick(self, interaction: Interaction, player: discord.User, story: int | None = None) -> None:
         async with self.db.transaction() as s:
             found, who, kicked = await self._story_and_player(s, interaction, story, player)
@@ -422,8 +415,6 @@ class Stories(commands.Cog):
                                 player: discord.User) -> tuple[Story, Caller, Any]:
         """The story a command is about, if its user may moderate it, and the player."""
         found, who = await story_for(s, interaction, story_id, Need.MODERATE)
-        if found.mode != StoryMode.GROUP.value:
-            raise KahaniError(msg.GROUP_ONLY)
         return found, who, await repo.get_or_create_user(s, player.id, player.display_name)
 
     @story.command(name="vote-settings", description="How a group story votes: time to vote, own actions, who closes")
@@ -433,7 +424,7 @@ class Stories(commands.Cog):
         host_closes="Only the host (or a moderator) may close a vote early",
         invite_only="Only invited players may vote (see /story invite)",
         story="Which story (default: the story of this thread)")
-    @app_commands.autocomplete(story=story_autocomplete)
+    @app_commands.autocomplete(story=autocomplete_story)
     async def vote_settings(self, interaction: Interaction,
                             seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
                             own_actions: bool | None = None, host_closes: bool | None = None,

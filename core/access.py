@@ -111,7 +111,8 @@ def _from_its_server(story: StoryFacts, actor: Actor) -> bool:
     return story.guild_id is not None and actor.guild_id == story.guild_id
 
 
-def _members_only(story: StoryFacts) -> bool:
+def members_only(story: StoryFacts) -> bool:
+    """Only its members see it: a private thread, or an invite-only table."""
     return story.private or not story.open_table
 
 
@@ -132,7 +133,7 @@ def can_see(story: StoryFacts, actor: Actor) -> bool:
         return False
     if actor.manages_thread:
         return True
-    return not _members_only(story) and actor.sees_thread
+    return not members_only(story) and actor.sees_thread
 
 
 def can_play(story: StoryFacts, actor: Actor) -> bool:
@@ -143,7 +144,7 @@ def can_play(story: StoryFacts, actor: Actor) -> bool:
         return False
     if _is_member(story):
         return True
-    return _from_its_server(story, actor) and not _members_only(story) and actor.sees_thread
+    return _from_its_server(story, actor) and not members_only(story) and actor.sees_thread
 
 
 def can_host(story: StoryFacts, actor: Actor) -> bool:

@@ -101,7 +101,7 @@ async def autocomplete_story(
     """Autocomplete for a ``story`` option. Never raises: an autocomplete can only be
     answered with choices, so a failure offers none (and is logged)."""
     try:
-        async with interaction.client.db.transaction() as session:
+        async with interaction.client.db.read() as session:  # offers only: nothing to write
             return await story_choices(session, interaction, current)
     except Exception:
         log.exception("story autocomplete failed")
