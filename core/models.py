@@ -131,6 +131,18 @@ class SummaryKind(enum.StrEnum):
     ROLLING = "rolling"  # the current chapter's older scenes, up to this variant
 
 
+class JobState(enum.StrEnum):
+    DUE = "due"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"  # gave up after its attempts; a scene that needs it runs it again
+
+
+class LoreStatus(enum.StrEnum):
+    ACTIVE = "active"
+    PROPOSED = "proposed"  # suggested by the storyteller at a chapter's end; not used yet
+
+
 def _in(column: str, values: type[enum.StrEnum]) -> str:
     return f"{column} IN ({', '.join(repr(v.value) for v in values)})"
 
@@ -201,6 +213,8 @@ class Story(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # Played in a private thread: only its members see it (core/access.py).
     private: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # The author's note: steers every scene, placed near the end of the prompt.
+    author_note: Mapped[str] = mapped_column(Text, default="", server_default="")
     # The last scene of the active path; recomputed whenever the path changes.
     tip_scene_id: Mapped[int | None] = mapped_column(
         _fk("scenes.id", ondelete="SET NULL", use_alter=True)
@@ -377,6 +391,65 @@ class Summary(Base):
     # Rolling summaries cover the chapter's scenes with depth <= this one.
     through_depth: Mapped[int] = mapped_column(Integer)
     edited_by_id: Mapped[int | None] = mapped_column(_fk("users.id", ondelete="SET NULL"))
+    # The text before the last edit, for Undo (None: nothing to undo).
+    previous_content: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SummaryJob(Base):
+    """A summary that is due: the rolling summary of a chapter's older scenes, or a closed
+    chapter's summary (core/summaries.py). Claimed like a vote (``UPDATE … RETURNING``),
+    so a restart or a second process picks it up and it runs once."""
+
+    __tablename__ = "summary_jobs"
+    __table_args__ = (
+        UniqueConstraint("variant_id", "kind"),
+        CheckConstraint(_in("kind", SummaryKind), name="kind"),
+        CheckConstraint(_in("state", JobState), name="state"),
+        Index("ix_summary_jobs_state", "state", "due_at"),
+        Index("ix_summary_jobs_story_id", "story_id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    story_id: Mapped[int] = mapped_column(_fk("stories.id"))
+    kind: Mapped[str] = mapped_column(String(10))
+    # Rolling: the tip when it came due (summarise what the next scene's prompt cannot
+    # hold). Chapter: the chapter's last variant (its summary is stored there).
+    variant_id: Mapped[int] = mapped_column(_fk("scene_variants.id"))
+    chapter_id: Mapped[int] = mapped_column(_fk("chapters.id"))
+    state: Mapped[str] = mapped_column(String(10), default=JobState.DUE.value)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    holder: Mapped[str | None] = mapped_column(String(200))
+    due_at: Mapped[datetime]
+    claimed_until: Mapped[datetime | None]  # a crashed holder's claim lapses then
+    finished_at: Mapped[datetime | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class LoreEntry(Base):
+    """World info: a place, faction, item, rule or secret that goes into the prompt when
+    one of its keywords comes up (or always, when pinned); core/lore.py."""
+
+    __tablename__ = "lore_entries"
+    __table_args__ = (
+        UniqueConstraint("story_id", "name"),
+        CheckConstraint(_in("status", LoreStatus), name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    story_id: Mapped[int] = mapped_column(_fk("stories.id"))
+    name: Mapped[str] = mapped_column(String(100))
+    keywords: Mapped[str] = mapped_column(Text, default="")  # comma-separated
+    content: Mapped[str] = mapped_column(Text, default="")
+    pinned: Mapped[bool] = mapped_column(Boolean, default=False)
+    status: Mapped[str] = mapped_column(String(10), default=LoreStatus.ACTIVE.value)
+    # Before the last edit, for Undo (None: nothing to undo).
+    previous_keywords: Mapped[str | None] = mapped_column(Text)
+    previous_content: Mapped[str | None] = mapped_column(Text)
+    created_by_id: Mapped[int | None] = mapped_column(_fk("users.id", ondelete="SET NULL"))
+    updated_by_id: Mapped[int | None] = mapped_column(_fk("users.id", ondelete="SET NULL"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
