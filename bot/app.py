@@ -42,6 +42,7 @@ from core.engine import StoryEngine
 from core.errors import KahaniError
 from core.llm import LLMClient, LLMError, LLMTimeouts
 from core.llmqueue import GenerationLimits, LLMQueue
+from core.summaries import SummaryWorker
 from core.tts import KokoroClient  # narration (issue 8)
 
 log = logging.getLogger(__name__)
@@ -211,6 +212,8 @@ class KahaniBot(commands.AutoShardedBot):
         self.llm_queue = LLMQueue(db, llm_concurrency(settings), holder_prefix=self.instance_id)
         limits = GenerationLimits(settings.generations_per_user_per_minute, settings.generations_per_guild_per_minute)
         self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits)
+        # Writes due summaries (rolling and chapter) behind the players' scenes.
+        self.summaries = SummaryWorker(db, self.engine, queue=self.llm_queue, holder_prefix=self.instance_id)
         # Every scene stream, tally and placeholder of this process takes turns here, within
         # Discord's budgets (bot/ui/render.py): this process's share of the global limit.
         self.scheduler = StreamScheduler(global_limit=discord_global_rate(settings))
@@ -227,6 +230,7 @@ class KahaniBot(commands.AutoShardedBot):
         for extension in EXTENSIONS:
             await self.load_extension(extension)
         self.player.start()
+        self.summaries.start()
         self.metrics.instrument(self)
         if self._setup is not None:
             await self._setup(self)
@@ -295,6 +299,7 @@ class KahaniBot(commands.AutoShardedBot):
             task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
+        await self.summaries.close()
         await self.llm_queue.close()
         await super().close()
 

@@ -32,7 +32,7 @@ from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text
 from core import messages as msg
 from core import repository as repo
 from core.choices import Choice
-from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine
+from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine, Summarising
 from core.errors import NotFound
 from core.models import InstructionKind, Story, StoryMode
 from core.narration import narration_voice
@@ -132,6 +132,11 @@ class QueueLine:
             self.shown = None
             await self._edit(msg.WRITING)
 
+    async def summarising(self) -> None:
+        """Older scenes are being summarised before this one can be written."""
+        self.shown = 0  # the "writing…" line comes back with the text
+        await self._edit(msg.SUMMARISING)
+
     async def _edit(self, line: str) -> None:
         with contextlib.suppress(discord.HTTPException):  # the stream reports a gone message
             shown = await show_text(self.message.channel, [self.message], line, header=self.head,
@@ -188,6 +193,8 @@ class ScenePlayer:
                     await line.show(event.position)
                 elif isinstance(event, SlotGranted):
                     await line.granted()
+                elif isinstance(event, Summarising):
+                    await line.summarising()
                 elif isinstance(event, SceneText):
                     await streamer.feed(event.text)
                     if narration is not None:

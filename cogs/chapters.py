@@ -65,7 +65,8 @@ def chapters_embed(story_title: str, chapters: ChapterList) -> discord.Embed:
         name = chapter_name(chapter)
         if chapter is chapters[-1][0]:
             name = msg.CHAPTER_CURRENT.format(name=name)
-        fields.append((name, summary or msg.CHAPTER_NO_SUMMARY))
+        closed = chapter is not chapters[-1][0]
+        fields.append((name, summary or (msg.SUMMARY_PENDING if closed else msg.CHAPTER_NO_SUMMARY)))
     footer = msg.MORE_NOT_SHOWN.format(shown=len(shown), total=len(chapters)) if len(shown) < len(chapters) else ""
     return fitted_embed(msg.CHAPTER_LIST_TITLE.format(story=story_title), fields, footer=footer)
 
@@ -76,14 +77,14 @@ def summary_embed(story_title: str, chapter: Chapter, summary: str) -> discord.E
 
 
 def pick_chapter(chapters: ChapterList, number: int | None) -> tuple[Chapter, str | None]:
-    """The chapter asked for; by default the latest one that has a summary (the one
-    /chapter new just closed), else the current one."""
+    """The chapter asked for; by default the latest closed one (the one /chapter new
+    just closed, summarised or not yet), else the current one."""
     if number is not None:
         found = next((entry for entry in chapters if entry[0].number == number), None)
         if found is None:
             raise NotFound(msg.CHAPTER_UNKNOWN.format(number=number))
         return found
-    return next((entry for entry in reversed(chapters) if entry[1]), chapters[-1])
+    return chapters[-2] if len(chapters) > 1 else chapters[-1]
 
 
 class SummaryModal(KahaniModal):
@@ -168,9 +169,10 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
 
     async def close_chapter(self, interaction: Interaction, story_id: int | None, title: str, *,
                             shown: bool = False) -> None:
-        """Close the story's current chapter with a summary the model writes (``/chapter
-        new`` and the New chapter button). ``shown``: asked from the story's own message."""
-        await interaction.response.defer(ephemeral=True, thinking=True)  # the model writes the summary
+        """Close the story's current chapter (``/chapter new`` and the New chapter button);
+        its summary is a job the worker runs (core/summaries.py). ``shown``: asked from the
+        story's own message."""
+        await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, who = await story_for(session, interaction, story_id, Need.MODERATE, shown=shown)
         try:
@@ -204,9 +206,12 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
             may_edit = await allows(session, interaction, found, Need.MODERATE)
-        picked, text = pick_chapter(await self.bot.engine.story_so_far(found.id), chapter)
+        chapters = await self.bot.engine.story_so_far(found.id)
+        picked, text = pick_chapter(chapters, chapter)
         if not text:
-            await interaction.followup.send(msg.CHAPTER_SUMMARY_NONE.format(number=picked.number), ephemeral=True)
+            closed = picked is not chapters[-1][0]
+            none = msg.CHAPTER_SUMMARY_PENDING if closed else msg.CHAPTER_SUMMARY_NONE
+            await interaction.followup.send(none.format(number=picked.number), ephemeral=True)
             return
         embed = summary_embed(found.title, picked, text)
         if not may_edit:

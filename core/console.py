@@ -14,8 +14,9 @@ from typing import TextIO
 
 from core import repository as repo
 from core.db import Database
-from core.engine import ChoicesReady, EngineEvent, Failed, SceneDone, SceneText, StoryEngine
+from core.engine import ChoicesReady, EngineEvent, Failed, SceneDone, SceneText, StoryEngine, Summarising
 from core.models import AppState, InstructionKind, SceneLength, StoryStatus, User
+from core.summaries import SummaryWorker
 
 CONSOLE_USER_KEY = "console_user_id"
 HELP = """\
@@ -41,6 +42,8 @@ class Console:
         self.db: Database = engine.db
         self._read = read
         self.out = out
+        # Summaries fall due as the story grows; they are written while the player reads.
+        self.summaries = SummaryWorker(self.db, engine)
 
     # --- i/o -----------------------------------------------------------------------
 
@@ -58,6 +61,13 @@ class Console:
     # --- the session ---------------------------------------------------------------
 
     async def run(self, story_id: int | None = None) -> int:
+        self.summaries.start()
+        try:
+            return await self._run(story_id)
+        finally:
+            await self.summaries.close()
+
+    async def _run(self, story_id: int | None) -> int:
         user_id = await self._console_user()
         if story_id is None:
             story_id = await self._pick_story(user_id)
@@ -134,6 +144,8 @@ class Console:
                 self.say(event.text, end="")
             elif isinstance(event, ChoicesReady):
                 self.say()
+            elif isinstance(event, Summarising):
+                self.say("(catching up on the story so far…)")
             elif isinstance(event, SceneDone):
                 if event.content != streamed:  # e.g. a reply cut short, trimmed
                     self.say(f"\n(final text)\n{event.content}")
@@ -179,13 +191,13 @@ class Console:
 
     async def _new_chapter(self, story_id: int, user_id: int) -> None:
         title = await self.ask("Title of the new chapter (Enter for none): ")
-        self.say("Summarising the chapter…")
         try:
             chapter = await self.engine.new_chapter(story_id, title=title or "", user_id=user_id)
         except Exception as exc:  # KahaniError carries the reason; anything else too
             self.say(f"! {getattr(exc, 'message', exc)}")
             return
-        self.say(f"{chapter.title} begins with the next scene.")
+        self.say(f"{chapter.title} begins with the next scene. (The last chapter's summary is written "
+                 "in the background.)")
 
     async def _info(self, story_id: int) -> None:
         report = await self.engine.context_report(story_id)

@@ -29,7 +29,7 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -56,9 +56,11 @@ from core.llmqueue import GenerationLimits, LLMQueue, RateLimited, Ticket, admit
 from core.models import (
     Chapter,
     InstructionKind,
+    JobState,
     SceneVariant,
     Story,
     StoryStatus,
+    Summary,
     SummaryKind,
     VariantKind,
     utcnow,
@@ -70,9 +72,10 @@ from core.prompts import (
     bible_message,
     scene_max_tokens,
     scene_messages,
-    summary_messages,
 )
+from core.repository import jobs
 from core.streaming import SceneTextFilter, trim_to_last_sentence
+from core.summaries import SummaryConfig, summarise
 from core.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -160,6 +163,12 @@ class SlotGranted:
 
 
 @dataclass(frozen=True, slots=True)
+class Summarising:
+    """Older scenes must be summarised before this scene's prompt can hold the rest (the
+    summary job had not run yet); the model's text follows."""
+
+
+@dataclass(frozen=True, slots=True)
 class Failed:
     """Nothing was stored; ``reason`` is a sentence for the player (offer Retry)."""
 
@@ -167,7 +176,7 @@ class Failed:
     kind: str
 
 
-EngineEvent = Queued | SlotGranted | SceneText | ChoicesReady | UsageReport | SceneDone | Failed
+EngineEvent = Queued | SlotGranted | Summarising | SceneText | ChoicesReady | UsageReport | SceneDone | Failed
 
 
 @dataclass(frozen=True)
@@ -180,6 +189,10 @@ class EngineConfig:
     reasoning_headroom: int = 0
     summary_words: int = 200
     summary_max_tokens: int = 600
+    # A rolling summary falls due when the next prompt would fill this share of the
+    # budget; it folds the oldest scenes until the rest fill at most fold_target.
+    fold_ratio: float = 0.9
+    fold_target: float = 0.5
 
 
 def default_holder_prefix() -> str:
@@ -204,9 +217,7 @@ class _Plan:
     save: Callable[[AsyncSession, str, Sequence[Choice], int], Awaitable[tuple[int, int]]]
     kind: str
     prefix: str = ""  # shown before the stream (continue: the text being extended)
-    fold: list[repo.PathScene] = field(default_factory=list)
-    fold_chapter_id: int | None = None
-    previous_rolling: str | None = None
+    need: _Need | None = None  # a summary to write before this prompt can be sent
     lane: str = ""  # whose turn it is in the LLM queue (core/llmqueue.py)
     heartbeat: asyncio.Task[None] | None = None  # keeps the lease while the model writes
     giving_back: bool = False  # the save's transaction gives the lease back
@@ -220,17 +231,62 @@ class _ModelFacts:
     context_length: int
 
 
+@dataclass(frozen=True)
+class _Need:
+    """A summary without which the prompt would drop scenes no summary covers."""
+
+    kind: SummaryKind
+    variant_id: int  # rolling: the path's end; chapter: the chapter's last variant
+    chapter_id: int
+
+
+@dataclass(frozen=True)
+class _Fit:
+    """A prompt fitted into the budget (StoryEngine._budget)."""
+
+    messages: list[dict[str, str]]
+    report: ContextReport
+    estimate: int  # the prompt's tokens, as counted here
+    max_tokens: int
+    budget: int
+    need: _Need | None
+
+
+def _refresh(plan: _Plan, new: _Plan) -> None:
+    """Take ``new``'s prompt into ``plan`` after a summary was written; the running
+    generation's own fields (its lease heartbeat) stay."""
+    for name in ("frame", "messages", "estimated_tokens", "max_tokens", "report", "need", "prefix"):
+        setattr(plan, name, getattr(new, name))
+
+
 @dataclass
 class _Context:
-    """What a prompt is built from: the story, its path up to a point, its bible."""
+    """What a prompt is built from: the story, its path up to a point, its bible.
+
+    A scene of the path is **covered** when its chapter is closed with a summary, or
+    when its chapter's rolling summary reaches its depth; the prompt holds the scenes
+    that are not, newest first, as many as fit, and never drops one (docs/architecture.md,
+    "Memory: summaries and lore").
+    """
 
     story: Story
     path: list[repo.PathScene]  # oldest first, ends at the scene the next one follows
     chapter_id: int | None  # the chapter the generated scene belongs to
     chapters: list[repo.PathChapter]
     characters: list[CharacterNote]
-    rolling: str | None
-    rolling_depth: int  # scenes at or above this depth are in the rolling summary
+    rolling: dict[int, Summary]  # chapter id → its newest rolling summary on this path
+    closing: dict[int, int]  # closed chapter id → the variant it closed at
+
+    def summarised(self, chapter_id: int) -> bool:
+        return any(c.chapter.id == chapter_id and c.summary is not None for c in self.chapters)
+
+    def covered(self, p: repo.PathScene) -> bool:
+        rolling = self.rolling.get(p.chapter_id)
+        return self.summarised(p.chapter_id) or (rolling is not None and p.depth <= rolling.through_depth)
+
+    @property
+    def open_rolling(self) -> Summary | None:
+        return self.rolling.get(self.chapter_id) if self.chapter_id is not None else None
 
 
 class StoryEngine:
@@ -258,6 +314,15 @@ class StoryEngine:
         # limit of 0: every generation streams at once.
         self.queue = queue if queue is not None and queue.enabled else None
         self.limits = limits or GenerationLimits()
+        self.summary_config = SummaryConfig(
+            words=self.config.summary_words, max_tokens=self.config.summary_max_tokens,
+            safety_margin=self.config.safety_margin,
+        )
+        self._summary_due: list[Callable[[], None]] = []
+
+    def on_summary_due(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` whenever a summary job is recorded (a worker wakes up)."""
+        self._summary_due.append(callback)
 
     # --- generations ---------------------------------------------------------------
 
@@ -371,24 +436,48 @@ class StoryEngine:
 
     async def context_report(self, story_id: int) -> ContextReport:
         """How full the context is for the story's next scene (for ``/story info``)."""
+        return (await self._next_prompt(story_id))[0]
+
+    async def _next_prompt(self, story_id: int) -> tuple[ContextReport, _Context, _Fit]:
         context_length = await self.llm.context_length()
         async with self.db.read() as s:
             story = await repo.get_story(s, story_id)
             tip = await repo.tip(s, story_id)
             chapter_id = await repo.current_chapter_id(s, story_id)
             ctx = await self._context(s, story, tip.variant.id if tip else None, chapter_id)
-        return self._budget(ctx, context_length, InstructionKind.CHOICE, "", False)[2]
+        fit = self._budget(ctx, context_length, InstructionKind.CHOICE, "", False)
+        return fit.report, ctx, fit
+
+    async def _after_scene(self, story_id: int) -> ContextReport:
+        """The context report for the next scene; records the summary that scene will
+        need (or soon would) so the worker writes it while the players read."""
+        report, ctx, fit = await self._next_prompt(story_id)
+        need = fit.need
+        if need is None and ctx.path and ctx.chapter_id is not None and report.ratio >= self.config.fold_ratio:
+            need = _Need(SummaryKind.ROLLING, ctx.path[-1].variant.id, ctx.chapter_id)
+        if need is not None:
+            await self._schedule(story_id, need)
+        return report
+
+    async def _schedule(self, story_id: int, need: _Need, *, wake: bool = True) -> int:
+        async with self.db.transaction() as s:
+            job_id = await jobs.schedule_summary(s, story_id, need.kind, need.variant_id, need.chapter_id,
+                                                 now=self.clock())
+        if wake:
+            for callback in self._summary_due:
+                callback()
+        return job_id
 
     async def story_so_far(self, story_id: int) -> list[tuple[Chapter, str | None]]:
         """The chapters of the active path with their summaries (the open one: its
-        rolling summary, if any)."""
+        rolling summary, if any; a closed one whose summary is not written yet: None)."""
         async with self.db.read() as s:
             chapters = await repo.path_chapters(s, story_id)
             path = await repo.active_path(s, story_id, limit=self.config.max_recent_scenes)
             out: list[tuple[Chapter, str | None]] = []
             for pc in chapters:
                 text = pc.summary.content if pc.summary else None
-                if pc.summary is None:
+                if pc.summary is None and pc is chapters[-1]:
                     rolling = await repo.rolling_summary(s, path, pc.chapter.id)
                     text = rolling.content if rolling else None
                 out.append((pc.chapter, text))
@@ -396,40 +485,36 @@ class StoryEngine:
 
     async def new_chapter(self, story_id: int, *, title: str = "", user_id: int | None = None,
                           actor: Actor | None = None) -> Chapter:
-        """Close the current chapter with a summary written by the model and open the next.
-        With ``actor``, only if the policy lets them moderate the story (core/access.py).
+        """Close the current chapter and open the next. With ``actor``, only if the policy
+        lets them moderate the story (core/access.py).
 
-        Raises KahaniError (with the reason) when the model fails; nothing changes then.
+        The closed chapter's summary is a job (core/summaries.py): the worker writes it
+        behind the players' scenes, in pieces when the chapter is longer than the context;
+        until then the next scenes' prompts hold the chapter's recent scenes, and a scene
+        that cannot writes it first.
         """
         holder = self._holder()
         async with self.db.transaction() as s:
             if actor is not None:
                 await stories.moderated(s, story_id, actor)
-            story = await self._playable_story(s, story_id)
+            await self._playable_story(s, story_id)
             tip = await repo.tip(s, story_id)
             if tip is None:
                 raise Conflict(msg.CHAPTER_NEEDS_A_SCENE)
             chapter_id = await repo.current_chapter_id(s, story_id)
             if chapter_id != tip.chapter_id:
                 raise Conflict(msg.CHAPTER_ALREADY_NEW)
+            # Not while a scene is being written (it would land in the closed chapter).
             if not await repo.acquire_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl,
                                             purpose="chapter"):
                 raise Conflict(msg.STILL_WRITING)
-            ctx = await self._context(s, story, tip.variant.id, chapter_id)
-        try:
-            scenes = [p.variant.content for p in ctx.path if p.chapter_id == chapter_id and p.depth > ctx.rolling_depth]
-            summary = await self._summarise(_frame(ctx.story), ctx.rolling, scenes)
-            async with self.db.transaction() as s:
-                if not await repo.heartbeat_lease(s, story_id, holder, now=self.clock(), ttl=self.config.lease_ttl):
-                    raise Conflict(msg.LEASE_LOST)
-                chapter = await repo.open_chapter(
-                    s, story_id, tip.variant.id, summary=summary, title=title,
-                    summary_token_count=self.counter.count(summary),
-                )
-                await repo.release_lease(s, story_id, holder)
-                return chapter
-        finally:
-            await self._release(story_id, holder)
+            chapter = await repo.open_chapter(s, story_id, tip.variant.id, summary=None, title=title)
+            await jobs.schedule_summary(s, story_id, SummaryKind.CHAPTER, tip.variant.id, tip.chapter_id,
+                                        now=self.clock())
+            await repo.release_lease(s, story_id, holder)
+        for wake in self._summary_due:
+            wake()
+        return chapter
 
     async def edit_summary(self, story_id: int, chapter_id: int, text: str, *, user_id: int | None = None) -> None:
         """Replace a closed chapter's summary, or the open chapter's rolling summary."""
@@ -465,62 +550,74 @@ class StoryEngine:
         return story
 
     async def _context(
-        self, s: AsyncSession, story: Story, end_variant_id: int | None, chapter_id: int | None
+        self, s: AsyncSession, story: Story, end_variant_id: int | None, chapter_id: int | None,
+        *, limit: int | None = None,
     ) -> _Context:
         path = (
-            await repo.ancestry(s, end_variant_id, limit=self.config.max_recent_scenes)
+            await repo.ancestry(s, end_variant_id, limit=limit or self.config.max_recent_scenes)
             if end_variant_id is not None
             else []
         )
         chapters = await repo.chapter_chain(s, chapter_id) if chapter_id is not None else []
-        rolling = await repo.rolling_summary(s, path, chapter_id) if chapter_id is not None else None
+        closing = {
+            c.chapter.id: after.chapter.opened_after_variant_id
+            for c, after in zip(chapters, chapters[1:], strict=False)
+            if after.chapter.opened_after_variant_id is not None
+        }
+        rolling: dict[int, Summary] = {}
+        for c in chapters:  # the open chapter, and closed ones whose summary is not written yet
+            if c.summary is None:
+                found = await repo.rolling_summary(s, path, c.chapter.id)
+                if found is not None:
+                    rolling[c.chapter.id] = found
         characters = [
             CharacterNote(c.name, c.description, c.personality)
             for c in await repo.list_characters(s, story.id)
         ]
         return _Context(
-            story=story,
-            path=path,
-            chapter_id=chapter_id,
-            chapters=chapters,
-            characters=characters,
-            rolling=rolling.content if rolling else None,
-            rolling_depth=rolling.through_depth if rolling else -1,
+            story=story, path=path, chapter_id=chapter_id, chapters=chapters,
+            characters=characters, rolling=rolling, closing=closing,
         )
 
-    def _budget(
-        self, ctx: _Context, context_length: int, kind: str, instruction: str, continue_last: bool
-    ) -> tuple[list[dict[str, str]], list[repo.PathScene], ContextReport, int, int]:
-        """Fit the prompt into the budget: as many recent scenes as fit, newest first.
+    def _bible(self, ctx: _Context) -> str:
+        closed: list[tuple[str, str]] = []
+        for c in ctx.chapters:
+            if c.summary is not None:
+                closed.append((c.chapter.title, c.summary.content))
+            elif c.chapter.id != ctx.chapter_id and c.chapter.id in ctx.rolling:
+                closed.append((c.chapter.title, ctx.rolling[c.chapter.id].content))
+        open_rolling = ctx.open_rolling
+        return bible_message(ctx.characters, closed, open_rolling.content if open_rolling else None)
 
-        Returns (messages, the scenes to fold into the rolling summary — none while
-        everything fits —, the report, the raw token estimate, max_tokens).
-        """
-        frame = _frame(ctx.story)
-        max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
-        budget = max(256, context_length - max_tokens - self.config.safety_margin)
-        closed = [(c.chapter.title, c.summary.content) for c in ctx.chapters if c.summary is not None]
-        bible = bible_message(ctx.characters, closed, ctx.rolling)
-        # Scenes of the open chapter not yet in its rolling summary. Earlier chapters are
-        # in their summaries; right after a new chapter, the last scene before it stays
-        # for continuity.
-        candidates = [p for p in ctx.path if p.chapter_id == ctx.chapter_id and p.depth > ctx.rolling_depth]
+    def _candidates(self, ctx: _Context, continue_last: bool) -> list[repo.PathScene]:
+        """The scenes of the path no summary covers, oldest first. Right after a new
+        chapter the last scene before it stays for continuity."""
+        candidates = [p for p in ctx.path if not ctx.covered(p)]
         if not candidates and ctx.path:
             candidates = ctx.path[-1:]
         if continue_last and ctx.path and ctx.path[-1] not in candidates:
             candidates.append(ctx.path[-1])
+        return candidates
+
+    def _budget(
+        self, ctx: _Context, context_length: int, kind: str, instruction: str, continue_last: bool
+    ) -> _Fit:
+        """Fit the prompt into the budget: every scene no summary covers, newest last.
+
+        When they do not all fit, or older ones were not even read (more than
+        ``max_recent_scenes``), the fit names the summary to write first (``need``);
+        the prompt then holds the newest that fit, for the report.
+        """
+        frame = _frame(ctx.story)
+        max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
+        budget = max(256, context_length - max_tokens - self.config.safety_margin)
+        bible = self._bible(ctx)
+        candidates = self._candidates(ctx, continue_last)
         fixed = scene_messages(frame, bible, [], kind, instruction, continue_last=False)
         fixed_tokens = self.counter.count_messages(fixed) + 16
-        turn_tokens = [
-            p.variant.token_count or self.counter.count(p.variant.content) for p in candidates
-        ]
-        instruction_tokens = [
-            self.counter.count(p.variant.instruction) + 24 for p in candidates
-        ]
-        used_raw = fixed_tokens + sum(turn_tokens) + sum(instruction_tokens)
-        report = ContextReport(context_length, budget, self.counter.adjust(used_raw))
+        costs = [self._cost(p) for p in candidates]
+        report = ContextReport(context_length, budget, self.counter.adjust(fixed_tokens + sum(costs)))
 
-        costs = [t + i for t, i in zip(turn_tokens, instruction_tokens, strict=True)]
         # Newest first, as many as fit; the scene being continued must be there whatever
         # it costs.
         start, spent = len(candidates), fixed_tokens
@@ -530,21 +627,46 @@ class StoryEngine:
                 break
             start -= 1
             spent += costs[start]
-        if start > 0:
-            # Once scenes have to be left out, fold them and the oldest kept ones until
-            # the kept ones fill at most half the budget: the next scenes then fit again
-            # for a while instead of folding one scene every time.
-            kept_cost = sum(costs[start:])
-            while start < len(candidates) - 1 and self.counter.adjust(kept_cost) > budget // 2:
-                kept_cost -= costs[start]
-                start += 1
+        unread = bool(ctx.path) and ctx.path[0].depth > 0 and not ctx.covered(ctx.path[0])
+        need = self._need(ctx, candidates[0] if candidates else None) if start > 0 or unread else None
         kept = candidates[start:]
-        # Only the open chapter's own scenes go into its rolling summary (the scene kept
-        # for continuity after a chapter break is already in its chapter's summary).
-        fold = [p for p in candidates[:start] if p.chapter_id == ctx.chapter_id]
         turns = [SceneTurn(p.variant.instruction_kind, p.variant.instruction, p.variant.content) for p in kept]
         messages = scene_messages(frame, bible, turns, kind, instruction, continue_last=continue_last)
-        return messages, fold, report, self.counter.count_messages(messages), max_tokens
+        return _Fit(messages, report, self.counter.count_messages(messages), max_tokens, budget, need)
+
+    def _cost(self, p: repo.PathScene) -> int:
+        content = p.variant.token_count or self.counter.count(p.variant.content)
+        return content + self.counter.count(p.variant.instruction) + 24
+
+    def _need(self, ctx: _Context, oldest: repo.PathScene | None) -> _Need | None:
+        """The summary that covers the oldest uncovered scenes: a closed chapter's summary
+        when they belong to one, else the open chapter's rolling summary."""
+        if oldest is not None and oldest.chapter_id != ctx.chapter_id and oldest.chapter_id in ctx.closing:
+            return _Need(SummaryKind.CHAPTER, ctx.closing[oldest.chapter_id], oldest.chapter_id)
+        if not ctx.path or ctx.chapter_id is None:
+            return None
+        return _Need(SummaryKind.ROLLING, ctx.path[-1].variant.id, ctx.chapter_id)
+
+    def _fold_set(self, ctx: _Context, context_length: int) -> list[repo.PathScene]:
+        """The open chapter's oldest uncovered scenes to fold into its rolling summary:
+        enough that the rest fill at most ``fold_target`` of the budget (the next scenes
+        then fit for a while instead of folding one scene every time). The newest scene
+        always stays."""
+        frame = _frame(ctx.story)
+        max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
+        budget = max(256, context_length - max_tokens - self.config.safety_margin)
+        fixed = self.counter.count_messages(
+            scene_messages(frame, self._bible(ctx), [], InstructionKind.CHOICE, "", continue_last=False)
+        ) + 16
+        candidates = [p for p in ctx.path if not ctx.covered(p) and p.chapter_id == ctx.chapter_id]
+        target = int(budget * self.config.fold_target)
+        start, spent = len(candidates), fixed
+        while start > 1 and self.counter.adjust(spent + self._cost(candidates[start - 1])) <= target:
+            start -= 1
+            spent += self._cost(candidates[start])
+        if start == len(candidates):  # not even the newest fits the target: keep it anyway
+            start -= 1
+        return candidates[:max(start, 0)]
 
     def _plan(
         self,
@@ -558,25 +680,92 @@ class StoryEngine:
         *,
         continue_last: bool = False,
     ) -> _Plan:
-        messages, fold, report, estimate, max_tokens = self._budget(
-            ctx, facts.context_length, kind, instruction, continue_last
-        )
+        fit = self._budget(ctx, facts.context_length, kind, instruction, continue_last)
         return _Plan(
             story_id=ctx.story.id,
             purpose=purpose,
             model=facts.model,
             frame=_frame(ctx.story),
-            messages=messages,
-            estimated_tokens=estimate,
-            max_tokens=max_tokens,
-            report=report,
+            messages=fit.messages,
+            estimated_tokens=fit.estimate,
+            max_tokens=fit.max_tokens,
+            report=fit.report,
             save=save,
             kind=variant_kind.value,
-            fold=fold,
-            fold_chapter_id=ctx.chapter_id,
-            previous_rolling=ctx.rolling,
+            need=fit.need,
             lane=lane_for(ctx.story.guild_id, ctx.story.owner_id),
         )
+
+    # --- internals: summaries ----------------------------------------------------------
+
+    async def _cover(self, story_id: int, need: _Need) -> None:
+        """Write the summary a prompt needs now: claim its job (recording it if the
+        worker has not), or wait while another holder writes it."""
+        job_id = await self._schedule(story_id, need, wake=False)
+        holder = self._holder()
+        deadline = self.clock() + self.summary_config.claim_ttl
+        while True:
+            async with self.db.transaction() as s:
+                job = await jobs.claim(s, job_id, holder, now=self.clock(), ttl=self.summary_config.claim_ttl)
+            if job is not None:
+                break
+            # Another process (or this one's worker) is writing it: wait, then re-plan.
+            async with self.db.read() as s:
+                job = await jobs.get_job(s, job_id)
+            if job is None or job.state != JobState.RUNNING or self.clock() > deadline:
+                return
+            await asyncio.sleep(0.2)
+        try:
+            await self.run_summary_job(job_id, holder)
+        except KahaniError as exc:
+            async with self.db.transaction() as s:
+                await jobs.finish(s, job_id, holder, now=self.clock(), error=exc.message,
+                                  retry_at=self.clock() + self.summary_config.retry_after)
+            raise
+
+    async def run_summary_job(self, job_id: int, holder: str) -> None:
+        """Write the summary of a claimed job and mark it done (core/summaries.py). The
+        summary is stored only if the claim is still ``holder``'s. Raises KahaniError."""
+        context_length = await self.llm.context_length()
+        async with self.db.read() as s:
+            job = await jobs.get_job(s, job_id)
+            if job is None:
+                return  # the story was deleted
+            kind, variant_id, chapter_id = SummaryKind(job.kind), job.variant_id, job.chapter_id
+            story = await repo.get_story(s, job.story_id)
+            ctx = await self._context(s, story, variant_id, chapter_id)
+            if ctx.path and not ctx.covered(ctx.path[0]) and ctx.path[0].depth > 0:
+                # More uncovered scenes than a prompt reads: read all of the chapter's.
+                ctx = await self._context(s, story, variant_id, chapter_id, limit=ctx.path[-1].depth + 1)
+        frame = _frame(story)
+
+        async def keep_claim() -> None:
+            async with self.db.transaction() as s2:
+                if not await jobs.extend(s2, job_id, holder, now=self.clock(), ttl=self.summary_config.claim_ttl):
+                    raise Conflict(msg.SUMMARY_CLAIM_LOST)
+
+        rolling = ctx.rolling.get(chapter_id)
+        if kind == SummaryKind.CHAPTER:
+            scenes = [p for p in ctx.path if p.chapter_id == chapter_id and not ctx.covered(p)]
+            through = (variant_id, ctx.path[-1].depth if ctx.path else 0)
+        else:
+            scenes = self._fold_set(ctx, context_length)
+            through = (scenes[-1].variant.id, scenes[-1].depth) if scenes else (variant_id, 0)
+        if kind == SummaryKind.ROLLING and not scenes:
+            text = None  # nothing to fold (a scene's own fold came first)
+        else:
+            text = await summarise(
+                self.llm, self.counter, self.summary_config, frame, rolling.content if rolling else None,
+                [p.variant.content for p in scenes], context_length=context_length, on_progress=keep_claim,
+            )
+        async with self.db.transaction() as s:
+            if not await jobs.finish(s, job_id, holder, now=self.clock()):
+                log.info("summary job %s: claim lost; another holder finishes it", job_id)
+                return
+            if text is not None:
+                await repo.set_summary(s, through[0], chapter_id, kind, text, through_depth=through[1],
+                                       token_count=self.counter.count(text))
+        log.info("story %s: %s summary written (%d scenes)", story.id, kind.value, len(scenes))
 
     def _new_version(
         self, variant_id: int, kind: VariantKind, direction: str | None, user_id: int | None,
@@ -686,6 +875,21 @@ class StoryEngine:
                 if ticket.waited >= 0.05:
                     log.info("%s: got an LLM slot after %.1f s in line", purpose, ticket.waited)
                 yield SlotGranted(ticket.waited)
+            for _ in range(4):
+                if plan.need is None:
+                    break
+                # Scenes no summary covers would not fit: summarise them first.
+                yield Summarising()
+                try:
+                    await self._cover(story_id, plan.need)
+                    async with self.db.read() as s:
+                        _refresh(plan, await build(s, facts))
+                except KahaniError as exc:
+                    yield Failed(exc.message, "summary")
+                    return
+            if plan.need is not None:
+                yield Failed(msg.SUMMARY_BEHIND, "summary")
+                return
             async for event in self._stream_and_save(plan, holder, ticket):
                 if isinstance(event, Failed):
                     log.info("%s: failed (%s): %s", purpose, event.kind, event.reason)
@@ -792,24 +996,10 @@ class StoryEngine:
         if plan.heartbeat is not None:  # the lease is given back: nothing to keep alive
             plan.heartbeat.cancel()
         log.info("%s: stored scene %s, variant %s (%d tokens)", plan.purpose, scene_id, variant_id, token_count)
-        report = await self.context_report(plan.story_id)
-        if ticket is not None and not plan.fold:
+        if ticket is not None:
             await asyncio.shield(ticket.release())  # the next in line need not wait for the front end
+        report = await self._after_scene(plan.story_id)
         yield SceneDone(plan.story_id, scene_id, variant_id, plan.kind, content, tuple(choices), report)
-
-        if plan.fold:
-            # Older scenes of the chapter no longer fit: fold them into the rolling
-            # summary now, under the story's lease (taken again: if a player was quicker,
-            # the fold is simply redone with a later scene, as after a failure).
-            fold_holder = self._holder()
-            async with self.db.transaction() as s:
-                taken = await repo.acquire_lease(s, plan.story_id, fold_holder, now=self.clock(),
-                                                 ttl=self.config.lease_ttl, purpose="summary")
-            if taken:
-                try:
-                    await self._fold(plan, fold_holder)
-                finally:
-                    await self._release(plan.story_id, fold_holder)
 
     async def _more_choices(self, frame: StoryFrame, scene: str, found: list[Choice]) -> list[Choice]:
         """The one short extra call for choices; generic ones if even that fails."""
@@ -825,38 +1015,6 @@ class StoryEngine:
         if len(found) < CHOICE_COUNT:
             found = merge_choices(found, list(FALLBACK_CHOICES))
         return found
-
-    async def _summarise(self, frame: StoryFrame, previous: str | None, scenes: Sequence[str]) -> str:
-        try:
-            reply = await self.llm.complete(
-                summary_messages(frame, previous, scenes, words=self.config.summary_words),
-                max_tokens=self.config.summary_max_tokens,
-            )
-        except LLMError as exc:
-            raise KahaniError(exc.reason) from exc
-        text = reply.text.strip()
-        if not _WORDS.search(text):
-            raise KahaniError(msg.LLM_GARBAGE)
-        return text
-
-    async def _fold(self, plan: _Plan, holder: str) -> None:
-        assert plan.fold_chapter_id is not None
-        fold = plan.fold
-        scenes = [p.variant.content for p in fold]
-        try:
-            summary = await self._summarise(plan.frame, plan.previous_rolling, scenes)
-            async with self.db.transaction() as s:
-                if not await repo.heartbeat_lease(s, plan.story_id, holder, now=self.clock(),
-                                                  ttl=self.config.lease_ttl):
-                    return
-                newest = fold[-1]
-                await repo.set_summary(
-                    s, newest.variant.id, plan.fold_chapter_id, SummaryKind.ROLLING, summary,
-                    through_depth=newest.depth, token_count=self.counter.count(summary),
-                )
-            log.info("story %s: folded %d scene(s) into the rolling summary", plan.story_id, len(fold))
-        except KahaniError as exc:
-            log.warning("story %s: rolling summary failed (%s); will retry", plan.story_id, exc.message)
 
     async def _edit(
         self, variant_id: int, text: str, keep_choices: bool, user_id: int | None

@@ -47,6 +47,7 @@ QUEUE_LOCK_KEY = 0x4B61686E5155  # "KahnQU": serialises queue transactions on Po
 DEFAULT_TTL = timedelta(seconds=30)
 LANE_MEMORY = timedelta(hours=1)  # a lane not served for this long counts as never served
 LIMIT_WINDOW = timedelta(minutes=1)
+BACKGROUND_PREFIX = "~background:"  # lanes served after all others
 
 
 class SlotLost(KahaniError):
@@ -72,7 +73,9 @@ def round_robin(rows: Sequence[tuple[int, str, datetime | None]]) -> list[int]:
         lanes.setdefault(lane, []).append(row_id)
         served[lane] = served_at
     turn = {lane: n for n, lane in enumerate(lanes)}  # first arrival breaks ties
-    ordered = sorted(lanes, key=lambda lane: (served[lane] is not None, served[lane] or 0, turn[lane]))
+    # Background lanes (summary jobs, core/summaries.py) only after every player's scene.
+    ordered = sorted(lanes, key=lambda lane: (lane.startswith(BACKGROUND_PREFIX), served[lane] is not None,
+                                              served[lane] or 0, turn[lane]))
     return [
         row_id
         for round_rows in itertools.zip_longest(*(lanes[lane] for lane in ordered))

@@ -59,6 +59,13 @@ CHAPTER_NEEDS_A_SCENE = "A new chapter needs at least one scene in the current o
 CHAPTER_ALREADY_NEW = "A new chapter already starts with the next scene."
 CHAPTER_NOT_ON_PATH = "That chapter is not part of the story's current path."
 SUMMARY_NOTHING_TO_EDIT = "This chapter has no summary yet to edit."
+SUMMARY_BEHIND = (
+    "The summary of the earlier scenes is still being written, so this scene cannot be "
+    "written yet without forgetting them. Try again in a minute."
+)
+SUMMARY_CLAIM_LOST = "Another process took over writing this summary."
+SUMMARY_PENDING = "Its summary is being written."
+CHAPTER_SUMMARY_PENDING = "Chapter {number}'s summary is still being written. Try again in a minute."
 
 # --- Discord layer (bot/, cogs/) -----------------------------------------------------
 # Appended by the bot shell; shown by the error funnel (bot/errors.py) and the cogs.
@@ -133,7 +140,8 @@ FIELD_SUMMARY = "The summary"
 MORE_NOT_SHOWN = "{shown} of {total} shown."
 
 CHAPTER_CLOSED = (
-    "Chapter {closed} is closed and summarised. **{name}** begins with the next scene."
+    "Chapter {closed} is closed; the storyteller is writing its summary (`/chapter summary` "
+    "shows it). **{name}** begins with the next scene."
 )
 CHAPTER_NOT_CLOSED = "{reason} The chapter stays open; nothing was changed."
 CHAPTER_LIST_TITLE = "{story}: chapters"
@@ -190,6 +198,7 @@ SETTINGS_BAD_SCENE_LENGTH = "Scene length must be short, medium or long."
 # --- playing in Discord (cogs/stories.py) ----------------------------------------------------
 
 WRITING = "-# ✍️ *The storyteller is writing…*"
+SUMMARISING = "-# 📜 *The storyteller is catching up on the story so far…*"
 STORY_NEEDS_TITLE = "A story needs a title."
 STORY_NEEDS_TEXT_CHANNEL = "Start stories in a text channel (the story gets its own thread there) or in my DMs."
 STORY_NO_THREAD_PERMISSION = (
@@ -385,3 +394,23 @@ STORY_NO_PRIVATE_THREAD_PERMISSION = (
     "I can't create private threads in {channel}. Start the story without `private` (a public "
     "thread), ask a moderator to let me create private threads there, or play in my DMs."
 )
+
+
+# --- lore, a story's world info (core/lore.py, core/repository/lore.py; issue 16) ---------
+
+LORE_NAME_TAKEN = "This story already has a lore entry called {name}."
+LORE_NOT_FOUND = "This story has no lore entry called {name}."
+LORE_GONE = "That lore entry is not in this story any more."
+LORE_NOTHING_TO_UNDO = "{name} has no earlier version to go back to."
+LORE_ALREADY_ACTIVE = "{name} is already part of the story's lore."
+LORE_NOT_PROPOSED = "{name} is part of the story's lore, not a proposal: remove it instead."
+FIELD_LORE_NAME = "A lore entry's name"
+FIELD_LORE_TEXT = "A lore entry's text"
+LORE_TOO_MANY_KEYWORDS = "A lore entry can have at most {limit} keywords (yours has {count})."
+LORE_KEYWORD_TOO_LONG = "A keyword can be at most {limit} characters ('{keyword}…' has {length})."
+# Why an entry is in (or was left out of) a scene's prompt: the story's memory view.
+LORE_WHY_PINNED = "pinned"
+LORE_WHY_ACTION = "keyword '{keyword}' in the action"
+LORE_WHY_LAST_SCENE = "keyword '{keyword}' in the last scene"
+LORE_WHY_EARLIER_SCENE = "keyword '{keyword}' in the {nth}-last scene"
+LORE_WHY_LORE = "keyword '{keyword}' in lore '{name}'"

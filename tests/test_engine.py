@@ -24,7 +24,7 @@ from core.engine import (
     UsageReport,
 )
 from core.llm import LLMClient, LLMTimeouts
-from core.models import Base, InstructionKind, Summary
+from core.models import Base, InstructionKind
 from tests.clocks import FakeClock
 from tests.fakes.llm import FakeLLM, Fault
 
@@ -423,78 +423,6 @@ async def test_the_chapter_is_flagged_at_80_percent_of_the_budget(
         assert (await engine.context_report(story_id)).percent == reports[-1].percent
     finally:
         await llm.aclose()
-
-
-async def test_older_scenes_are_folded_into_a_rolling_summary_when_they_no_longer_fit(
-    fake_llm: FakeLLM, db: Database, clock: FakeClock
-) -> None:
-    fake_llm.token_rate = None  # as fast as it can: long scenes, nothing timed
-    llm = LLMClient(fake_llm.base_url, context_length=3000)
-    engine = StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
-    try:
-        story_id = await new_story(db, scene_length="short")
-        parent = None
-        for n in range(12):
-            fake_llm.script(f"Scene {n}. {LONG_SCENE}\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
-            if n >= 4:
-                # Queued for the fold call, which comes after the scene if one is due.
-                fake_llm.script(f"SUMMARY-{n}: the keeper watched the sea.")
-            events = await collect(choose(engine, story_id, "a", parent))
-            parent = done(events).variant_id
-            prompt = fake_llm.chat_requests[-1]
-            if "SUMMARY" not in str(prompt) and fake_llm._queue:
-                fake_llm._queue.clear()  # no fold this time: drop the unused summary
-        async with db.read() as s:
-            summaries = (await s.scalars(select(Summary).where(Summary.kind == "rolling"))).all()
-        assert summaries, "the chapter outgrew the budget but nothing was folded"
-        # The next prompt carries the summary and only the scenes after it.
-        fake_llm.script(f"Scene last. {LONG_SCENE}\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
-        done(await collect(choose(engine, story_id, "a")))
-        scene_requests = [r for r in fake_llm.chat_requests if r.get("stream")]
-        messages = scene_requests[-1]["messages"]
-        newest = max(summaries, key=lambda x: x.through_depth)
-        assert f"Earlier in this chapter: {newest.content}" in messages[1]["content"]
-        assistant = [m["content"] for m in messages if m["role"] == "assistant"]
-        assert all(not a.startswith(f"Scene {d}.") for a in assistant for d in range(newest.through_depth + 1))
-        assert sum(len(m["content"]) for m in messages) < 3000 * 4
-    finally:
-        await llm.aclose()
-
-
-async def test_a_new_chapter_closes_the_old_one_with_a_summary(
-    engine: StoryEngine, fake_llm: FakeLLM, db: Database
-) -> None:
-    story_id = await new_story(db)
-    first = await first_scene(engine, fake_llm, story_id)
-    fake_llm.script("Asha entered the lighthouse and heard a lantern swinging above.")
-    chapter = await engine.new_chapter(story_id, title="The Stair")
-    assert chapter.number == 2
-    fake_llm.script(SCENE_2)
-    result = done(await collect(choose(engine, story_id, "Climb the stair", first.variant_id)))
-    messages = fake_llm.chat_requests[-1]["messages"]
-    assert "Chapter 1: Asha entered the lighthouse" in messages[1]["content"]
-    so_far = await engine.story_so_far(story_id)
-    assert [(c.title, text) for c, text in so_far] == [
-        ("Chapter 1", "Asha entered the lighthouse and heard a lantern swinging above."),
-        ("The Stair", None),
-    ]
-    await engine.edit_summary(story_id, so_far[0][0].id, "Edited by the owner.")
-    assert (await engine.story_so_far(story_id))[0][1] == "Edited by the owner."
-    async with db.read() as s:
-        assert (await repo.tip(s, story_id)).chapter_id == chapter.id
-    assert result.context.budget > 0
-
-
-async def test_a_failed_chapter_summary_changes_nothing(
-    engine: StoryEngine, fake_llm: FakeLLM, db: Database
-) -> None:
-    story_id = await new_story(db)
-    await first_scene(engine, fake_llm, story_id)
-    before = await snapshot(db)
-    fake_llm.script(fault=Fault.HTTP_500)
-    with pytest.raises(Exception, match="internal error"):
-        await engine.new_chapter(story_id)
-    assert await snapshot(db) == before
 
 
 async def test_a_slow_front_end_after_the_scene_is_stored_is_not_a_lost_lease(

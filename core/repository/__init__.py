@@ -10,6 +10,7 @@ members, user settings and generation leases, one module per aggregate:
 - ``characters``: a story's characters
 - ``leases``: generation leases (``LEASE_TTL``, ``insert_for``)
 - ``messages``: the Discord messages that show a variant
+- ``lore``: a story's lore entries (world info), with Undo and proposals
 
 This package re-exports every public name, so callers keep writing
 ``from core import repository as repo`` and ``repo.get_story(...)``.
@@ -52,6 +53,18 @@ from core.repository.leases import (
     reclaim_expired_leases,
     reclaim_leases,
     release_lease,
+)
+from core.repository.lore import (
+    accept_lore,
+    add_lore,
+    dismiss_lore,
+    edit_lore,
+    get_lore,
+    get_lore_by_id,
+    list_lore,
+    lore_names,
+    remove_lore,
+    undo_lore,
 )
 from core.repository.members import get_member, list_members, member_statuses, set_member
 from core.repository.messages import get_variant_messages, scene_messages, set_variant_messages
@@ -144,4 +157,15 @@ __all__ = [
     "set_variant_messages",
     "get_variant_messages",
     "scene_messages",
+    # lore
+    "add_lore",
+    "list_lore",
+    "get_lore",
+    "get_lore_by_id",
+    "edit_lore",
+    "undo_lore",
+    "remove_lore",
+    "accept_lore",
+    "dismiss_lore",
+    "lore_names",
 ]

@@ -35,12 +35,13 @@ async def open_chapter(
     story_id: int,
     after_variant_id: int,
     *,
-    summary: str,
+    summary: str | None,
     title: str = "",
     summary_token_count: int = 0,
 ) -> Chapter:
-    """Close the chapter that ends at ``after_variant_id`` with its summary and open the
-    next one, which starts with the scene that will follow that variant."""
+    """Close the chapter that ends at ``after_variant_id`` and open the next one, which
+    starts with the scene that will follow that variant. The closing summary is stored
+    with it, or later (None: a summary job writes it, core/summaries.py)."""
     row = (
         await session.execute(
             select(Scene)
@@ -53,15 +54,16 @@ async def open_chapter(
     if await session.scalar(select(Chapter.id).where(Chapter.opened_after_variant_id == after_variant_id)):
         raise Conflict("A new chapter already starts after this scene.")
     closing = await session.get_one(Chapter, row.chapter_id)
-    await set_summary(
-        session,
-        after_variant_id,
-        closing.id,
-        SummaryKind.CHAPTER,
-        summary,
-        through_depth=row.depth,
-        token_count=summary_token_count,
-    )
+    if summary is not None:
+        await set_summary(
+            session,
+            after_variant_id,
+            closing.id,
+            SummaryKind.CHAPTER,
+            summary,
+            through_depth=row.depth,
+            token_count=summary_token_count,
+        )
     chapter = Chapter(
         story_id=story_id,
         number=closing.number + 1,

@@ -10,8 +10,11 @@ exactly as they would to LM Studio. Streamed replies follow LM Studio's SSE shap
     data: [DONE]
 
 Each test scripts its replies (``fake.script("text")``), with faults on demand
-(:class:`Fault`); unscripted requests get a plausible scene, the ``### Choices`` marker
-and four choices. Every request is recorded (:attr:`FakeLLM.requests`). The server can
+(:class:`Fault`), or answers them from a function (``responder``); unscripted requests
+get a plausible scene, the ``### Choices`` marker and four choices. A summary request
+(core/prompts.py's summary prompt) gets a summary that names the **scene tags** (``[#17]``)
+it was given, as ranges (``Covers #1-#17.``), so a test can tell which scenes any prompt's
+summaries cover (:func:`tags_in`). Every request is recorded (:attr:`FakeLLM.requests`). The server can
 imitate the context-length endpoints of LM Studio, llama.cpp, vLLM, Ollama or plain
 OpenAI (``flavour=``).
 
@@ -189,6 +192,40 @@ def default_reply(body: dict[str, Any], n: int) -> Reply:
     return Reply(text=numbered)
 
 
+_TAG = re.compile(r"\[#(\d+)\]")
+_RANGE = re.compile(r"#(\d+)(?:-#(\d+))?")
+SUMMARY_PROMPT_START = "You summarise an interactive story"
+
+
+def tags_in(text: str) -> set[int]:
+    """The scene tags a text holds: ``[#3]`` in scenes, ``#1-#17`` ranges in summaries."""
+    tags = {int(t) for t in _TAG.findall(text)}
+    for covers in re.findall(r"Covers ([#\d, -]+)\.", text):
+        for first, last in _RANGE.findall(covers):
+            tags.update(range(int(first), int(last or first) + 1))
+    return tags
+
+
+def _ranges(tags: set[int]) -> str:
+    out: list[str] = []
+    for tag in sorted(tags):
+        if out and out[-1][1] == tag - 1:
+            out[-1][1] = tag
+        else:
+            out.append([tag, tag])
+    return ", ".join(f"#{a}" if a == b else f"#{a}-#{b}" for a, b in out)
+
+
+def summary_reply(body: dict[str, Any]) -> Reply | None:
+    """A summary of a summary request, naming the tags of what it summarises."""
+    messages = body.get("messages") or []
+    if not (messages and str(messages[0].get("content", "")).startswith(SUMMARY_PROMPT_START)):
+        return None
+    tags = tags_in(" ".join(str(m.get("content", "")) for m in messages[1:]))
+    covers = f" Covers {_ranges(tags)}." if tags else ""
+    return Reply(text=f"The keeper's story went on, as told.{covers}")
+
+
 def estimate_prompt_tokens(body: Any) -> int:
     """The fake's own token count of a request's messages (~4 chars a token)."""
     messages = body.get("messages") if isinstance(body, dict) else None
@@ -213,6 +250,7 @@ class FakeLLM(LocalServer):
         reject_json_schema: bool = False,
         ollama_running: bool = True,
         parallel_slots: int | None = None,
+        responder: Callable[[dict[str, Any], int], Reply | None] | None = None,
     ) -> None:
         if flavour not in FLAVOURS:
             raise ValueError(f"unknown flavour {flavour!r}")
@@ -227,6 +265,8 @@ class FakeLLM(LocalServer):
         self.reject_json_schema = reject_json_schema
         self.ollama_running = ollama_running
         self.parallel_slots = parallel_slots  # None: every request is generated at once
+        # Answers unscripted requests (body, request number); None: the default reply.
+        self.responder = responder
         self.generations: list[Generation] = []
         self.active = 0  # chat completions being generated right now
         self.max_concurrent = 0
@@ -279,7 +319,11 @@ class FakeLLM(LocalServer):
         n = next(self._ids)
         if not isinstance(body, dict):
             return web.json_response({"error": "'messages' field is required"}, status=400)
-        reply = self._queue.popleft() if self._queue else default_reply(body, n)
+        reply = self._queue.popleft() if self._queue else None
+        if reply is None and self.responder is not None:
+            reply = self.responder(body, n)
+        if reply is None:
+            reply = summary_reply(body) or default_reply(body, n)
         if reply.fault is Fault.STALL_HEADERS:
             await self._pause(reply.stall)
         if reply.status is not None:
