@@ -200,6 +200,8 @@ class Console:
                  "in the background.)")
 
     async def _info(self, story_id: int) -> None:
+        # The memory as the next scene will have it: due summaries are written first.
+        await self.summaries.drain()
         report = await self.engine.context_report(story_id)
         for chapter, summary in await self.engine.story_so_far(story_id):
             self.say(f"{chapter.title}: {summary or '(no summary yet)'}")
