@@ -20,6 +20,7 @@ import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -38,7 +39,7 @@ from bot.ui.render import StreamScheduler
 from core import db as dbmod
 from core.appstate import get_state, set_state
 from core.db import Database
-from core.engine import StoryEngine
+from core.engine import EngineConfig, StoryEngine
 from core.errors import KahaniError
 from core.llm import LLMClient, LLMError, LLMTimeouts
 from core.llmqueue import GenerationLimits, LLMQueue
@@ -211,7 +212,9 @@ class KahaniBot(commands.AutoShardedBot):
         # Generations take turns for the LLM server's slots, across processes.
         self.llm_queue = LLMQueue(db, llm_concurrency(settings), holder_prefix=self.instance_id)
         limits = GenerationLimits(settings.generations_per_user_per_minute, settings.generations_per_guild_per_minute)
-        self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits)
+        config = EngineConfig(summary_claim_ttl=timedelta(seconds=settings.summary_claim_seconds))
+        self.engine = StoryEngine(db, llm, holder_prefix=self.instance_id, queue=self.llm_queue, limits=limits,
+                                  config=config)
         # Writes due summaries (rolling and chapter) behind the players' scenes.
         self.summaries = SummaryWorker(db, self.engine, queue=self.llm_queue, holder_prefix=self.instance_id)
         # Every scene stream, tally and placeholder of this process takes turns here, within

@@ -20,13 +20,14 @@ from bot.access import Caller, check, decide, story_of_variant
 from bot.errors import send_ephemeral
 from bot.types import Interaction
 from bot.ui import scene as ui
-from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
+from bot.ui.common import NotAllowed, before_a_modal, checked_text, within_the_deadline
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
 from core.engine import Failed, StoryEngine
 from core.errors import Conflict, KahaniError, NotFound
 from core.models import InstructionKind, SceneChoice, Story, StoryMode, StoryStatus
+from core.text import storable
 
 if TYPE_CHECKING:
     from bot.app import KahaniBot
@@ -80,9 +81,10 @@ class Scenes(commands.Cog):
 
     async def _next(self, interaction: Interaction, variant_id: int, kind: InstructionKind,
                     instruction: str, retry: tuple[str, int, int | None], *, acked: bool = False,
-                    into: discord.Message | None = None) -> None:
+                    into: discord.Message | None = None, note: str = "") -> None:
         """Write the scene that follows ``variant_id`` after the player's instruction
-        (into a new message, or ``into`` — e.g. the failed attempt being retried)."""
+        (into a new message, or ``into`` — e.g. the failed attempt being retried);
+        ``note`` steers this scene only."""
         if not acked and not interaction.response.is_done():
             # Answer within Discord's 3 s whatever the load (a deferred update spends no
             # channel budget); a refusal below then comes as an ephemeral followup.
@@ -98,7 +100,7 @@ class Scenes(commands.Cog):
         assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
         self.player.spawn(self.player.play(channel, instruction, lambda ref: self.engine.next_scene(
             story.id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
-            user_id=who.user.id, frontend_ref=ref), retry=retry, first_message=into))
+            user_id=who.user.id, frontend_ref=ref, note=note), retry=retry, first_message=into))
 
     async def on_choice(self, interaction: Interaction, variant_id: int, n: int, *,
                         into: discord.Message | None = None) -> None:
@@ -129,12 +131,13 @@ class Scenes(commands.Cog):
             await self.player.ballots.on_action(interaction, variant_id)
             return
 
-        async def submitted(modal_interaction: Interaction, text: str) -> None:
+        async def submitted(modal_interaction: Interaction, text: str, note: str) -> None:
+            note = checked_text(storable(note).strip(), msg.FIELD_SCENE_NOTE, ui.SCENE_NOTE_LIMIT, required=False)
             await self._next(modal_interaction, variant_id, InstructionKind.ACTION, text.strip(),
-                             ("act", variant_id, None))
+                             ("act", variant_id, None), note=note)
 
         await interaction.response.send_modal(ui.TextModal(
-            "Your action", "What do you do?", "I pick the lock and slip inside…", submitted))
+            "Your action", "What do you do?", "I pick the lock and slip inside…", submitted, note=True))
 
     async def _new_version(self, interaction: Interaction, variant_id: int, kind: str,
                            direction: str | None = None) -> None:

@@ -53,6 +53,7 @@ from core.db import Database
 from core.errors import Conflict, KahaniError, NotFound
 from core.llm import Finish, LLMClient, LLMError, TextDelta, Usage
 from core.llmqueue import GenerationLimits, LLMQueue, RateLimited, Ticket, admit, check_limits, lane_for
+from core.lore import Lore, LoreSelection, select_lore
 from core.models import (
     Chapter,
     InstructionKind,
@@ -70,6 +71,7 @@ from core.prompts import (
     SceneTurn,
     StoryFrame,
     bible_message,
+    notes_text,
     scene_max_tokens,
     scene_messages,
 )
@@ -193,6 +195,9 @@ class EngineConfig:
     # budget; it folds the oldest scenes until the rest fill at most fold_target.
     fold_ratio: float = 0.9
     fold_target: float = 0.5
+    lore_share: float = 0.15  # of the budget, for the lore a scene calls up
+    lore_recent_scenes: int = 3  # whose text triggers lore (with the player's action)
+    summary_claim_ttl: timedelta = timedelta(minutes=2)
 
 
 def default_holder_prefix() -> str:
@@ -250,6 +255,9 @@ class _Fit:
     max_tokens: int
     budget: int
     need: _Need | None
+    lore: LoreSelection
+    kept: int  # uncovered scenes the prompt holds
+    uncovered: int  # uncovered scenes in all (more than kept: a summary is due first)
 
 
 def _refresh(plan: _Plan, new: _Plan) -> None:
@@ -276,6 +284,7 @@ class _Context:
     characters: list[CharacterNote]
     rolling: dict[int, Summary]  # chapter id → its newest rolling summary on this path
     closing: dict[int, int]  # closed chapter id → the variant it closed at
+    lore: list[Lore]
 
     def summarised(self, chapter_id: int) -> bool:
         return any(c.chapter.id == chapter_id and c.summary is not None for c in self.chapters)
@@ -316,7 +325,7 @@ class StoryEngine:
         self.limits = limits or GenerationLimits()
         self.summary_config = SummaryConfig(
             words=self.config.summary_words, max_tokens=self.config.summary_max_tokens,
-            safety_margin=self.config.safety_margin,
+            safety_margin=self.config.safety_margin, claim_ttl=self.config.summary_claim_ttl,
         )
         self._summary_due: list[Callable[[], None]] = []
 
@@ -335,11 +344,14 @@ class StoryEngine:
         after_variant_id: int | None = None,
         user_id: int | None = None,
         frontend_ref: str | None = None,
+        note: str = "",
     ) -> AsyncIterator[EngineEvent]:
         """Write the next scene of the story's path (the first one when it has none).
 
         ``after_variant_id`` is the variant the player acted on; if it is no longer the
         end of the path, the request fails with a clear reason and nothing changes.
+        ``note`` is the player's note to the storyteller for this scene only (not stored,
+        not part of the story).
         """
 
         async def plan(s: AsyncSession, facts: _ModelFacts) -> _Plan:
@@ -360,7 +372,7 @@ class StoryEngine:
                 )
                 return scene.id, variant.id
 
-            return self._plan(ctx, facts, "scene", VariantKind.ORIGINAL, kind, instruction, save)
+            return self._plan(ctx, facts, "scene", VariantKind.ORIGINAL, kind, instruction, save, note=note)
 
         return self._generate(story_id, "scene", frontend_ref, plan, user_id)
 
@@ -574,12 +586,13 @@ class StoryEngine:
             CharacterNote(c.name, c.description, c.personality)
             for c in await repo.list_characters(s, story.id)
         ]
+        lore = [Lore.of(entry) for entry in await repo.list_lore(s, story.id)]
         return _Context(
             story=story, path=path, chapter_id=chapter_id, chapters=chapters,
-            characters=characters, rolling=rolling, closing=closing,
+            characters=characters, rolling=rolling, closing=closing, lore=lore,
         )
 
-    def _bible(self, ctx: _Context) -> str:
+    def _bible(self, ctx: _Context, lore: str = "") -> str:
         closed: list[tuple[str, str]] = []
         for c in ctx.chapters:
             if c.summary is not None:
@@ -587,7 +600,7 @@ class StoryEngine:
             elif c.chapter.id != ctx.chapter_id and c.chapter.id in ctx.rolling:
                 closed.append((c.chapter.title, ctx.rolling[c.chapter.id].content))
         open_rolling = ctx.open_rolling
-        return bible_message(ctx.characters, closed, open_rolling.content if open_rolling else None)
+        return bible_message(ctx.characters, closed, open_rolling.content if open_rolling else None, lore)
 
     def _candidates(self, ctx: _Context, continue_last: bool) -> list[repo.PathScene]:
         """The scenes of the path no summary covers, oldest first. Right after a new
@@ -600,7 +613,8 @@ class StoryEngine:
         return candidates
 
     def _budget(
-        self, ctx: _Context, context_length: int, kind: str, instruction: str, continue_last: bool
+        self, ctx: _Context, context_length: int, kind: str, instruction: str, continue_last: bool,
+        note: str = "",
     ) -> _Fit:
         """Fit the prompt into the budget: every scene no summary covers, newest last.
 
@@ -611,9 +625,14 @@ class StoryEngine:
         frame = _frame(ctx.story)
         max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
         budget = max(256, context_length - max_tokens - self.config.safety_margin)
-        bible = self._bible(ctx)
+        lore = select_lore(
+            ctx.lore, recent=[p.variant.content for p in ctx.path[-self.config.lore_recent_scenes:]],
+            action=f"{instruction}\n{note}", budget=int(budget * self.config.lore_share), count=self.counter.count,
+        )
+        bible = self._bible(ctx, lore.block)
+        notes = notes_text(ctx.story.author_note, note)
         candidates = self._candidates(ctx, continue_last)
-        fixed = scene_messages(frame, bible, [], kind, instruction, continue_last=False)
+        fixed = scene_messages(frame, bible, [], kind, instruction, continue_last=False, notes=notes)
         fixed_tokens = self.counter.count_messages(fixed) + 16
         costs = [self._cost(p) for p in candidates]
         report = ContextReport(context_length, budget, self.counter.adjust(fixed_tokens + sum(costs)))
@@ -631,8 +650,9 @@ class StoryEngine:
         need = self._need(ctx, candidates[0] if candidates else None) if start > 0 or unread else None
         kept = candidates[start:]
         turns = [SceneTurn(p.variant.instruction_kind, p.variant.instruction, p.variant.content) for p in kept]
-        messages = scene_messages(frame, bible, turns, kind, instruction, continue_last=continue_last)
-        return _Fit(messages, report, self.counter.count_messages(messages), max_tokens, budget, need)
+        messages = scene_messages(frame, bible, turns, kind, instruction, continue_last=continue_last, notes=notes)
+        return _Fit(messages, report, self.counter.count_messages(messages), max_tokens, budget, need,
+                    lore, len(kept), len(candidates))
 
     def _cost(self, p: repo.PathScene) -> int:
         content = p.variant.token_count or self.counter.count(p.variant.content)
@@ -679,8 +699,9 @@ class StoryEngine:
         save: Callable[[AsyncSession, str, Sequence[Choice], int], Awaitable[tuple[int, int]]],
         *,
         continue_last: bool = False,
+        note: str = "",
     ) -> _Plan:
-        fit = self._budget(ctx, facts.context_length, kind, instruction, continue_last)
+        fit = self._budget(ctx, facts.context_length, kind, instruction, continue_last, note)
         return _Plan(
             story_id=ctx.story.id,
             purpose=purpose,

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from core import messages as msg
 from core.errors import KahaniError
+from core.text import storable
 
 if TYPE_CHECKING:
     from core.models import LoreEntry
@@ -99,7 +100,7 @@ def _split_keywords(raw: str) -> tuple[str, ...]:
 def parse_keywords(raw: str) -> tuple[str, ...]:
     """A player's keyword list ("Mara, the Iron Gate") as a tuple, within the limits
     (at most MAX_KEYWORDS of at most MAX_KEYWORD_LENGTH characters), else InvalidLore."""
-    keywords = _split_keywords(raw)
+    keywords = _split_keywords(storable(raw))
     if len(keywords) > MAX_KEYWORDS:
         raise InvalidLore(msg.LORE_TOO_MANY_KEYWORDS.format(limit=MAX_KEYWORDS, count=len(keywords)))
     for keyword in keywords:
@@ -119,7 +120,7 @@ def format_keywords(keywords: Iterable[str]) -> str:
 
 def check_name(name: str) -> str:
     """A lore entry's name with its whitespace collapsed, 1..MAX_NAME_LENGTH characters."""
-    name = " ".join(name.split())
+    name = " ".join(storable(name).split())
     if not name:
         raise InvalidLore(msg.TEXT_REQUIRED.format(field=msg.FIELD_LORE_NAME))
     if len(name) > MAX_NAME_LENGTH:
@@ -131,7 +132,7 @@ def check_name(name: str) -> str:
 
 def check_text(text: str) -> str:
     """A lore entry's text, stripped, at most MAX_TEXT_LENGTH characters."""
-    text = text.strip()
+    text = storable(text).strip()
     if len(text) > MAX_TEXT_LENGTH:
         raise InvalidLore(
             msg.TEXT_TOO_LONG.format(field=msg.FIELD_LORE_TEXT, limit=MAX_TEXT_LENGTH, length=len(text))

@@ -3,9 +3,11 @@
 
 A scene prompt is a chat: the system message (narrator role, the story's genre, tone,
 world and point of view, the rules and the choice format), then a first user message
-with the story bible (characters, previous chapters' summaries, the current chapter's
-rolling summary), then the recent scenes of the path as the assistant's own turns, each
-after the instruction that led to it, and last the instruction for the scene to write.
+with the story bible (characters, the lore this scene calls up, previous chapters'
+summaries, the current chapter's rolling summary), then the recent scenes of the path as
+the assistant's own turns, each after the instruction that led to it, and last the
+instruction for the scene to write, followed by the author's note and the player's note
+for this scene (near the end, where a note steers a model most).
 Alternating user/assistant turns suit every chat template local models use.
 """
 
@@ -99,22 +101,29 @@ def system_message(frame: StoryFrame) -> str:
     return "\n".join(lines)
 
 
+def characters_block(characters: Sequence[CharacterNote]) -> str:
+    if not characters:
+        return ""
+    lines = ["Characters:"]
+    for c in characters:
+        details = "; ".join(x.strip() for x in (c.description, c.personality) if x.strip())
+        lines.append(f"- {c.name}" + (f": {details}" if details else ""))
+    return "\n".join(lines)
+
+
 def bible_message(
     characters: Sequence[CharacterNote],
     chapter_summaries: Sequence[tuple[str, str]],
     rolling_summary: str | None,
+    lore: str = "",
 ) -> str:
-    """The story bible: who is in the story and what happened before the recent scenes.
+    """The story bible: who is in the story, the world notes this scene calls up, and
+    what happened before the recent scenes.
 
-    ``chapter_summaries`` are (chapter title, summary) of the closed chapters, oldest first.
+    ``chapter_summaries`` are (chapter title, summary) of the closed chapters, oldest
+    first; ``lore`` is core/lore.py's block.
     """
-    parts: list[str] = []
-    if characters:
-        lines = ["Characters:"]
-        for c in characters:
-            details = "; ".join(x.strip() for x in (c.description, c.personality) if x.strip())
-            lines.append(f"- {c.name}" + (f": {details}" if details else ""))
-        parts.append("\n".join(lines))
+    parts: list[str] = [block for block in (characters_block(characters), lore.strip()) if block]
     if chapter_summaries:
         lines = ["The story so far, chapter by chapter:"]
         lines += [f"- {title}: {summary.strip()}" for title, summary in chapter_summaries]
@@ -146,6 +155,20 @@ CONTINUE_MESSAGE = (
 )
 
 
+AUTHOR_NOTE = "[Author's note, for the storyteller only: {note}]"
+SCENE_NOTE = "[The player's note for this scene only, not part of the story: {note}]"
+
+
+def notes_text(author_note: str = "", scene_note: str = "") -> str:
+    """The notes that close the last user turn ("" for none)."""
+    notes = []
+    if author_note.strip():
+        notes.append(AUTHOR_NOTE.format(note=" ".join(author_note.split())))
+    if scene_note.strip():
+        notes.append(SCENE_NOTE.format(note=" ".join(scene_note.split())))
+    return "\n".join(notes)
+
+
 def scene_messages(
     frame: StoryFrame,
     bible: str,
@@ -154,8 +177,10 @@ def scene_messages(
     instruction: str,
     *,
     continue_last: bool = False,
+    notes: str = "",
 ) -> list[dict[str, str]]:
-    """The chat for the next scene (or, with ``continue_last``, the last scene's extension)."""
+    """The chat for the next scene (or, with ``continue_last``, the last scene's
+    extension); ``notes`` (:func:`notes_text`) close the last turn."""
     messages = [{"role": "system", "content": system_message(frame)}]
     pending_bible = bible.strip()
 
@@ -169,10 +194,8 @@ def scene_messages(
     for turn in turns:
         user(instruction_message(turn.instruction_kind, turn.instruction))
         messages.append({"role": "assistant", "content": turn.content})
-    if continue_last:
-        user(CONTINUE_MESSAGE)
-    else:
-        user(instruction_message(instruction_kind, instruction))
+    last = CONTINUE_MESSAGE if continue_last else instruction_message(instruction_kind, instruction)
+    user(f"{last}\n\n{notes}" if notes else last)
     return messages
 
 

@@ -16,6 +16,9 @@ from core import repository as repo
 from core.access import Actor, Need
 from core.errors import KahaniError
 from core.models import MemberStatus, Story, StoryMode, StoryStatus
+from core.text import storable
+
+AUTHOR_NOTE_MAX = 1000
 
 
 async def moderated(session: AsyncSession, story_id: int, actor: Actor) -> Story:
@@ -41,6 +44,18 @@ async def change_settings(session: AsyncSession, story_id: int, actor: Actor, *,
         story.scene_length = scene_length
     if point_of_view:
         story.point_of_view = point_of_view
+    return story
+
+
+async def set_author_note(session: AsyncSession, story_id: int, actor: Actor, note: str) -> Story:
+    """Set (or, with blank text, clear) the story's author's note: a note to the
+    storyteller placed near the end of every scene's prompt."""
+    story = await moderated(session, story_id, actor)
+    note = storable(note).strip()
+    if len(note) > AUTHOR_NOTE_MAX:
+        raise KahaniError(msg.TEXT_TOO_LONG.format(field=msg.FIELD_AUTHOR_NOTE, limit=AUTHOR_NOTE_MAX,
+                                                   length=len(note)))
+    story.author_note = note
     return story
 
 

@@ -228,7 +228,20 @@ class SummaryWorker:
                 log.exception("summary worker: unexpected error (it goes on)")
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self.config.poll_interval)
+                await asyncio.wait_for(self._wake.wait(), timeout=await self._pause())
+
+    async def _pause(self) -> float:
+        """Seconds until the next job falls due or a claim lapses (at most the poll
+        interval, which also finds jobs other processes recorded)."""
+        try:
+            async with self.db.read() as s:
+                when = await jobs.next_due_at(s)
+        except Exception:
+            log.warning("summary worker: could not read when the next job is due", exc_info=True)
+            return self.config.poll_interval
+        if when is None:
+            return self.config.poll_interval
+        return min(self.config.poll_interval, max(0.05, (when - self.clock()).total_seconds() + 0.05))
 
     async def _run_one(self) -> bool:
         async with self._lock:

@@ -3,17 +3,22 @@ is exactly as it was, the interrupted message says so and offers Retry, and Retr
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
 from core import messages as msg
 from core import repository as repo
 from core.db import Database
+from core.models import Summary, SummaryJob, SummaryKind, utcnow
+from core.repository import jobs
 from tests.discord_standin import DiscordStandin
 from tests.discord_standin.models import Message
-from tests.fakes.llm import FakeLLM
+from tests.fakes.llm import SUMMARY_PROMPT_START, FakeLLM, Fault, tags_in
+from tests.fakes.server import RecordedRequest
 from tests.harness import BotProcess
 
 LONG = " ".join(["The tide climbs the lighthouse rocks, grey and patient."] * 40)
@@ -108,3 +113,62 @@ async def test_a_stopped_bot_marks_the_scene_it_was_writing_and_frees_the_story(
         finally:
             await db.dispose()
         standin.assert_clean()
+
+
+async def test_a_summary_job_survives_a_killed_bot_and_runs_once_after_start_up(sqlite_url: str) -> None:
+    """A chapter's summary is being written when the bot is killed (SIGKILL): the next
+    bot takes the job over once the dead one's claim lapses, and it is written once."""
+    db = Database.from_url(sqlite_url)
+    async with DiscordStandin() as standin, FakeLLM() as llm:
+        try:
+            async with db.transaction() as s:
+                owner = await repo.get_or_create_user(s, 42, "Asha")
+                story = await repo.create_story(s, owner, "Tides")
+                parent = None
+                for depth in range(3):
+                    _, variant = await repo.add_scene(s, story.id, parent, f"[#{depth}] The tide climbs.")
+                    parent = variant.id
+                assert parent is not None
+                chapter_id = await repo.current_chapter_id(s, story.id)
+                assert chapter_id is not None
+                await repo.open_chapter(s, story.id, parent, summary=None)
+                await jobs.schedule_summary(s, story.id, SummaryKind.CHAPTER, parent, chapter_id, now=utcnow())
+
+            def summary_request(r: RecordedRequest) -> bool:
+                body = r.body if isinstance(r.body, dict) else {}
+                return str((body.get("messages") or [{}])[0].get("content", "")).startswith(SUMMARY_PROMPT_START)
+
+            llm.script(fault=Fault.STALL_HEADERS, stall=60)  # the first bot's summary never comes
+            env = {"SUMMARY_CLAIM_SECONDS": "2"}
+            first = await BotProcess(standin, sqlite_url, llm_base_url=llm.base_url, env=env).start()
+            try:
+                await llm.wait_for_requests(summary_request, timeout=15)
+                first.kill()
+                assert await first.wait() == -9
+            finally:
+                await first.close()
+            async with db.read() as s:
+                [job] = await jobs.pending_jobs(s, story.id)
+                assert (job.state, job.attempts) == ("running", 1)  # claimed by the dead bot
+
+            async with BotProcess(standin, sqlite_url, llm_base_url=llm.base_url, env=env) as second:
+                await llm.wait_for_requests(summary_request, count=2, timeout=15)
+                async with asyncio.timeout(10):  # the job row is another process's write
+                    while (await job_state(db, job.id)) != "done":
+                        await asyncio.sleep(0.05)
+                assert await second.stop() == 0
+            async with db.read() as s:
+                [job] = await s.scalars(select(SummaryJob))
+                assert (job.state, job.attempts) == ("done", 2)
+                summaries = list(await s.scalars(select(Summary)))
+                assert len(summaries) == 1 and tags_in(summaries[0].content) == {0, 1, 2}
+            assert len([r for r in llm.requests if summary_request(r)]) == 2  # the killed one, then once
+        finally:
+            await db.dispose()
+        standin.assert_clean()
+
+
+async def job_state(db: Database, job_id: int) -> str | None:
+    async with db.read() as s:
+        job = await jobs.get_job(s, job_id)
+        return job.state if job else None

@@ -21,6 +21,7 @@ import discord
 
 from bot.errors import funnel_errors
 from bot.types import Interaction
+from core import messages as msg
 from core.choices import Choice, shorten_label
 
 if TYPE_CHECKING:
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
 PREFIX = "kahani:v1"
 HEADER_PREFIX = "-# → "
 INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
+SCENE_NOTE_LIMIT = 300  # a note to the storyteller for one scene
 
 
 def _loaded(interaction: Interaction, name: str) -> Any:
@@ -297,18 +299,31 @@ def disabled_copy(message: discord.Message | None, chosen_custom_id: str | None 
 
 
 class TextModal(discord.ui.Modal):
-    """A one-field modal (Your action, Branch) that hands its text to a callback."""
+    """A one-field modal (Your action, Branch) that hands its text to a callback; with
+    ``note``, a second, optional field for a note to the storyteller that steers only
+    this scene (the callback then gets it as a third argument)."""
 
-    def __init__(self, title: str, label: str, placeholder: str, on_submit: Any, *, default: str = "") -> None:
+    def __init__(self, title: str, label: str, placeholder: str, on_submit: Any, *, default: str = "",
+                 note: bool = False) -> None:
         super().__init__(title=title[:45], timeout=900)
         self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
             label=label[:45], placeholder=placeholder[:100], style=discord.TextStyle.paragraph,
             max_length=INSTRUCTION_LIMIT, min_length=2, default=default or None,
         )
         self.add_item(self.text)
+        self.note: discord.ui.TextInput[Any] | None = None
+        if note:
+            self.note = discord.ui.TextInput(
+                label=msg.SCENE_NOTE_LABEL, placeholder=msg.SCENE_NOTE_PLACEHOLDER,
+                style=discord.TextStyle.paragraph, required=False, max_length=SCENE_NOTE_LIMIT,
+            )
+            self.add_item(self.note)
         self._on_submit = on_submit
 
     async def on_submit(self, interaction: Interaction) -> None:
+        if self.note is not None:
+            await self._on_submit(interaction, str(self.text.value), str(self.note.value or ""))
+            return
         await self._on_submit(interaction, str(self.text.value))
 
     async def on_error(self, interaction: Interaction, error: Exception) -> None:

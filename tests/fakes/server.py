@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Self
 
@@ -33,6 +34,7 @@ class LocalServer:
 
     def __init__(self) -> None:
         self.requests: list[RecordedRequest] = []
+        self._recorded = asyncio.Condition()
         self._closing = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -77,7 +79,20 @@ class LocalServer:
         except ValueError:
             body = text
         self.requests.append(RecordedRequest(request.method, request.path, dict(request.headers), body))
+        async with self._recorded:
+            self._recorded.notify_all()
         return body
+
+    async def wait_for_requests(
+        self, check: Callable[[RecordedRequest], bool], *, count: int = 1, timeout: float = 10.0
+    ) -> list[RecordedRequest]:
+        """Wait until ``count`` recorded requests pass ``check`` (woken by each request)."""
+        def hits() -> list[RecordedRequest]:
+            return [r for r in self.requests if check(r)]
+
+        async with self._recorded:
+            await asyncio.wait_for(self._recorded.wait_for(lambda: len(hits()) >= count), timeout)
+        return hits()
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds``, or less when the server is closing (keeps teardown fast)."""
