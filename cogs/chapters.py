@@ -110,6 +110,7 @@ class SummaryModal(KahaniModal):
             story, who = await story_to_manage(session, interaction, view.story_id)
         await bot.engine.edit_summary(story.id, view.chapter.id, text, user_id=who.user.id)
         view.summary = text
+        view.show_undo(True)
         await interaction.response.edit_message(
             content=msg.SUMMARY_SAVED, embed=summary_embed(story.title, view.chapter, text), view=view,
             allowed_mentions=NO_PINGS,
@@ -117,18 +118,39 @@ class SummaryModal(KahaniModal):
 
 
 class SummaryView(PrivateView):
-    """The **Edit** button under a summary shown to someone who may manage the story."""
+    """The **Edit** button under a summary shown to someone who may manage the story,
+    and **Undo** once it has been edited (the text before is kept)."""
 
-    def __init__(self, story_id: int, chapter: Chapter, summary: str) -> None:
+    def __init__(self, story_id: int, chapter: Chapter, summary: str, *, can_undo: bool = False) -> None:
         super().__init__()
         self.story_id = story_id
         self.chapter = chapter
         self.summary = summary
         self.edit.label = msg.SUMMARY_EDIT_BUTTON
+        self.undo.label = msg.SUMMARY_UNDO_BUTTON
+        self.show_undo(can_undo)
+
+    def show_undo(self, shown: bool) -> None:
+        if shown and self.undo not in self.children:
+            self.add_item(self.undo)
+        elif not shown and self.undo in self.children:
+            self.remove_item(self.undo)
 
     @discord.ui.button(style=discord.ButtonStyle.secondary)
     async def edit(self, interaction: Interaction, button: discord.ui.Button[Any]) -> None:
         await interaction.response.send_modal(SummaryModal(self))
+
+    @discord.ui.button(style=discord.ButtonStyle.secondary)
+    async def undo(self, interaction: Interaction, button: discord.ui.Button[Any]) -> None:
+        bot = interaction.client
+        await interaction.response.defer()
+        async with bot.db.transaction() as session:
+            story, who = await story_to_manage(session, interaction, self.story_id)
+        self.summary = await bot.engine.undo_summary(story.id, self.chapter.id, user_id=who.user.id)
+        await interaction.edit_original_response(
+            content=msg.SUMMARY_RESTORED, embed=summary_embed(story.title, self.chapter, self.summary), view=self,
+            allowed_mentions=NO_PINGS,
+        )
 
 
 async def autocomplete_chapter(interaction: Interaction, current: str) -> list[app_commands.Choice[int]]:
@@ -217,7 +239,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
         if not may_edit:
             await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
             return
-        view = SummaryView(found.id, picked, text)
+        view = SummaryView(found.id, picked, text, can_undo=await self.bot.engine.summary_edited(found.id, picked.id))
         view.message = await interaction.followup.send(embed=embed, view=view, ephemeral=True,
                                                        allowed_mentions=NO_PINGS, wait=True)
 

@@ -15,17 +15,20 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.access import Caller, check, story_for, thread_view, visible_stories
+from bot.access import Caller, allows, check, story_for, thread_view, visible_stories
 from bot.errors import KahaniModal, KahaniView, send_ephemeral
 from bot.types import Interaction
 from bot.ui.common import (
     EMBED_FIELDS,
+    STORY_OPTION_HELP,
     NotAllowed,
     autocomplete_story,
     caller,
     fitted_embed,
     shorten,
 )
+from bot.ui.memory import memory_embed
+from cogs.chapters import SummaryView
 from cogs.votes import settings_text
 from core import access, stories
 from core import messages as msg
@@ -33,7 +36,8 @@ from core import repository as repo
 from core.access import Need
 from core.engine import StoryEngine
 from core.errors import KahaniError, NotFound
-from core.models import SceneLength, Story, StoryMode, StoryStatus
+from core.models import Chapter, SceneLength, Story, StoryMode, StoryStatus
+from core.stories import AUTHOR_NOTE_MAX
 from core.votes import MAX_DURATION, MIN_DURATION, VoteService, VoteSettings
 
 if TYPE_CHECKING:
@@ -273,6 +277,46 @@ class Stories(commands.Cog):
         embed = fitted_embed(found.title, shown, description="\n\n".join(filter(None, [premise, "\n".join(facts)])),
                              footer=footer)
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @story.command(name="memory", description="What the storyteller will be given for the next scene, and its cost")
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def memory(self, interaction: Interaction, story: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.db.transaction() as s:
+            found, _ = await story_for(s, interaction, story, Need.SEE)
+            may_edit = await allows(s, interaction, found, Need.MODERATE)
+            chapter_id = await repo.current_chapter_id(s, found.id)
+            chapter = await s.get(Chapter, chapter_id) if chapter_id is not None else None
+        memory = await self.engine.memory(found.id)
+        embed = memory_embed(found.title, memory)
+        if not (may_edit and memory.rolling and chapter is not None):
+            await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+            return
+        # The owner (host) may fix what the storyteller remembers of this chapter.
+        view = SummaryView(found.id, chapter, memory.rolling,
+                           can_undo=await self.engine.summary_edited(found.id, chapter.id))
+        view.message = await interaction.followup.send(msg.MEMORY_EDIT_HINT, embed=embed, view=view, ephemeral=True,
+                                                       allowed_mentions=NO_PINGS, wait=True)
+
+    @story.command(name="note", description="The author's note: steers every scene (\"keep it grim\")")
+    @app_commands.describe(text="The note to the storyteller (not part of the story)",
+                           clear="Remove the author's note", story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def note(self, interaction: Interaction, text: app_commands.Range[str, 1, AUTHOR_NOTE_MAX] | None = None,
+                   clear: bool = False, story: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.db.transaction() as s:
+            if text is None and not clear:
+                found, _ = await story_for(s, interaction, story, Need.SEE)
+                shown = found.author_note
+                answer = (msg.NOTE_SHOWN.format(title=found.title, note=shown) if shown
+                          else msg.NOTE_NONE.format(title=found.title))
+            else:
+                found, who = await story_for(s, interaction, story, Need.MODERATE)
+                changed = await stories.set_author_note(s, found.id, who.actor, "" if clear else text or "")
+                answer = (msg.NOTE_SET.format(title=changed.title, note=changed.author_note) if changed.author_note
+                          else msg.NOTE_CLEARED.format(title=changed.title))
+        await interaction.followup.send(answer, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
     @app_commands.autocomplete(story=autocomplete_story)

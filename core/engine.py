@@ -71,13 +71,16 @@ from core.prompts import (
     SceneTurn,
     StoryFrame,
     bible_message,
+    characters_block,
     notes_text,
     scene_max_tokens,
     scene_messages,
+    system_message,
 )
 from core.repository import jobs
 from core.streaming import SceneTextFilter, trim_to_last_sentence
 from core.summaries import SummaryConfig, summarise
+from core.text import storable
 from core.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
@@ -132,6 +135,31 @@ class ContextReport:
     def flagged(self, threshold: float = 0.8) -> bool:
         """True at ≥ 80 % of the budget: time to offer a new chapter."""
         return self.ratio >= threshold
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the model will be given for the story's next scene and what each part costs
+    in tokens (``/story memory``): the players can see what it remembers and fix it."""
+
+    report: ContextReport
+    reply_tokens: int  # max_tokens of the scene's reply
+    frame_tokens: int  # the system message: premise, world, rules
+    characters: list[str]
+    characters_tokens: int
+    lore: list[tuple[str, str]]  # (name, why) of the lore in the prompt
+    lore_left_out: list[tuple[str, str]]  # triggered or pinned, but over the lore budget
+    lore_tokens: int
+    lore_budget: int
+    chapters: list[tuple[str, int | None]]  # closed chapters: (title, summary tokens; None: being written)
+    rolling: str | None  # the open chapter's rolling summary
+    rolling_tokens: int
+    author_note: str
+    note_tokens: int
+    scenes_kept: int  # recent scenes the prompt holds
+    scenes_uncovered: int  # scenes no summary covers (more than kept: a summary comes first)
+    scenes_tokens: int
+    summaries_due: int  # summary jobs waiting or running
 
 
 @dataclass(frozen=True, slots=True)
@@ -460,6 +488,36 @@ class StoryEngine:
         fit = self._budget(ctx, context_length, InstructionKind.CHOICE, "", False)
         return fit.report, ctx, fit
 
+    async def memory(self, story_id: int) -> Memory:
+        """What the next scene's prompt holds, part by part, with token costs."""
+        report, ctx, fit = await self._next_prompt(story_id)
+        async with self.db.read() as s:
+            due = len(await jobs.pending_jobs(s, story_id))
+        count = self.counter.count
+        frame = _frame(ctx.story)
+        chapters: list[tuple[str, int | None]] = []
+        for c in ctx.chapters:
+            if c.chapter.id == ctx.chapter_id:
+                continue
+            chapters.append((c.chapter.title, count(c.summary.content) if c.summary is not None else None))
+        rolling = ctx.open_rolling
+        kept = self._candidates(ctx, False)[fit.uncovered - fit.kept:]
+        note = notes_text(ctx.story.author_note)
+        return Memory(
+            report=report, reply_tokens=fit.max_tokens,
+            frame_tokens=count(system_message(frame)),
+            characters=[c.name for c in ctx.characters],
+            characters_tokens=count(characters_block(ctx.characters)),
+            lore=[(lore.name, fit.lore.why.get(lore.id, "")) for lore in fit.lore.included],
+            lore_left_out=[(lore.name, fit.lore.why.get(lore.id, "")) for lore in fit.lore.left_out],
+            lore_tokens=fit.lore.tokens, lore_budget=int(fit.budget * self.config.lore_share),
+            chapters=chapters, rolling=rolling.content if rolling else None,
+            rolling_tokens=count(rolling.content) if rolling else 0,
+            author_note=ctx.story.author_note, note_tokens=count(note) if note else 0,
+            scenes_kept=fit.kept, scenes_uncovered=fit.uncovered,
+            scenes_tokens=sum(self._cost(p) for p in kept), summaries_due=due,
+        )
+
     async def _after_scene(self, story_id: int) -> ContextReport:
         """The context report for the next scene; records the summary that scene will
         need (or soon would) so the worker writes it while the players read."""
@@ -529,26 +587,46 @@ class StoryEngine:
         return chapter
 
     async def edit_summary(self, story_id: int, chapter_id: int, text: str, *, user_id: int | None = None) -> None:
-        """Replace a closed chapter's summary, or the open chapter's rolling summary."""
+        """Replace a closed chapter's summary, or the open chapter's rolling summary, in
+        place (it covers the same scenes); the text before is kept for Undo."""
         async with self.db.transaction() as s:
-            chain = await repo.path_chapters(s, story_id)
-            entry = next((c for c in chain if c.chapter.id == chapter_id), None)
-            if entry is None:
-                raise NotFound(msg.CHAPTER_NOT_ON_PATH)
-            if entry.summary is not None:
-                await repo.set_summary(
-                    s, entry.summary.variant_id, chapter_id, SummaryKind.CHAPTER, text,
-                    through_depth=entry.summary.through_depth, token_count=self.counter.count(text),
-                    edited_by_id=user_id,
-                )
-                return
-            tip = await repo.tip(s, story_id)
-            if tip is None or tip.chapter_id != chapter_id:
-                raise Conflict(msg.SUMMARY_NOTHING_TO_EDIT)
-            await repo.set_summary(
-                s, tip.variant.id, chapter_id, SummaryKind.ROLLING, text,
-                through_depth=tip.depth, token_count=self.counter.count(text), edited_by_id=user_id,
-            )
+            row = await self._summary_row(s, story_id, chapter_id)
+            row.previous_content, row.content = row.content, storable(text).strip()
+            row.token_count = self.counter.count(row.content)
+            row.edited_by_id = user_id
+
+    async def undo_summary(self, story_id: int, chapter_id: int, *, user_id: int | None = None) -> str:
+        """Put back the summary's text before its last edit (again: redo); returns it."""
+        async with self.db.transaction() as s:
+            row = await self._summary_row(s, story_id, chapter_id)
+            if row.previous_content is None:
+                raise Conflict(msg.SUMMARY_NOTHING_TO_UNDO)
+            row.previous_content, row.content = row.content, row.previous_content
+            row.token_count = self.counter.count(row.content)
+            row.edited_by_id = user_id
+            return row.content
+
+    async def summary_edited(self, story_id: int, chapter_id: int) -> bool:
+        """Whether the chapter's summary has an edit to undo."""
+        async with self.db.read() as s:
+            try:
+                return (await self._summary_row(s, story_id, chapter_id)).previous_content is not None
+            except KahaniError:
+                return False
+
+    async def _summary_row(self, s: AsyncSession, story_id: int, chapter_id: int) -> Summary:
+        """A chapter's closing summary, else its rolling summary on the active path."""
+        chain = await repo.path_chapters(s, story_id)
+        entry = next((c for c in chain if c.chapter.id == chapter_id), None)
+        if entry is None:
+            raise NotFound(msg.CHAPTER_NOT_ON_PATH)
+        if entry.summary is not None:
+            return entry.summary
+        path = await repo.active_path(s, story_id, limit=self.config.max_recent_scenes)
+        rolling = await repo.rolling_summary(s, path, chapter_id)
+        if rolling is None:
+            raise Conflict(msg.SUMMARY_NOTHING_TO_EDIT)
+        return rolling
 
     # --- internals: planning ---------------------------------------------------------
 

@@ -59,6 +59,7 @@ CHAPTER_NEEDS_A_SCENE = "A new chapter needs at least one scene in the current o
 CHAPTER_ALREADY_NEW = "A new chapter already starts with the next scene."
 CHAPTER_NOT_ON_PATH = "That chapter is not part of the story's current path."
 SUMMARY_NOTHING_TO_EDIT = "This chapter has no summary yet to edit."
+SUMMARY_NOTHING_TO_UNDO = "This summary has not been edited: there is nothing to undo."
 SUMMARY_BEHIND = (
     "The summary of the earlier scenes is still being written, so this scene cannot be "
     "written yet without forgetting them. Try again in a minute."
@@ -158,6 +159,8 @@ CHAPTER_SUMMARY_NONE = (
     "Chapter {number} has no summary yet. A chapter gets one when /chapter new closes it."
 )
 SUMMARY_EDIT_BUTTON = "Edit"
+SUMMARY_UNDO_BUTTON = "Undo"
+SUMMARY_RESTORED = "The summary's text before the last edit is back (Undo again to redo)."
 SUMMARY_MODAL_TITLE = "Chapter {number}: summary"
 SUMMARY_MODAL_LABEL = "Summary"
 SUMMARY_TOO_LONG_TO_PREFILL = "The summary is longer than a form holds: write its replacement here."
@@ -451,3 +454,37 @@ LORE_KEYWORDS_HINT = "Comma-separated; the entry comes up when one of them does 
 LORE_KEYWORDS_PLACEHOLDER = "Iron Gate, the gate, gatekeepers"
 LORE_TEXT_LABEL = "Text"
 LORE_TEXT_HINT = "What the storyteller should know: up to {limit} characters"
+
+# /story memory and /story note (issue 16).
+MEMORY_TITLE = "{title}: what the storyteller remembers"
+MEMORY_TOTAL = (
+    "The next scene's prompt: **{used}** of {budget} tokens ({percent}%), plus up to {reply} for the "
+    "reply, on a {context}-token context."
+)
+MEMORY_SUMMARIES_DUE = "📜 {count} summary job(s) waiting or being written."
+MEMORY_FRAME = "Premise, world and rules — {tokens} tokens"
+MEMORY_FRAME_TEXT = "Title, genre, tone, world, premise, point of view and the storyteller's rules."
+MEMORY_CHARACTERS = "Characters — {tokens} tokens"
+MEMORY_NO_CHARACTERS = "None yet (`/character add`)."
+MEMORY_LORE = "Lore — {tokens} of {budget} tokens"
+MEMORY_NO_LORE = "Nothing pinned or called up by the recent scenes (`/lore add`)."
+MEMORY_LORE_LEFT_OUT = "Left out (over the lore budget):\n{entries}"
+MEMORY_CHAPTERS = "Chapter summaries — {tokens} tokens"
+MEMORY_CHAPTER = "• {title}: {tokens} tokens"
+MEMORY_CHAPTER_PENDING = "• {title}: summary being written (its recent scenes stay in until then)"
+MEMORY_NO_CHAPTERS = "No closed chapters."
+MEMORY_ROLLING = "This chapter so far — {tokens} tokens"
+MEMORY_NO_ROLLING = "No summary yet: every scene of this chapter is still in the prompt."
+MEMORY_RECENT = "Recent scenes — {tokens} tokens"
+MEMORY_SCENES = "{kept} of the {uncovered} scenes no summary covers yet."
+MEMORY_SCENES_SUMMARISED_FIRST = "The older {count} are summarised before the next scene is written."
+MEMORY_NOTE = "Author's note — {tokens} tokens"
+MEMORY_NO_NOTE = "None (`/story note`)."
+MEMORY_EDIT_HINT = "You can edit this chapter's summary below; the text before is kept for Undo."
+NOTE_SET = "Author's note for **{title}** saved. The storyteller reads it before every scene:\n> {note}"
+NOTE_CLEARED = "The author's note for **{title}** is cleared."
+NOTE_SHOWN = (
+    "Author's note for **{title}**:\n> {note}\n"
+    "-# Change it with `/story note text:…`, clear it with `/story note clear:True`."
+)
+NOTE_NONE = "**{title}** has no author's note. Set one with `/story note text:…` (e.g. \"keep it grim\")."
