@@ -53,6 +53,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.meta",
     "cogs.chapters",
     "cogs.characters",
+    "cogs.lore",  # /lore …
     "cogs.settings",
     "cogs.stories",  # /story …
     "cogs.scenes",  # what a scene's components do
