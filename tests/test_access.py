@@ -348,6 +348,14 @@ COMMANDS: list[tuple[str, str, dict[str, Any]]] = [
     ("character remove", "moderate", {"name": "Mara"}),
     ("narrate voice", "moderate", {"voice": "default", "scope": "story"}),
     ("narrate speed", "moderate", {"speed": 1.0, "scope": "story"}),
+    ("story memory", "see", {}),
+    ("story note", "see", {}),
+    ("story note", "moderate", {"text": "Keep it grim."}),
+    ("lore list", "see", {}),
+    ("lore show", "see", {"entry": "Bell"}),
+    ("lore add", "moderate", {}),
+    ("lore edit", "moderate", {"entry": "Bell"}),
+    ("lore remove", "moderate", {"entry": "Bell"}),
 ]
 
 
