@@ -10,6 +10,7 @@ Every reply is ephemeral and pings nobody.
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -35,9 +36,11 @@ from bot.ui.common import (
     story_to_manage,
     story_to_view,
 )
+from bot.ui.render import post_paced
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
+from core.errors import KahaniError
 from core.lore import MAX_KEYWORD_LENGTH, MAX_KEYWORDS, MAX_NAME_LENGTH, MAX_TEXT_LENGTH
 from core.models import LoreEntry, LoreStatus, Story
 
@@ -89,11 +92,13 @@ class LoreModal(KahaniModal):
     core/lore.py (check_name, parse_keywords, check_text run before anything is stored),
     which also takes NUL and control characters out."""
 
-    def __init__(self, story_id: int, *, pinned: bool | None = None, entry: LoreEntry | None = None) -> None:
+    def __init__(self, story_id: int, *, pinned: bool | None = None, entry: LoreEntry | None = None,
+                 accept: bool = False) -> None:
         title = msg.LORE_MODAL_EDIT.format(name=shorten(entry.name, 35)) if entry else msg.LORE_MODAL_ADD
         super().__init__(title=title, timeout=MODAL_TIMEOUT)
         self.story_id = story_id
         self.pinned = pinned
+        self.accept = accept  # a proposal: saving the form also accepts it
         self.lore_id = entry.id if entry else None
         self.name = discord.ui.TextInput(
             max_length=MAX_NAME_LENGTH, custom_id="name", default=entry.name if entry else None
@@ -139,7 +144,11 @@ class LoreModal(KahaniModal):
                     session, story.id, current.name, new_name=self.name.value, keywords=self.keywords.value,
                     content=self.text.value, user_id=who.user.id,
                 )
-                text = msg.LORE_UPDATED.format(name=entry.name, keywords=keywords_text(entry.keywords))
+                if self.accept and entry.status == LoreStatus.PROPOSED:
+                    entry = await repo.accept_lore(session, story.id, entry.id, user_id=who.user.id)
+                    text = msg.LORE_ACCEPTED.format(name=entry.name)
+                else:
+                    text = msg.LORE_UPDATED.format(name=entry.name, keywords=keywords_text(entry.keywords))
         await interaction.followup.send(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
@@ -164,6 +173,68 @@ class UndoView(PrivateView):
         await interaction.edit_original_response(
             content=msg.LORE_UNDONE.format(name=entry.name), embed=embed, view=self, allowed_mentions=NO_PINGS
         )
+
+
+class ProposalsView(PrivateView):
+    """The storyteller's proposals (at most five shown), each with **Accept**, **Edit**
+    and **Dismiss**: nothing joins the story's lore without a person's yes."""
+
+    def __init__(self, story: Story, proposals: list[LoreEntry]) -> None:
+        super().__init__()
+        self.story_id = story.id
+        for row, entry in enumerate(proposals[:5]):
+            for label, style, handler in (
+                (msg.LORE_ACCEPT_BUTTON, discord.ButtonStyle.success, self._accept),
+                (msg.LORE_EDIT_BUTTON, discord.ButtonStyle.secondary, self._edit),
+                (msg.LORE_DISMISS_BUTTON, discord.ButtonStyle.danger, self._dismiss),
+            ):
+                button: discord.ui.Button[Any] = discord.ui.Button(
+                    label=f"{label}: {shorten(entry.name, 60)}", style=style, row=row)
+                button.callback = functools.partial(handler, entry.id)
+                self.add_item(button)
+
+    async def _accept(self, lore_id: int, interaction: Interaction) -> None:
+        await interaction.response.defer()
+        async with interaction.client.db.transaction() as session:
+            story, who = await story_to_manage(session, interaction, self.story_id)
+            entry = await repo.accept_lore(session, story.id, lore_id, user_id=who.user.id)
+        await self._refresh(interaction, msg.LORE_ACCEPTED.format(name=entry.name))
+
+    async def _dismiss(self, lore_id: int, interaction: Interaction) -> None:
+        await interaction.response.defer()
+        async with interaction.client.db.transaction() as session:
+            story, _ = await story_to_manage(session, interaction, self.story_id)
+            entry = await repo.get_lore_by_id(session, story.id, lore_id)
+            name = entry.name
+            await repo.dismiss_lore(session, story.id, lore_id)
+        await self._refresh(interaction, msg.LORE_DISMISSED.format(name=name))
+
+    async def _edit(self, lore_id: int, interaction: Interaction) -> None:
+        async def read() -> LoreEntry:
+            async with interaction.client.db.transaction() as session:
+                story, _ = await story_to_manage(session, interaction, self.story_id)
+                return await repo.get_lore_by_id(session, story.id, lore_id)
+
+        entry = await before_a_modal(read())
+        await interaction.response.send_modal(LoreModal(self.story_id, entry=entry, accept=True))
+
+    async def _refresh(self, interaction: Interaction, said: str) -> None:
+        async with interaction.client.db.read() as session:
+            story = await repo.get_story(session, self.story_id)
+            left = list(await repo.list_lore(session, story.id, status=LoreStatus.PROPOSED))
+        view = ProposalsView(story, left) if left else None
+        await interaction.edit_original_response(
+            content=said, embed=proposals_embed(story, left) if left else None, view=view, allowed_mentions=NO_PINGS)
+        if view is not None:
+            view.message = self.message
+        self.stop()
+
+
+def proposals_embed(story: Story, proposals: list[LoreEntry]) -> discord.Embed:
+    fields = [(entry.name, msg.LORE_PROPOSAL_FIELD.format(keywords=keywords_text(entry.keywords),
+                                                          text=entry.content)) for entry in proposals[:5]]
+    footer = msg.MORE_NOT_SHOWN.format(shown=5, total=len(proposals)) if len(proposals) > 5 else ""
+    return fitted_embed(msg.LORE_PROPOSALS_TITLE.format(story=story.title), fields, footer=footer)
 
 
 async def readable_story(session: AsyncSession, interaction: Interaction) -> Story | None:
@@ -202,6 +273,36 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
 
     def __init__(self, bot: KahaniBot) -> None:
         self.bot = bot
+        bot.engine.on_lore_proposed(self.announce)
+
+    async def announce(self, story_id: int, names: list[str]) -> None:
+        """Tell the story's channel that the storyteller proposed lore (no pings; the
+        owner reviews them with /lore proposals)."""
+        async with self.bot.db.read() as session:
+            story = await repo.get_story(session, story_id)
+        try:
+            channel = await self.bot.player.channel_of(story)
+            await post_paced(channel, msg.LORE_PROPOSED_NOTICE.format(
+                count=len(names), names=", ".join(f"**{shorten(n, 60)}**" for n in names)),
+                scheduler=self.bot.scheduler)  # posts ping nobody
+        except (KahaniError, discord.HTTPException) as exc:
+            log.info("story %s: could not announce lore proposals: %s", story_id, exc)
+
+    @app_commands.command(name="proposals", description="Review the lore the storyteller proposed")
+    @app_commands.describe(story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def proposals(self, interaction: Interaction, story: int | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.bot.db.transaction() as session:
+            found, _ = await story_to_manage(session, interaction, story)
+            proposed = list(await repo.list_lore(session, found.id, status=LoreStatus.PROPOSED))
+        if not proposed:
+            await interaction.followup.send(msg.LORE_NO_PROPOSALS.format(story=found.title), ephemeral=True,
+                                            allowed_mentions=NO_PINGS)
+            return
+        view = ProposalsView(found, proposed)
+        view.message = await interaction.followup.send(embed=proposals_embed(found, proposed), view=view,
+                                                       ephemeral=True, allowed_mentions=NO_PINGS, wait=True)
 
     @app_commands.command(name="add", description="Add a lore entry to the story (opens a form)")
     @app_commands.describe(pinned="Always give it to the storyteller, keywords or not", story=STORY_OPTION_HELP)

@@ -53,7 +53,7 @@ from core.db import Database
 from core.errors import Conflict, KahaniError, NotFound
 from core.llm import Finish, LLMClient, LLMError, TextDelta, Usage
 from core.llmqueue import GenerationLimits, LLMQueue, RateLimited, Ticket, admit, check_limits, lane_for
-from core.lore import Lore, LoreSelection, select_lore
+from core.lore import Lore, LoreSelection, parse_proposals, select_lore
 from core.models import (
     Chapter,
     InstructionKind,
@@ -72,6 +72,7 @@ from core.prompts import (
     StoryFrame,
     bible_message,
     characters_block,
+    lore_proposal_messages,
     notes_text,
     scene_max_tokens,
     scene_messages,
@@ -356,10 +357,16 @@ class StoryEngine:
             safety_margin=self.config.safety_margin, claim_ttl=self.config.summary_claim_ttl,
         )
         self._summary_due: list[Callable[[], None]] = []
+        self._lore_proposed: list[Callable[[int, list[str]], Awaitable[None]]] = []
 
     def on_summary_due(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever a summary job is recorded (a worker wakes up)."""
         self._summary_due.append(callback)
+
+    def on_lore_proposed(self, callback: Callable[[int, list[str]], Awaitable[None]]) -> None:
+        """Await ``callback(story_id, names)`` when the storyteller proposed lore entries
+        at a chapter's end (a front end tells the owner)."""
+        self._lore_proposed.append(callback)
 
     # --- generations ---------------------------------------------------------------
 
@@ -865,6 +872,32 @@ class StoryEngine:
                 await repo.set_summary(s, through[0], chapter_id, kind, text, through_depth=through[1],
                                        token_count=self.counter.count(text))
         log.info("story %s: %s summary written (%d scenes)", story.id, kind.value, len(scenes))
+        if kind == SummaryKind.CHAPTER and text:
+            await self._propose_lore(story.id, frame, text, context_length)
+
+    async def _propose_lore(self, story_id: int, frame: StoryFrame, summary: str, context_length: int) -> None:
+        """The storyteller's lore proposals from a closed chapter's summary, stored as
+        proposed entries for a person to accept, edit or dismiss. Best effort: a failure
+        leaves the story's lore as it was."""
+        try:
+            async with self.db.read() as s:
+                known = [entry.name for entry in await repo.list_lore(s, story_id, status=None)]
+            reply = await self.llm.complete(lore_proposal_messages(frame, summary, known),
+                                            max_tokens=min(700, max(200, context_length // 6)))
+            proposals = parse_proposals(reply.text)
+            if not proposals:
+                return
+            async with self.db.transaction() as s:
+                names = [entry.name for entry in await repo.propose_lore(s, story_id, proposals)]
+        except (LLMError, KahaniError) as exc:
+            log.info("story %s: no lore proposals (%s)", story_id, exc)
+            return
+        log.info("story %s: the storyteller proposed %d lore entries", story_id, len(names))
+        for callback in self._lore_proposed:
+            try:
+                await callback(story_id, names)
+            except Exception:
+                log.exception("story %s: telling about lore proposals failed", story_id)
 
     def _new_version(
         self, variant_id: int, kind: VariantKind, direction: str | None, user_id: int | None,

@@ -14,6 +14,7 @@ work too. The words of a multi-word keyword may be separated by any whitespace.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -312,3 +313,58 @@ def select_lore(
     selection = filler.selection
     selection.why = why
     return selection
+
+
+# --- proposals ------------------------------------------------------------------------------
+# When a chapter closes, the storyteller proposes entries (core/engine.py); nothing is added
+# without a person's yes. A proposed change to an entry the story has is stored under the
+# entry's name with UPDATE_SUFFIX, and accepting it updates that entry.
+
+UPDATE_SUFFIX = " (update)"
+MAX_PROPOSALS = 5
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.S)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    name: str
+    keywords: tuple[str, ...]
+    text: str
+
+
+def parse_proposals(reply: str) -> list[Proposal]:
+    """The entries in the model's reply (JSON, fenced or not; ``{"entries": [...]}`` or a
+    bare list), each within the limits; anything malformed is skipped, never raised."""
+    fenced = _FENCE.search(reply)
+    raw = fenced.group(1) if fenced else reply
+    start = min((i for i in (raw.find("{"), raw.find("[")) if i >= 0), default=-1)
+    if start < 0:
+        return []
+    try:
+        data, _ = json.JSONDecoder().raw_decode(raw[start:])
+    except ValueError:
+        return []
+    items = data.get("entries") if isinstance(data, dict) else data
+    if not isinstance(items, list):
+        return []
+    proposals: list[Proposal] = []
+    seen: set[str] = set()
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        name, text, keywords = item.get("name"), item.get("text") or item.get("description"), item.get("keywords")
+        if not isinstance(name, str) or not isinstance(text, str):
+            continue
+        if isinstance(keywords, list):
+            keywords = ", ".join(k for k in keywords if isinstance(k, str))
+        try:
+            name = check_name(name[:MAX_NAME_LENGTH - len(UPDATE_SUFFIX)])
+            parsed = parse_keywords(keywords if isinstance(keywords, str) else name)
+            text = check_text(text[:MAX_TEXT_LENGTH])
+        except InvalidLore:
+            continue
+        if name.casefold() in seen or not text:
+            continue
+        seen.add(name.casefold())
+        proposals.append(Proposal(name, parsed[:MAX_KEYWORDS] or (name,), text))
+    return proposals[:MAX_PROPOSALS]

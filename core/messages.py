@@ -102,8 +102,11 @@ HELP_TEXT = (
     "• **Regenerate** rewrites the scene, **Branch** takes it in a direction you describe, "
     "**Continue** makes it longer. Every version is kept: pick one in the variants menu "
     "under the scene.\n"
-    "• `/chapter new` closes the chapter with a summary, so long stories keep fitting "
-    "the model's memory.\n"
+    "• Long stories stay in the model's memory: older scenes are summarised on their own, "
+    "and `/chapter new` closes a chapter with a summary. `/story memory` shows what the "
+    "storyteller remembers (and lets you fix a summary); `/lore add` teaches it places, "
+    "people and secrets that come back when they are named; `/story note` steers every scene "
+    "(\"keep it grim\").\n"
     "• In a server, a story gets its own thread and the choices become votes: everyone "
     "who joins the story votes on what happens next.\n"
     "• `/narrate join` reads the scenes aloud in the voice channel you are in.\n"
@@ -488,3 +491,17 @@ NOTE_SHOWN = (
     "-# Change it with `/story note text:…`, clear it with `/story note clear:True`."
 )
 NOTE_NONE = "**{title}** has no author's note. Set one with `/story note text:…` (e.g. \"keep it grim\")."
+
+# Lore proposals (cogs/lore.py): the storyteller suggests, a person decides.
+LORE_PROPOSED_NOTICE = (
+    "📜 The storyteller suggests {count} lore entr(ies) from the chapter just closed: {names}. "
+    "The story's owner can accept, edit or dismiss them with `/lore proposals`."
+)
+LORE_PROPOSALS_TITLE = "{story}: lore the storyteller proposes"
+LORE_PROPOSAL_FIELD = "Keywords: {keywords}\n{text}"
+LORE_NO_PROPOSALS = "The storyteller has no lore proposals waiting for **{story}**."
+LORE_ACCEPT_BUTTON = "Accept"
+LORE_EDIT_BUTTON = "Edit"
+LORE_DISMISS_BUTTON = "Dismiss"
+LORE_ACCEPTED = "**{name}** is now part of the story's lore."
+LORE_DISMISSED = "Dismissed **{name}**."

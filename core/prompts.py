@@ -222,3 +222,32 @@ def summary_messages(
         {"role": "system", "content": SUMMARY_SYSTEM},
         {"role": "user", "content": "\n\n".join(body)},
     ]
+
+
+LORE_PROPOSAL_SYSTEM = (
+    "You keep the world notes (lore) of an interactive story for its narrator. From a "
+    "chapter's summary, pick the named people, places, items, factions and rules that will "
+    "matter later. Reply with JSON only."
+)
+
+
+def lore_proposal_messages(
+    frame: StoryFrame, summary: str, known: Sequence[str], *, most: int = 5
+) -> list[dict[str, str]]:
+    """Ask for up to ``most`` new or changed lore entries from a closed chapter's summary;
+    ``known`` are the names of the entries the story has."""
+    known_text = ", ".join(known[:100]) if known else "none yet"
+    body = [
+        f"Story: {frame.title}" + (f" ({frame.genre})" if frame.genre else ""),
+        f"Chapter summary:\n{summary.strip()}",
+        f"World notes the story already has: {known_text}.",
+        f"List at most {most} entries worth remembering: new ones, or known ones whose facts "
+        "changed in this chapter (use the known name). Each: a short name, two to four keywords "
+        "that will appear in the story when it comes up, and one to three sentences of facts. "
+        'Reply with JSON only: {"entries": [{"name": "...", "keywords": ["..."], "text": "..."}]} '
+        '({"entries": []} when nothing is worth it).',
+    ]
+    return [
+        {"role": "system", "content": LORE_PROPOSAL_SYSTEM},
+        {"role": "user", "content": "\n\n".join(body)},
+    ]

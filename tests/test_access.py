@@ -356,6 +356,7 @@ COMMANDS: list[tuple[str, str, dict[str, Any]]] = [
     ("lore add", "moderate", {}),
     ("lore edit", "moderate", {"entry": "Bell"}),
     ("lore remove", "moderate", {"entry": "Bell"}),
+    ("lore proposals", "moderate", {}),
 ]
 
 

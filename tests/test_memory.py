@@ -16,7 +16,7 @@ from core.db import Database
 from core.engine import EngineConfig, SceneDone, StoryEngine
 from core.errors import Conflict, KahaniError
 from core.llm import LLMClient
-from core.models import InstructionKind, Summary
+from core.models import InstructionKind, LoreStatus, Summary
 from core.prompts import AUTHOR_NOTE, SCENE_NOTE
 from core.summaries import SummaryWorker
 from tests.clocks import FakeClock
@@ -168,3 +168,55 @@ async def test_a_summary_is_edited_in_place_and_undo_restores_it(
     # The next scene's prompt carries the edited summary.
     request = await scene(engine, fake_llm, story_id)
     assert "Chapter 1: Asha reached the lighthouse; Mara lied." in bible(request)
+
+
+PROPOSALS = (
+    '```json\n{"entries": [{"name": "The Drowned Bell", "keywords": ["bell", "Bellmouth"], '
+    '"text": "A bronze bell under the bay."}, {"name": "Mara", "keywords": ["Mara"], '
+    '"text": "Mara lied about the keeper."}, {"name": "", "text": "no name: skipped"}]}\n```'
+)
+
+
+async def test_a_closed_chapter_brings_lore_proposals_that_change_nothing_until_accepted(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    story_id, owner = await new_story(db)
+    async with db.transaction() as s:
+        await repo.add_lore(s, story_id, "Mara", keywords="Mara", content="The keeper's daughter.")
+    await scene(engine, fake_llm, story_id)
+    told: list[tuple[int, list[str]]] = []
+
+    async def tell(story: int, names: list[str]) -> None:
+        told.append((story, names))
+
+    engine.on_lore_proposed(tell)
+    await engine.new_chapter(story_id)
+    fake_llm.enqueue(Reply(text="Asha heard the bell."), Reply(text=PROPOSALS))
+    await SummaryWorker(db, engine).drain()
+    assert told == [(story_id, ["The Drowned Bell", "Mara (update)"])]
+    async with db.read() as s:
+        active = {e.name: e.content for e in await repo.list_lore(s, story_id)}
+        proposed = list(await repo.list_lore(s, story_id, status=LoreStatus.PROPOSED))
+    assert active == {"Mara": "The keeper's daughter."}  # nothing added without a yes
+    request = await scene(engine, fake_llm, story_id, action="I ring the bell")
+    assert "bronze bell" not in str(request["messages"])
+    by_name = {e.name: e for e in proposed}
+    async with db.transaction() as s:
+        await repo.accept_lore(s, story_id, by_name["The Drowned Bell"].id, user_id=owner)
+        updated = await repo.accept_lore(s, story_id, by_name["Mara (update)"].id, user_id=owner)
+    assert (updated.name, updated.content) == ("Mara", "Mara lied about the keeper.")
+    async with db.transaction() as s:  # the change is an edit: Undo brings the old text back
+        assert (await repo.undo_lore(s, story_id, "Mara")).content == "The keeper's daughter."
+    request = await scene(engine, fake_llm, story_id, action="I ring the bell")
+    assert "The Drowned Bell: A bronze bell under the bay." in bible(request)
+
+
+async def test_garbage_lore_proposals_are_ignored(engine: StoryEngine, fake_llm: FakeLLM, db: Database) -> None:
+    story_id, _ = await new_story(db)
+    await scene(engine, fake_llm, story_id)
+    await engine.new_chapter(story_id)
+    fake_llm.enqueue(Reply(text="Asha heard the bell."), Reply(text="Sure! Here are some ideas: a bell, a boat."))
+    await SummaryWorker(db, engine).drain()
+    async with db.read() as s:
+        assert list(await repo.list_lore(s, story_id, status=None)) == []
+        assert (await engine.story_so_far(story_id))[0][1] == "Asha heard the bell."

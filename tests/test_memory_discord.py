@@ -193,3 +193,37 @@ async def test_the_authors_note_and_a_note_with_your_action_steer_the_scene(worl
     assert cleared.content == msg.NOTE_CLEARED.format(title="Grim Harbour")
     async with world.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Story).where(Story.author_note != "")) == 0
+
+
+async def test_lore_proposed_at_a_chapters_end_is_announced_and_reviewed_by_the_owner(world: PlayWorld) -> None:
+    story, scene, thread = await new_story(world, "The Bell Chapter")
+    world.llm.enqueue(
+        Reply(text="Asha found the drowned bell."),
+        Reply(text='{"entries": [{"name": "Drowned Bell", "keywords": ["bell"], "text": "Bronze, under the bay."},'
+                   ' {"name": "Bellmouth", "keywords": ["Bellmouth"], "text": "A fishing village."},'
+                   ' {"name": "Old Tom", "keywords": ["Tom"], "text": "The ferryman."}]}'),
+    )
+    await answer(world, await world.standin.slash(world.alice, thread, "chapter new"))
+    await world.bot.summaries.drain()
+    notice = await world.standin.wait_for_message(thread, lambda m: "/lore proposals" in m.content)
+    assert "**Drowned Bell**" in notice.content and "<@" not in notice.content
+
+    shown = await answer(world, await world.standin.slash(world.alice, thread, "lore proposals"))
+    assert [f["name"] for f in shown.embeds[0]["fields"]] == ["Bellmouth", "Drowned Bell", "Old Tom"]
+    await (await world.standin.click(world.alice, shown, f"{msg.LORE_ACCEPT_BUTTON}: Drowned Bell")).wait_response()
+    await world.standin.wait_until(lambda: shown.content == msg.LORE_ACCEPTED.format(name="Drowned Bell"),
+                                   what="the accepted proposal")
+    await (await world.standin.click(world.alice, shown, f"{msg.LORE_DISMISS_BUTTON}: Old Tom")).wait_response()
+    await world.standin.wait_until(lambda: shown.content == msg.LORE_DISMISSED.format(name="Old Tom"),
+                                   what="the dismissed proposal")
+    click = await world.standin.click(world.alice, shown, f"{msg.LORE_EDIT_BUTTON}: Bellmouth")
+    assert (await click.wait_response()).type == 9
+    form = world.standin.modals_for(world.alice)[-1]
+    await answer(world, await world.standin.submit_modal(world.alice, form, {"text": "A village of liars."}))
+    async with world.db.read() as s:
+        active = {e.name: e.content for e in await repo.list_lore(s, story.id)}
+        left = list(await repo.list_lore(s, story.id, status=None))
+    assert active == {"Drowned Bell": "Bronze, under the bay.", "Bellmouth": "A village of liars."}
+    assert len(left) == 2  # Old Tom is gone
+    refused = await answer(world, await world.standin.slash(world.bob, thread, "lore proposals"))
+    assert refused.content == msg.STORY_NOT_FOUND

@@ -63,6 +63,7 @@ from core.repository.lore import (
     get_lore_by_id,
     list_lore,
     lore_names,
+    propose_lore,
     remove_lore,
     undo_lore,
 )
@@ -168,4 +169,5 @@ __all__ = [
     "accept_lore",
     "dismiss_lore",
     "lore_names",
+    "propose_lore",
 ]

@@ -16,7 +16,16 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import messages as msg
 from core.errors import Conflict, NotFound
-from core.lore import check_name, check_text, format_keywords, parse_keywords
+from core.lore import (
+    MAX_KEYWORDS,
+    MAX_NAME_LENGTH,
+    UPDATE_SUFFIX,
+    Proposal,
+    check_name,
+    check_text,
+    format_keywords,
+    parse_keywords,
+)
 from core.models import LoreEntry, LoreStatus
 
 
@@ -167,8 +176,52 @@ async def accept_lore(
     """Make a proposed entry part of the story's lore (by id: proposals are answered
     from a message's buttons). Conflict when it already is."""
     entry = await _proposal(session, story_id, lore_id, msg.LORE_ALREADY_ACTIVE)
+    base_id = await _updated_entry(session, story_id, entry.name)
+    if base_id is not None:  # a proposed change: it updates the entry (Undo brings it back)
+        base = await get_lore_by_id(session, story_id, base_id)
+        merged = {k.casefold(): k for k in reversed(parse_keywords(base.keywords) + parse_keywords(entry.keywords))}
+        keywords = format_keywords(list(reversed(merged.values()))[:MAX_KEYWORDS])
+        await session.delete(entry)
+        await session.flush()
+        return await edit_lore(session, story_id, base.name, keywords=keywords, content=entry.content,
+                               user_id=user_id)
     entry.status = LoreStatus.ACTIVE.value
     return await _saved(session, entry, user_id)
+
+
+async def _updated_entry(session: AsyncSession, story_id: int, name: str) -> int | None:
+    """The active entry a proposed change (named "<entry> (update)") is for, if any."""
+    if not name.endswith(UPDATE_SUFFIX):
+        return None
+    base_id = await _id_named(session, story_id, name[: -len(UPDATE_SUFFIX)])
+    if base_id is None:
+        return None
+    base = await get_lore_by_id(session, story_id, base_id)
+    return base_id if base.status == LoreStatus.ACTIVE.value else None
+
+
+async def propose_lore(session: AsyncSession, story_id: int, proposals: Sequence[Proposal]) -> list[LoreEntry]:
+    """Store the storyteller's proposals (status proposed: not in any prompt until a person
+    accepts them). A proposal for an entry the story has becomes "<name> (update)"; one
+    for a name already proposed replaces that proposal's text."""
+    stored: list[LoreEntry] = []
+    for proposal in proposals:
+        name = proposal.name
+        existing_id = await _id_named(session, story_id, name)
+        if existing_id is not None:
+            existing = await get_lore_by_id(session, story_id, existing_id)
+            if existing.status == LoreStatus.ACTIVE.value:
+                name = f"{existing.name[:MAX_NAME_LENGTH - len(UPDATE_SUFFIX)]}{UPDATE_SUFFIX}"
+                existing_id = await _id_named(session, story_id, name)
+        if existing_id is not None:
+            pending = await get_lore_by_id(session, story_id, existing_id)
+            if pending.status == LoreStatus.PROPOSED.value:
+                pending.content, pending.keywords = proposal.text, format_keywords(proposal.keywords)
+                stored.append(await _saved(session, pending, None))
+            continue
+        stored.append(await add_lore(session, story_id, name, keywords=format_keywords(proposal.keywords),
+                                     content=proposal.text, status=LoreStatus.PROPOSED))
+    return stored
 
 
 async def dismiss_lore(session: AsyncSession, story_id: int, lore_id: int) -> None:
