@@ -31,7 +31,7 @@ import yarl
 from discord.ext import commands
 
 from bot import metrics as metricsmod
-from bot.errors import KahaniTree, answer_stale_component
+from bot.errors import KahaniTree, answer_stale_component, new_reference
 from bot.player import ScenePlayer
 from bot.settings import Settings, discord_global_rate, llm_concurrency, require_token
 from bot.types import Interaction
@@ -169,6 +169,15 @@ async def sync_commands_if_changed(bot: KahaniBot) -> bool:
     return True
 
 
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A background task that ended with an exception says so in the log, with a
+    reference (never "Task exception was never retrieved")."""
+    if task.cancelled() or task.exception() is None:
+        return
+    ref = new_reference()
+    log.error("background task %s failed, ref %s", task.get_name(), ref, exc_info=task.exception())
+
+
 class KahaniBot(commands.AutoShardedBot):
     """The Discord adapter around the story engine; resources come from outside."""
 
@@ -269,6 +278,7 @@ class KahaniBot(commands.AutoShardedBot):
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     # -- components -----------------------------------------------------------------

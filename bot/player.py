@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
+from bot.errors import new_reference
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text
@@ -187,6 +188,7 @@ class ScenePlayer:
                                  scheduler=self.scheduler)
         narration = await self.auto_narration(first_message.channel)
         line = QueueLine(first_message, head, scheduler=self.scheduler)
+        stored = False
         try:
             async for event in self.bot.metrics.watch(start(ref), kind):
                 if isinstance(event, Queued):
@@ -200,6 +202,7 @@ class ScenePlayer:
                     if narration is not None:
                         narration.feed(event.text)
                 elif isinstance(event, SceneDone):
+                    stored = True
                     if narration is not None:
                         narration.finish()
                     await self.finish(streamer, event)
@@ -231,6 +234,20 @@ class ScenePlayer:
                     else:
                         await streamer.fail(msg.INTERRUPTED_SHUTDOWN, view=ui.retry_view(kind, target, n))
             raise
+        except Exception:
+            # Whatever failed (the database, Discord, a bug), the message says so with a
+            # reference for the log. Before the scene was stored the story is as it was
+            # (one transaction; the lease is given back): Retry. After, the scene is kept
+            # and /story resume shows it again.
+            ref = new_reference()
+            log.exception("scene failed, ref %s (%s %s)", ref, kind, target)
+            reason = (msg.SCENE_SHOW_FAILED_REF if stored else msg.SCENE_FAILED_REF).format(ref=ref)
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(10):
+                    if on_fail is not None and not stored:
+                        await on_fail(Failed(reason, "error"))
+                    else:
+                        await streamer.fail(reason, view=None if stored else ui.retry_view(kind, target, n))
         finally:
             await streamer.aclose()
 

@@ -209,6 +209,11 @@ SETTINGS_BAD_SCENE_LENGTH = "Scene length must be short, medium or long."
 
 WRITING = "-# ✍️ *The storyteller is writing…*"
 SUMMARISING = "-# 📜 *The storyteller is catching up on the story so far…*"
+SCENE_FAILED_REF = "Something went wrong while this scene was written (ref {ref}); the story is as it was. Retry?"
+SCENE_SHOW_FAILED_REF = (
+    "This scene is saved, but something went wrong while it was shown (ref {ref}). "
+    "`/story resume` shows it again with its choices."
+)
 STORY_NEEDS_TITLE = "A story needs a title."
 STORY_NEEDS_TEXT_CHANNEL = "Start stories in a text channel (the story gets its own thread there) or in my DMs."
 STORY_NO_THREAD_PERMISSION = (

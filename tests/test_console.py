@@ -6,12 +6,13 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from core import repository as repo
 from core.db import Database
-from tests.fakes.llm import FakeLLM
+from tests.fakes.llm import SUMMARY_PROMPT_START, FakeLLM, Reply, tags_in
 
 pytestmark = pytest.mark.filesystem  # starts ``python -m bot play`` from the checkout
 
@@ -22,9 +23,11 @@ def scene(text: str, *choices: str) -> str:
     return text + "\n\n### Choices\n" + "\n".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
 
 
-async def play(fake: FakeLLM, db_path: Path, lines: list[str], *args: str) -> tuple[int, str, str]:
+async def play(fake: FakeLLM, db_path: Path, lines: list[str], *args: str,
+               env_extra: dict[str, str] | None = None) -> tuple[int, str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DISCORD_", "LLM_", "DATABASE_"))}
     env.update(LLM_BASE_URL=fake.base_url, DATABASE_URL=f"sqlite+aiosqlite:///{db_path}", PYTHONPATH=str(ROOT))
+    env.update(env_extra or {})
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "bot", "play", *args, cwd=db_path.parent, env=env,
         stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
@@ -95,3 +98,33 @@ async def test_the_console_says_when_the_storyteller_is_down(tmp_path: Path, clo
     code, out, err = await play(Closed(), tmp_path / "kahani.db", ["", "", "", "", "", "", "q"])  # type: ignore[arg-type]
     assert code == 0, err
     assert "is not reachable" in out
+
+
+async def test_a_long_story_in_the_terminal_gets_a_rolling_summary_that_the_next_scene_carries(
+    fake_llm: FakeLLM, tmp_path: Path
+) -> None:
+    """Played past its budget on a 2,048-token context (LLM_CONTEXT_LENGTH): the older
+    scenes are summarised, and every scene's request remembers every earlier scene."""
+    prose = " ".join(["The tide climbs the black rocks while the lamp turns above, slow and patient."] * 7)
+    depth = iter(range(100))
+
+    def tagged(body: dict[str, Any], n: int) -> Reply | None:
+        if not body.get("stream"):
+            return None  # summaries name the tags they were given (tests/fakes/llm.py)
+        return Reply(text=scene(f"[#{next(depth)}] {prose}", "Go on", "Wait", "Listen", "Hide"))
+
+    fake_llm.responder = tagged
+    fake_llm.token_rate = None
+    lines = ["The Long Tide", "", "", "", "", "short", *["1"] * 14, "i", "q"]
+    code, out, err = await play(fake_llm, tmp_path / "kahani.db", lines, env_extra={"LLM_CONTEXT_LENGTH": "2048"})
+    assert code == 0, err
+    assert "Traceback" not in err
+    requests = [r for r in fake_llm.chat_requests if r.get("stream")]
+    assert len(requests) == 15
+    for n, request in enumerate(requests):
+        missing = set(range(n)) - tags_in(" ".join(str(m["content"]) for m in request["messages"]))
+        assert not missing, f"scene {n}'s request forgot scenes {sorted(missing)}"
+    summaries = [r for r in fake_llm.chat_requests if str(r["messages"][0]["content"]).startswith(SUMMARY_PROMPT_START)]
+    assert summaries, "the story outgrew the context but nothing was summarised"
+    assert "Earlier in this chapter: " in requests[-1]["messages"][1]["content"]
+    assert "Chapter 1: The keeper's story went on" in out  # `i` shows the summary so far

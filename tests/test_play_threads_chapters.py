@@ -152,7 +152,7 @@ async def test_new_chapter_is_offered_from_80_percent_of_the_context_and_closes_
         assert len(chapters) == 2
         assert answer == msg.CHAPTER_CLOSED.format(closed=1, name=chapter_name(chapters[1]))  # as /chapter new says
         so_far = await world.bot.engine.story_so_far(story.id)
-    summary = world.llm.chat_requests[-1]
+    summary = next(r for r in reversed(world.llm.chat_requests) if "Scenes to add:" in str(r["messages"]))
     assert not summary.get("stream") and "Scenes to add:" in summary["messages"][-1]["content"]
     asked = summary["messages"][-1]["content"]
     # The chapter's scenes, or the rolling summary of the older ones and the rest.

@@ -1,0 +1,128 @@
+"""Never stuck: faults injected where a scene is written and shown (the database, a bug),
+end to end through the stand-in. Whatever fails, the message says so with a reference
+that is in the log, and there is a way forward: Retry before the scene was stored,
+``/story resume`` after; no task dies with "Task exception was never retrieved"."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from core import messages as msg
+from core import repository as repo
+from core.engine import SceneText
+from core.models import Story
+from tests.discord_standin import DiscordStandin
+from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.discord_standin.models import Message
+from tests.harness import PlayWorld, ephemeral_answer, play_world, scripted_scene, submit_new_story, wait_scene
+
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+LOCKED = OperationalError("UPDATE variant_messages …", {}, Exception("database is locked"))
+REF = re.compile(r"ref ([A-Z0-9]{6})")
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[PlayWorld]:
+    path = tmp_path_factory.mktemp("faults") / "kahani.db"
+    path.write_bytes(sqlite_template.read_bytes())
+    async with play_world(path) as world:
+        yield world
+
+
+@pytest.fixture(scope="module")
+def standin(world: PlayWorld) -> DiscordStandin:
+    return world.standin
+
+
+async def new_story(world: PlayWorld, title: str) -> tuple[Any, Message]:
+    world.llm.script(scripted_scene(f"{title} opens on a grey shore."))
+    submitted = await submit_new_story(world.standin, world.alice, world.general, title, mode="solo")
+    await ephemeral_answer(world.standin, submitted)
+    thread = next(c for c in world.standin.channels.values() if c.is_thread and c.name == title)
+    return thread, await wait_scene(world.standin, thread)
+
+
+def never_retrieved(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+
+
+def logged_ref(caplog: pytest.LogCaptureFixture, ref: str) -> bool:
+    return any(ref in r.getMessage() and r.exc_info for r in caplog.records)
+
+
+async def test_a_failure_before_the_scene_is_stored_says_so_with_a_reference_and_retry_works(
+    world: PlayWorld, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread, first = await new_story(world, "Locked Out")
+    engine = world.bot.engine
+    real = engine.next_scene
+
+    async def locked(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        yield SceneText("The door ")
+        raise LOCKED  # the database went away while the scene was written
+
+    monkeypatch.setattr(engine, "next_scene", locked)
+    caplog.set_level(logging.INFO)
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    failed = await world.standin.wait_until(
+        lambda: next((m for m in thread.messages if "Something went wrong while this scene" in m.content), None),
+        what="the failed scene")
+    ref = REF.search(failed.content)
+    assert ref and logged_ref(caplog, ref.group(1))
+    assert [c.get("label") for c in failed.component_items()] == ["Retry"]
+    assert not never_retrieved(caplog)
+    async with world.db.read() as s:
+        story = await s.scalar(select(Story).where(Story.title == "Locked Out"))
+        assert story is not None and len(await repo.active_path(s, story.id)) == 1  # as it was
+        assert await repo.get_lease(s, story.id) is None
+
+    monkeypatch.setattr(engine, "next_scene", real)
+    world.llm.script(scripted_scene("The stair winds up into the dark."))
+    await (await world.standin.click(world.alice, failed, "Retry")).wait_response()
+    await world.standin.wait_until(lambda: failed.content.startswith("-# → Climb the stair\nThe stair winds up")
+                                   and any(c.get("label") == "1. Climb the stair" for c in failed.component_items()),
+                                   what="the retried scene, finished")
+    async with world.db.read() as s:
+        assert len(await repo.active_path(s, story.id)) == 2
+
+
+async def test_a_failure_after_the_scene_is_stored_keeps_it_and_story_resume_shows_it(
+    world: PlayWorld, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    thread, first = await new_story(world, "Half Shown")
+    player = world.bot.player
+    real = player.record
+
+    async def locked(*args: Any, **kwargs: Any) -> None:
+        raise LOCKED
+
+    monkeypatch.setattr(player, "record", locked)
+    caplog.set_level(logging.INFO)
+    world.llm.script(scripted_scene("The lamp room is empty but warm."))
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    failed = await world.standin.wait_until(
+        lambda: next((m for m in thread.messages if "this scene is saved" in m.content.lower()), None),
+        what="the scene that could not be shown")
+    ref = REF.search(failed.content)
+    assert ref and logged_ref(caplog, ref.group(1))
+    assert "The lamp room is empty but warm." in failed.content  # what was written stays
+    assert not never_retrieved(caplog)
+    monkeypatch.setattr(player, "record", real)
+
+    resumed = await world.standin.slash(world.alice, thread, "story resume")
+    await ephemeral_answer(world.standin, resumed)
+    shown = await world.standin.wait_until(
+        lambda: [m for m in thread.messages if "The lamp room is empty but warm." in m.content
+                 and any(c.get("label") == "1. Climb the stair" for c in m.component_items())],
+        what="the scene shown again with its choices")
+    assert shown
