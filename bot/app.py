@@ -109,6 +109,7 @@ def make_llm_client(settings: Settings) -> LLMClient:
             connect=settings.llm_connect_timeout,
             first_token=settings.llm_first_token_timeout,
             idle=settings.llm_idle_timeout,
+            total=settings.llm_scene_timeout,
         ),
     )
 

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     llm_connect_timeout: float = Field(10.0, gt=0, le=600)
     llm_first_token_timeout: float = Field(180.0, gt=0, le=3600)
     llm_idle_timeout: float = Field(60.0, gt=0, le=3600)
+    # A whole scene, however slowly the model writes it; then the scene fails with Retry.
+    llm_scene_timeout: float = Field(600.0, gt=0, le=7200)
     # Generations streaming at once across all processes (core/llmqueue.py); unset: 1 for
     # a server on this machine (LM Studio, Ollama, llama.cpp), 8 for a hosted one; 0: no limit.
     llm_max_concurrency: int | None = Field(None, ge=0, le=10_000)

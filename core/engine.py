@@ -224,6 +224,10 @@ class EngineConfig:
     # budget; it folds the oldest scenes until the rest fill at most fold_target.
     fold_ratio: float = 0.9
     fold_target: float = 0.5
+    # A model that ignores max_tokens is cut off after this many characters of reply
+    # (None: eight per token of max_tokens, at least 4,000); the scene ends at its last
+    # full sentence, as a reply cut short does.
+    max_reply_chars: int | None = None
     lore_share: float = 0.15  # of the budget, for the lore a scene calls up
     lore_recent_scenes: int = 3  # whose text triggers lore (with the player's action)
     summary_claim_ttl: timedelta = timedelta(minutes=2)
@@ -1062,6 +1066,8 @@ class StoryEngine:
         text_filter = SceneTextFilter()
         finish = "stop"
         saw_content = False
+        cap = self.config.max_reply_chars or max(4000, plan.max_tokens * 8)
+        received = 0
         if plan.prefix:
             yield SceneText(plan.prefix)
         try:
@@ -1071,6 +1077,11 @@ class StoryEngine:
                 async for event in stream:
                     if isinstance(event, TextDelta):
                         saw_content = saw_content or bool(event.text.strip())
+                        received += len(event.text)
+                        if received > cap:  # past max_tokens: the model does not stop
+                            log.warning("%s: the reply passed %d characters; cut there", plan.purpose, cap)
+                            finish = "length"
+                            break
                         visible = text_filter.feed(event.text)
                         if visible:
                             yield SceneText(visible)
@@ -1105,7 +1116,8 @@ class StoryEngine:
         if not _WORDS.search(scene):
             yield Failed(msg.LLM_GARBAGE, "garbage")
             return
-        content = plan.prefix + scene if plan.prefix else scene
+        content = storable(plan.prefix + scene if plan.prefix else scene)
+        choices = [Choice(storable(c.text), storable(c.label)) for c in choices]
 
         if needs_extra_call(choices):
             choices = await self._more_choices(plan.frame, content, choices)

@@ -9,7 +9,8 @@ carrying a short sentence a player can be shown (from :mod:`core.messages`) and 
 
 Timeouts: ``connect`` bounds opening the connection; ``first_token`` bounds the time
 from sending the request to the first text or reasoning token (prompt processing on a
-local model can be long); ``idle`` bounds the silence between two tokens after that.
+local model can be long); ``idle`` bounds the silence between two tokens after that;
+``total`` bounds a whole streamed reply (a model that trickles a token now and then).
 First-token and idle timeouts are ``asyncio.timeout`` around each ``__anext__`` of the
 openai stream, so they hold whatever the HTTP layer does.
 """
@@ -51,6 +52,7 @@ class ErrorKind(StrEnum):
     CONNECT_TIMEOUT = "connect_timeout"
     FIRST_TOKEN_TIMEOUT = "first_token_timeout"
     IDLE_TIMEOUT = "idle_timeout"
+    TOTAL_TIMEOUT = "total_timeout"
     REQUEST_TIMEOUT = "request_timeout"
     STREAM_CUT = "stream_cut"
     EMPTY_REPLY = "empty_reply"
@@ -86,6 +88,7 @@ class LLMTimeouts:
     first_token: float = 180.0
     idle: float = 60.0
     request: float = 120.0  # a whole non-streamed call (complete())
+    total: float = 600.0  # a whole streamed reply, however it trickles in
 
 
 # --- stream events -----------------------------------------------------------------
@@ -421,6 +424,7 @@ class LLMClient:
         model = model or await self.resolve_model()
         loop = asyncio.get_running_loop()
         first_deadline = loop.time() + self.timeouts.first_token
+        last_deadline = loop.time() + self.timeouts.total
         try:
             async with asyncio.timeout_at(first_deadline):
                 stream = await self._openai.chat.completions.create(
@@ -443,14 +447,16 @@ class LLMClient:
             while True:
                 try:
                     if got_token:
-                        async with asyncio.timeout(self.timeouts.idle):
+                        async with asyncio.timeout_at(min(loop.time() + self.timeouts.idle, last_deadline)):
                             chunk = await stream.__anext__()
                     else:
-                        async with asyncio.timeout_at(first_deadline):
+                        async with asyncio.timeout_at(min(first_deadline, last_deadline)):
                             chunk = await stream.__anext__()
                 except StopAsyncIteration:
                     break
                 except TimeoutError as exc:
+                    if loop.time() >= last_deadline:
+                        raise self._timeout_error(ErrorKind.TOTAL_TIMEOUT, self.timeouts.total) from exc
                     if got_token:
                         raise self._timeout_error(ErrorKind.IDLE_TIMEOUT, self.timeouts.idle) from exc
                     raise self._timeout_error(
@@ -577,6 +583,7 @@ class LLMClient:
         template = {
             ErrorKind.FIRST_TOKEN_TIMEOUT: msg.LLM_FIRST_TOKEN_TIMEOUT,
             ErrorKind.IDLE_TIMEOUT: msg.LLM_IDLE_TIMEOUT,
+            ErrorKind.TOTAL_TIMEOUT: msg.LLM_TOTAL_TIMEOUT,
             ErrorKind.REQUEST_TIMEOUT: msg.LLM_REQUEST_TIMEOUT,
             ErrorKind.CONNECT_TIMEOUT: msg.LLM_CONNECT_TIMEOUT,
         }[kind]

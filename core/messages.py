@@ -20,6 +20,9 @@ LLM_IDLE_TIMEOUT = (
     "The storyteller stopped writing for more than {seconds:g} s. Please try again."
 )
 LLM_REQUEST_TIMEOUT = "The storyteller did not answer within {seconds:g} s. Please try again."
+LLM_TOTAL_TIMEOUT = (
+    "The storyteller took more than {seconds:g} s for this scene and was stopped. Please try again."
+)
 LLM_STREAM_CUT = "The connection to the storyteller was lost mid-scene. Please try again."
 LLM_EMPTY_REPLY = "The storyteller sent back an empty reply. Please try again."
 LLM_ONLY_REASONING = (

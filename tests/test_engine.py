@@ -440,3 +440,56 @@ async def test_a_slow_front_end_after_the_scene_is_stored_is_not_a_lost_lease(
     assert not [r for r in caplog.records if "was lost" in r.getMessage()]
     async with db.read() as s:
         assert await repo.get_lease(s, story_id) is None
+
+
+# --- bounded: a scene's time and size --------------------------------------------------------
+
+
+async def test_a_model_that_trickles_forever_is_stopped_at_the_scene_deadline(
+    db: Database, fake_llm: FakeLLM, clock: FakeClock
+) -> None:
+    """Tokens keep coming (never idle long enough for the idle timeout), but the scene
+    as a whole has a deadline: it fails with a reason and nothing is stored."""
+    client = LLMClient(fake_llm.base_url, timeouts=LLMTimeouts(connect=2, first_token=5, idle=5, total=0.5))
+    engine = StoryEngine(db, client, clock=clock, config=EngineConfig(heartbeat_interval=3600))
+    try:
+        story_id = await new_story(db)
+        fake_llm.script(SCENE_1 * 3, token_rate=20)  # ~15 s of text; the deadline is 0.5 s
+        before = await snapshot(db)
+        events = await collect(engine.next_scene(story_id))
+        assert isinstance(events[-1], Failed) and events[-1].kind == "total_timeout"
+        assert "0.5 s" in events[-1].reason
+        assert await snapshot(db) == before
+        async with db.read() as s:
+            assert await repo.get_lease(s, story_id) is None
+    finally:
+        await client.aclose()
+
+
+async def test_a_model_that_ignores_max_tokens_is_cut_at_the_cap_and_ends_at_a_sentence(
+    db: Database, llm: LLMClient, fake_llm: FakeLLM, clock: FakeClock
+) -> None:
+    engine = StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600, max_reply_chars=400))
+    story_id = await new_story(db)
+    endless = " ".join(f"The lamp turned for the {n}th time." for n in range(200))  # no marker, no end
+    fake_llm.script(endless)
+    result = done(await collect(engine.next_scene(story_id)))
+    assert len(result.content) <= 400 and result.content.endswith("time.")
+    assert len(result.choices) == 4  # from the extra call
+    async with db.read() as s:
+        [stored] = await repo.active_path(s, story_id)
+        assert stored.variant.content == result.content
+
+
+async def test_nul_and_control_characters_from_the_model_are_never_stored(
+    engine: StoryEngine, fake_llm: FakeLLM, db: Database
+) -> None:
+    """PostgreSQL refuses NUL in text; SQLite would keep it. Both store the scene without it."""
+    story_id = await new_story(db)
+    fake_llm.script("The door\x00 creaks\x07 open.\r\nWind.\n\n### Choices\n1. Go\x00 in\n2. b\n3. c\n4. d")
+    result = done(await collect(engine.next_scene(story_id)))
+    assert result.content == "The door creaks open.\nWind."
+    async with db.read() as s:
+        [stored] = await repo.active_path(s, story_id)
+        assert stored.variant.content == "The door creaks open.\nWind."
+        assert [c.text for c in await repo.get_choices(s, stored.variant.id)][0] == "Go in"
