@@ -286,12 +286,13 @@ class ScenePlayer:
             await self.ballots.repaint(ballot)
 
     def continue_story(self, channel: discord.abc.Messageable, story_id: int, variant_id: int,
-                       kind: InstructionKind, instruction: str, *, retry: tuple[str, int, int | None]) -> None:
+                       kind: InstructionKind, instruction: str, *, retry: tuple[str, int, int | None],
+                       user_id: int) -> None:
         """Write the scene after ``variant_id`` (e.g. what a group's vote chose), as a
-        solo choice does."""
+        solo choice does; it counts against ``user_id``'s generation limit."""
         self.spawn(self.play(channel, instruction, lambda ref: self.engine.next_scene(
             story_id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
-            frontend_ref=ref), retry=retry))
+            frontend_ref=ref, user_id=user_id), retry=retry))
 
     async def record(self, variant_id: int, messages: Sequence[AnyMessage]) -> None:
         if not messages:

@@ -214,7 +214,7 @@ class Stories(commands.Cog):
     async def resume(self, interaction: Interaction, story: int | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
-            found, _ = await story_for(s, interaction, story, Need.PLAY)
+            found, who = await story_for(s, interaction, story, Need.PLAY)
             tip = await repo.tip(s, found.id)
         try:
             channel = await self.player.channel_of(found)
@@ -227,9 +227,8 @@ class Stories(commands.Cog):
                 raise KahaniError(msg.THREAD_CANNOT_REOPEN) from exc
         if tip is None:
             await interaction.followup.send(msg.RESUME_NO_SCENE, ephemeral=True)
-            self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(found.id,
-                                                                                               frontend_ref=ref),
-                                  retry=("open", found.id, None)))
+            self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
+                found.id, frontend_ref=ref, user_id=who.user.id), retry=("open", found.id, None)))
             return
         first = await channel.send(msg.WRITING, allowed_mentions=NO_PINGS)
         await self.player.show_variant(tip.variant.id, [first])

@@ -442,7 +442,10 @@ class Votes(commands.Cog):
         kind, text = settled.instruction
         retry = ("act", state.variant_id, None) if kind is InstructionKind.ACTION else \
             ("choose", state.variant_id, state.winner)
-        self.player.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry)
+        # The scene a vote chose counts against the host: a table of one cannot write
+        # without limit by voting.
+        self.player.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry,
+                                   user_id=story.owner_id)
 
     # --- members -----------------------------------------------------------------------
 

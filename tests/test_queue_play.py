@@ -10,6 +10,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -140,3 +141,24 @@ async def test_the_place_in_line_is_shown_without_flooding_discord() -> None:
     await line.granted()
     assert edits == [msg.QUEUE_WAITING.format(place="12th"), msg.QUEUE_WAITING.format(place="2nd"),
                      msg.QUEUE_WAITING.format(place="1st"), msg.WRITING]
+
+
+async def test_a_group_table_of_one_cannot_write_past_the_limit_by_voting(world: World) -> None:
+    """The scene a vote chose counts against the host: a one-player group story whose
+    every vote closes at once is held to GENERATIONS_PER_USER_PER_MINUTE too."""
+    hal = world.standin.add_user("hal", guild=world.guild)
+    thread = await new_story(world, hal, world.general, "Table for one", mode="group")  # generation 1
+    first = await wait_scene(world, thread)
+    def vote(scene: Any) -> str:
+        return next(c["custom_id"] for c in scene.component_items() if c.get("custom_id", "").endswith(":1"))
+
+    await world.standin.click(hal, first, vote(first))  # a vote; the winner is generation 2
+    second = await wait_scene(world, thread, after=1)
+    story = await story_of(world, "Table for one")
+    await world.standin.click(hal, second, vote(second))  # generation 3: over the limit
+    refused = await world.standin.wait_until(
+        lambda: next((m for m in thread.messages if f"{PER_USER} scenes a minute" in m.content), None),
+        what="the refused scene")
+    assert any(c.get("label") == "Retry" for c in refused.component_items())
+    async with world.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(Scene).where(Scene.story_id == story.id)) == 2
