@@ -215,6 +215,7 @@ class EngineConfig:
     safety_margin: int = 256
     flag_ratio: float = 0.8
     max_recent_scenes: int = 200  # never read more scenes than this for one prompt
+    first_read: int = 40  # scenes read first; more only when the oldest is not summarised
     lease_ttl: timedelta = timedelta(seconds=30)
     heartbeat_interval: float = 5.0
     reasoning_headroom: int = 0
@@ -291,6 +292,30 @@ class _Fit:
     lore: LoreSelection
     kept: int  # uncovered scenes the prompt holds
     uncovered: int  # uncovered scenes in all (more than kept: a summary is due first)
+
+
+def _unread(ctx: _Context) -> bool:
+    """Whether scenes no summary covers lie before the part of the path that was read:
+    the oldest scene read is not covered, or a closed chapter still waiting for its
+    summary is not read back to its start (or to its rolling summary)."""
+    path = ctx.path
+    return bool(path) and ((path[0].depth > 0 and not ctx.covered(path[0])) or _unread_chapter(ctx) is not None)
+
+
+def _unread_chapter(ctx: _Context) -> int | None:
+    """The oldest closed chapter waiting for its summary whose uncovered scenes were not
+    all read (its summary must be written before a prompt can leave them out)."""
+    for c in ctx.chapters:
+        if c.summary is not None or c.chapter.id not in ctx.closing:
+            continue  # summarised, or the open chapter
+        read = [p for p in ctx.path if p.chapter_id == c.chapter.id]
+        rolling = ctx.rolling.get(c.chapter.id)
+        if not read:
+            return c.chapter.id
+        at_start = read[0].scene_id == c.chapter.start_scene_id
+        if not at_start and (rolling is None or read[0].depth > rolling.through_depth + 1):
+            return c.chapter.id
+    return None
 
 
 def _refresh(plan: _Plan, new: _Plan) -> None:
@@ -654,12 +679,24 @@ class StoryEngine:
         self, s: AsyncSession, story: Story, end_variant_id: int | None, chapter_id: int | None,
         *, limit: int | None = None,
     ) -> _Context:
-        path = (
-            await repo.ancestry(s, end_variant_id, limit=limit or self.config.max_recent_scenes)
-            if end_variant_id is not None
-            else []
-        )
+        """The story's context at ``end_variant_id``. Without ``limit``, the last
+        ``first_read`` scenes are read first, and up to ``max_recent_scenes`` only when
+        the oldest of them is not covered by a summary yet: the summaries keep the
+        uncovered scenes few, so a prompt's cost does not grow with the story."""
         chapters = await repo.chapter_chain(s, chapter_id) if chapter_id is not None else []
+        reads = [limit] if limit else [min(self.config.first_read, self.config.max_recent_scenes),
+                                       self.config.max_recent_scenes]
+        for n, read in enumerate(reads):
+            path = await repo.ancestry(s, end_variant_id, limit=read) if end_variant_id is not None else []
+            ctx = await self._context_of(s, story, path, chapter_id, chapters)
+            if n == len(reads) - 1 or len(path) < read or not _unread(ctx):
+                break
+        return ctx
+
+    async def _context_of(
+        self, s: AsyncSession, story: Story, path: list[repo.PathScene], chapter_id: int | None,
+        chapters: list[repo.PathChapter],
+    ) -> _Context:
         closing = {
             c.chapter.id: after.chapter.opened_after_variant_id
             for c, after in zip(chapters, chapters[1:], strict=False)
@@ -735,7 +772,7 @@ class StoryEngine:
                 break
             start -= 1
             spent += costs[start]
-        unread = bool(ctx.path) and ctx.path[0].depth > 0 and not ctx.covered(ctx.path[0])
+        unread = _unread(ctx)
         need = self._need(ctx, candidates[0] if candidates else None) if start > 0 or unread else None
         kept = candidates[start:]
         turns = [SceneTurn(p.variant.instruction_kind, p.variant.instruction, p.variant.content) for p in kept]
@@ -750,6 +787,9 @@ class StoryEngine:
     def _need(self, ctx: _Context, oldest: repo.PathScene | None) -> _Need | None:
         """The summary that covers the oldest uncovered scenes: a closed chapter's summary
         when they belong to one, else the open chapter's rolling summary."""
+        pending = _unread_chapter(ctx)
+        if pending is not None:
+            return _Need(SummaryKind.CHAPTER, ctx.closing[pending], pending)
         if oldest is not None and oldest.chapter_id != ctx.chapter_id and oldest.chapter_id in ctx.closing:
             return _Need(SummaryKind.CHAPTER, ctx.closing[oldest.chapter_id], oldest.chapter_id)
         if not ctx.path or ctx.chapter_id is None:

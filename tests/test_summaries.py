@@ -311,3 +311,30 @@ async def test_scheduling_a_job_twice_records_it_once(db: Database, clock: FakeC
         first = await jobs.schedule_summary(s, story_id, SummaryKind.ROLLING, last, chapter_id, now=clock())
         again = await jobs.schedule_summary(s, story_id, SummaryKind.ROLLING, last, chapter_id, now=clock())
     assert first == again and len(await job_rows(db)) == 1
+
+
+async def test_a_chapter_still_waiting_for_its_summary_beyond_the_scenes_read_is_summarised_first(
+    db: Database, small_llm: tuple[FakeLLM, LLMClient], clock: FakeClock
+) -> None:
+    """Chapter 1 (60 scenes) closed but its summary job has not run; chapter 2 has 45
+    scenes, the older ones in its rolling summary. The prompt reads only the recent
+    scenes, so chapter 1 is not among them: it must be summarised before the scene."""
+    fake, llm = small_llm
+    fake.responder = tagged_scenes(105)
+    engine = make_engine(db, llm, clock)
+    story_id = await new_story(db, scene_length="short")
+    await seed_scenes(db, story_id, 60)
+    await engine.new_chapter(story_id)
+    last = await seed_scenes(db, story_id, 45, start=60)
+    async with db.transaction() as s:
+        chapter_id = await repo.current_chapter_id(s, story_id)
+        path = await repo.active_path(s, story_id, limit=10)
+        covered_to = next(p for p in path if p.depth == 101)
+        assert chapter_id is not None
+        await repo.set_summary(s, covered_to.variant.id, chapter_id, SummaryKind.ROLLING,
+                               "Chapter two went on. Covers #60-#101.", through_depth=101)
+    events = [e async for e in engine.next_scene(story_id, instruction_kind=InstructionKind.CHOICE,
+                                                 instruction="a", after_variant_id=last)]
+    assert isinstance(events[-1], SceneDone), events[-1]
+    assert any(isinstance(e, Summarising) for e in events)
+    assert set(range(105)) <= remembered(scene_requests(fake)[-1])
