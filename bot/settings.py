@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     # Scenes one user, or one server, may start per minute; 0: no limit.
     generations_per_user_per_minute: int = Field(10, ge=0, le=10_000)
     generations_per_guild_per_minute: int = Field(0, ge=0, le=100_000)
+    # Stories (and threads) one user may start per hour; 0: no limit.
+    stories_per_user_per_hour: int = Field(10, ge=0, le=10_000)
     # How long a summary job stays with a process that stopped answering (it crashed)
     # before another process takes it over (core/summaries.py).
     summary_claim_seconds: float = Field(120.0, ge=1, le=3600)

@@ -24,6 +24,7 @@ from bot.ui.common import (
     NotAllowed,
     autocomplete_story,
     caller,
+    checked_text,
     fitted_embed,
     shorten,
 )
@@ -36,8 +37,9 @@ from core import repository as repo
 from core.access import Need
 from core.engine import StoryEngine
 from core.errors import KahaniError, NotFound
-from core.models import Chapter, SceneLength, Story, StoryMode, StoryStatus
+from core.models import Chapter, SceneLength, Story, StoryMode, StoryStatus, utcnow
 from core.stories import AUTHOR_NOTE_MAX
+from core.text import storable
 from core.votes import MAX_DURATION, MIN_DURATION, VoteService, VoteSettings
 
 if TYPE_CHECKING:
@@ -45,6 +47,7 @@ if TYPE_CHECKING:
     from bot.player import ScenePlayer
 
 log = logging.getLogger(__name__)
+TITLE_MAX, SHORT_FIELD_MAX, LONG_FIELD_MAX = 100, 100, 1000  # the form's limits
 NO_PINGS = discord.AllowedMentions.none()
 SWEEP_EVERY = 10.0  # seconds between looks for generations whose process died
 
@@ -60,14 +63,16 @@ class NewStoryModal(KahaniModal):
     def __init__(self, cog: Stories, *, scene_length: str | None, mode: str, private: bool) -> None:
         super().__init__(title="A new story", timeout=900)
         self.cog, self.scene_length, self.mode, self.private = cog, scene_length, mode, private
-        self.story_title = discord.ui.TextInput(label="Title", max_length=100, placeholder="The Lighthouse Keeper")
-        self.genre = discord.ui.TextInput(label="Genre", max_length=100, required=False,
+        self.story_title = discord.ui.TextInput(label="Title", max_length=TITLE_MAX,
+                                                placeholder="The Lighthouse Keeper")
+        self.genre = discord.ui.TextInput(label="Genre", max_length=SHORT_FIELD_MAX, required=False,
                                           placeholder="mystery, fantasy…")
-        self.tone = discord.ui.TextInput(label="Tone", max_length=100, required=False, placeholder="eerie, whimsical…")
+        self.tone = discord.ui.TextInput(label="Tone", max_length=SHORT_FIELD_MAX, required=False,
+                                         placeholder="eerie, whimsical…")
         self.world = discord.ui.TextInput(label="World / setting", style=discord.TextStyle.paragraph,
-                                          max_length=1000, required=False)
+                                          max_length=LONG_FIELD_MAX, required=False)
         self.premise = discord.ui.TextInput(label="Premise: how does it start?", style=discord.TextStyle.paragraph,
-                                            max_length=1000, required=False)
+                                            max_length=LONG_FIELD_MAX, required=False)
         for item in (self.story_title, self.genre, self.tone, self.world, self.premise):
             self.add_item(item)
 
@@ -136,23 +141,42 @@ class Stories(commands.Cog):
     async def create_story(self, interaction: Interaction, *, title: str, genre: str, tone: str,
                            world_setting: str, premise: str, scene_length: str | None, mode: str,
                            private: bool) -> None:
-        title = " ".join(title.split())
+        # Re-checked here: a client need not keep to the form's limits.
+        title = " ".join(checked_text(storable(title), msg.FIELD_STORY_TITLE, TITLE_MAX).split())
         if not title:
             raise KahaniError(msg.STORY_NEEDS_TITLE)
+        genre = checked_text(storable(genre), msg.FIELD_GENRE, SHORT_FIELD_MAX)
+        tone = checked_text(storable(tone), msg.FIELD_TONE, SHORT_FIELD_MAX)
+        world_setting = checked_text(storable(world_setting), msg.FIELD_WORLD, LONG_FIELD_MAX)
+        premise = checked_text(storable(premise), msg.FIELD_PREMISE, LONG_FIELD_MAX)
         await interaction.response.defer(ephemeral=True, thinking=True)
-        channel = await self._story_channel(interaction, title, private)
+        in_guild = interaction.guild_id is not None
+        if in_guild:
+            self._check_thread_permission(interaction, private)
+        # The story's rows first (within the hourly limit), then its thread: a refusal
+        # leaves no thread behind, and a thread never exists without its story.
         async with self.db.transaction() as s:
             who = await caller(s, interaction)
+            await stories.check_new_story_limit(s, who.user.id, per_hour=self.bot.settings.stories_per_user_per_hour,
+                                                now=utcnow())
             if scene_length is None:
                 scene_length = (await repo.get_user_settings(s, who.user.id)).scene_length
-            in_guild = interaction.guild_id is not None
             story = await repo.create_story(
-                s, who.user, title, genre=genre.strip(), tone=tone.strip(), world_setting=world_setting.strip(),
-                premise=premise.strip(), scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
-                guild_id=interaction.guild_id, channel_id=channel.id if not in_guild else interaction.channel_id,
-                thread_id=channel.id if in_guild else None, private=private and in_guild,
+                s, who.user, title, genre=genre, tone=tone, world_setting=world_setting,
+                premise=premise, scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
+                guild_id=interaction.guild_id, private=private and in_guild,
             )
             story_id, user_id = story.id, who.user.id
+        try:
+            channel = await self._story_channel(interaction, title, private)
+        except BaseException:
+            async with self.db.transaction() as s:
+                await repo.delete_story(s, story_id)
+            raise
+        async with self.db.transaction() as s:
+            story = await repo.get_story(s, story_id)
+            story.channel_id = channel.id if not in_guild else interaction.channel_id
+            story.thread_id = channel.id if in_guild else None
         where = channel.mention if isinstance(channel, discord.Thread) else msg.HERE_IN_DMS
         await interaction.followup.send(msg.STORY_STARTED.format(title=title, where=where),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
@@ -160,6 +184,16 @@ class Stories(commands.Cog):
         await channel.send(intro, allowed_mentions=NO_PINGS)
         self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
             story_id, user_id=user_id, frontend_ref=ref), retry=("open", story_id, None)))
+
+    @staticmethod
+    def _check_thread_permission(interaction: Interaction, private: bool) -> None:
+        """The player may start a story in a channel only where they could start a
+        thread themselves (the bot makes it for them)."""
+        perms = interaction.permissions
+        allowed = perms.create_private_threads if private else perms.create_public_threads
+        if not (allowed and perms.send_messages_in_threads):
+            where = getattr(interaction.channel, "mention", "this channel")
+            raise KahaniError(msg.STORY_YOU_CANNOT_CREATE_THREADS.format(channel=where))
 
     async def _story_channel(self, interaction: Interaction, title: str,
                              private: bool) -> discord.Thread | discord.DMChannel | discord.GroupChannel:

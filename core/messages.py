@@ -218,6 +218,19 @@ SCENE_SHOW_FAILED_REF = (
     "`/story resume` shows it again with its choices."
 )
 STORY_NEEDS_TITLE = "A story needs a title."
+STORY_YOU_CANNOT_CREATE_THREADS = (
+    "You can't create threads in {channel}, so a story can't start here for you. "
+    "Try another channel, or start one in my DMs."
+)
+STORY_LIMIT = (
+    "You have started {count} stories in the last hour, the most one player may. "
+    "You can start the next one in {minutes} minute(s)."
+)
+FIELD_STORY_TITLE = "The title"
+FIELD_GENRE = "The genre"
+FIELD_TONE = "The tone"
+FIELD_WORLD = "The world"
+FIELD_PREMISE = "The premise"
 STORY_NEEDS_TEXT_CHANNEL = "Start stories in a text channel (the story gets its own thread there) or in my DMs."
 STORY_NO_THREAD_PERMISSION = (
     "I can't create a thread in {channel}. Ask a moderator to let me create threads there, "

@@ -8,6 +8,10 @@ changes anything — so a front end cannot forget the check. Closing a chapter i
 
 from __future__ import annotations
 
+import math
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import access
@@ -45,6 +49,20 @@ async def change_settings(session: AsyncSession, story_id: int, actor: Actor, *,
     if point_of_view:
         story.point_of_view = point_of_view
     return story
+
+
+async def check_new_story_limit(session: AsyncSession, user_id: int, *, per_hour: int, now: datetime) -> None:
+    """Refuse a new story when the user started ``per_hour`` in the last hour (0: no limit)."""
+    if per_hour <= 0:
+        return
+    since = now - timedelta(hours=1)
+    recent = list(await session.scalars(
+        select(Story.created_at).where(Story.owner_id == user_id, Story.created_at > since)
+        .order_by(Story.created_at).limit(per_hour)
+    ))
+    if len(recent) >= per_hour:
+        wait = recent[0] + timedelta(hours=1) - now
+        raise KahaniError(msg.STORY_LIMIT.format(count=per_hour, minutes=max(1, math.ceil(wait.total_seconds() / 60))))
 
 
 async def set_author_note(session: AsyncSession, story_id: int, actor: Actor, note: str) -> Story:

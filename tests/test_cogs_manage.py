@@ -436,3 +436,29 @@ async def test_cast_and_chapters_on_each_database(database_url: str) -> None:
             listing = await reply(world, await standin.slash(alice, seeded.thread, "chapter list"))
             assert fields(listing)["Chapter 1"] == SUMMARY
         standin.assert_clean()
+
+
+async def test_a_new_story_form_with_nul_characters_is_stored_without_them_on_each_database(
+    database_url: str,
+) -> None:
+    """PostgreSQL refuses NUL in text (SQLite keeps it): the form's text is made storable
+    before anything is stored, and the story's row comes before its thread."""
+    async with DiscordStandin() as standin, FakeLLM() as llm:
+        guild = standin.add_guild("Elsewhere")
+        general = standin.add_channel(guild, "general")
+        alice = standin.add_user("alice", guild=guild)
+        async with running_bot(standin, database_url, llm_base_url=llm.base_url) as running:
+            rec = await standin.slash(alice, general, "story new", mode="solo")
+            await rec.wait_response()
+            [modal] = standin.modals_for(alice)
+            submitted = await standin.submit_modal(alice, modal, {
+                "Title": "The\x00 Null Isle", "Premise: how does it start?": "A keeper\x00 vanished.\x07"})
+            await submitted.wait_response()
+            await standin.wait_until(lambda: submitted.followups, what="the answer")
+            assert submitted.followups[-1].content.startswith("**The Null Isle** begins")
+            async with running.bot.db.read() as s:
+                [story] = await repo.list_stories(s)
+                assert (story.title, story.premise) == ("The Null Isle", "A keeper vanished.")
+                assert story.thread_id is not None
+            assert standin.channels[story.thread_id].name == "The Null Isle"
+        standin.assert_clean()

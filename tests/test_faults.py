@@ -20,13 +20,14 @@ from core import messages as msg
 from core import repository as repo
 from core.engine import SceneText
 from core.models import Story
-from tests.discord_standin import DiscordStandin
+from tests.discord_standin import DiscordStandin, Overwrite, Permissions
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import Message
 from tests.harness import PlayWorld, ephemeral_answer, play_world, scripted_scene, submit_new_story, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
+PER_HOUR = 3
 LOCKED = OperationalError("UPDATE variant_messages …", {}, Exception("database is locked"))
 REF = re.compile(r"ref ([A-Z0-9]{6})")
 
@@ -35,7 +36,7 @@ REF = re.compile(r"ref ([A-Z0-9]{6})")
 async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[PlayWorld]:
     path = tmp_path_factory.mktemp("faults") / "kahani.db"
     path.write_bytes(sqlite_template.read_bytes())
-    async with play_world(path) as world:
+    async with play_world(path, stories_per_user_per_hour=PER_HOUR) as world:
         yield world
 
 
@@ -126,3 +127,58 @@ async def test_a_failure_after_the_scene_is_stored_keeps_it_and_story_resume_sho
                  and any(c.get("label") == "1. Climb the stair" for c in m.component_items())],
         what="the scene shown again with its choices")
     assert shown
+
+
+# --- /story new: nobody floods a server --------------------------------------------------------
+
+
+def story_threads(world: PlayWorld) -> list[Any]:
+    return [c for c in world.standin.channels.values() if c.is_thread]
+
+
+async def story_count(world: PlayWorld) -> int:
+    async with world.db.read() as s:
+        return len(await repo.list_stories(s))
+
+
+async def test_a_player_who_cannot_create_threads_here_cannot_start_a_story_here(world: PlayWorld) -> None:
+    ida = world.standin.add_user("ida", guild=world.guild)
+    closed = world.standin.add_channel(world.guild, "no-threads", overwrites=(
+        Overwrite(ida.id, is_member=True, deny=Permissions.CREATE_PUBLIC_THREADS),))
+    threads, stories = len(story_threads(world)), await story_count(world)
+    submitted = await submit_new_story(world.standin, ida, closed, "Not Here", mode="solo")
+    assert await ephemeral_answer(world.standin, submitted) == msg.STORY_YOU_CANNOT_CREATE_THREADS.format(
+        channel=f"<#{closed.id}>")
+    assert len(story_threads(world)) == threads and await story_count(world) == stories
+
+
+async def test_a_player_may_start_only_so_many_stories_an_hour_and_no_thread_is_made_past_it(
+    world: PlayWorld,
+) -> None:
+    jo = world.standin.add_user("jo", guild=world.guild)
+    for n in range(PER_HOUR):
+        world.llm.script(scripted_scene(f"Story {n} begins."))
+        await ephemeral_answer(world.standin, await submit_new_story(world.standin, jo, world.general, f"Jo {n}"))
+    threads, stories = len(story_threads(world)), await story_count(world)
+    refused = await ephemeral_answer(world.standin, await submit_new_story(world.standin, jo, world.general, "Jo 9"))
+    assert refused == msg.STORY_LIMIT.format(count=PER_HOUR, minutes=60)
+    assert len(story_threads(world)) == threads and await story_count(world) == stories
+    # Someone else is not held back by jo.
+    world.llm.script(scripted_scene("Kim's story begins."))
+    kim = world.standin.add_user("kim", guild=world.guild)
+    started = await ephemeral_answer(world.standin, await submit_new_story(world.standin, kim, world.general, "Kim"))
+    assert started.startswith("**Kim** begins")
+
+
+async def test_a_form_past_its_limits_is_refused_and_nothing_is_made(world: PlayWorld) -> None:
+    """A client that ignores the form's max lengths (Discord's own client would not)."""
+    threads, stories = len(story_threads(world)), await story_count(world)
+    rec = await world.standin.slash(world.bob, world.general, "story new")
+    await rec.wait_response()
+    [modal] = [m for m in world.standin.modals_for(world.bob) if not m.submitted]
+    for component in modal.components:  # what a modified client could send
+        component["components"][0].pop("max_length", None)
+    submitted = await world.standin.submit_modal(world.bob, modal, {"Title": "T" * 101})
+    assert await ephemeral_answer(world.standin, submitted) == msg.TEXT_TOO_LONG.format(
+        field=msg.FIELD_STORY_TITLE, limit=100, length=101)
+    assert len(story_threads(world)) == threads and await story_count(world) == stories
