@@ -22,6 +22,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_asyncio
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -153,6 +154,28 @@ async def database_url(engine_name: str, sqlite_template: Path, tmp_path: Path) 
     """The URL of a fresh, migrated database on the engine under test."""
     if engine_name == "sqlite":
         path = tmp_path / "kahani.db"
+        shutil.copyfile(sqlite_template, path)
+        yield f"sqlite+aiosqlite:///{path}"
+    else:
+        url = await _pg.fresh()
+        yield url
+        await _pg.drop(url)
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def module_engine(request: pytest.FixtureRequest) -> str:
+    if request.param == "postgresql":
+        require_postgres()
+    return request.param
+
+
+@pytest_asyncio.fixture(loop_scope="module", scope="module")
+async def module_database_url(module_engine: str, sqlite_template: Path,
+                              tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """A fresh, migrated database on each engine, shared by a test module (one stand-in
+    and one bot serve the module on each)."""
+    if module_engine == "sqlite":
+        path = tmp_path_factory.mktemp("module") / "kahani.db"
         shutil.copyfile(sqlite_template, path)
         yield f"sqlite+aiosqlite:///{path}"
     else:

@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +29,6 @@ from core import repository as repo
 from core.db import Database
 from core.models import MemberStatus, StoryMember, VariantKind, utcnow
 from core.votes import MAX_DURATION
-from tests.conftest import _pg, require_postgres
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message, Overwrite
@@ -128,22 +126,9 @@ class World:
         return {"outsider": self.elsewhere, "mod_elsewhere": self.backroom}.get(actor, self.general)
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_engine(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgresql":
-        require_postgres()
-    return request.param
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def world(module_engine: str, tmp_path_factory: pytest.TempPathFactory,
-                sqlite_template: Path) -> AsyncIterator[World]:
-    if module_engine == "sqlite":
-        path = tmp_path_factory.mktemp("access") / "kahani.db"
-        path.write_bytes(sqlite_template.read_bytes())
-        url = f"sqlite+aiosqlite:///{path}"
-    else:
-        url = await _pg.fresh()
+async def world(module_database_url: str) -> AsyncIterator[World]:
+    url = module_database_url
     async with DiscordStandin(clock=AdjustableClock()) as standin, FakeLLM(token_rate=2000) as llm:
         guild = standin.add_guild("Tavern")
         other = standin.add_guild("Elsewhere")
@@ -164,8 +149,6 @@ async def world(module_engine: str, tmp_path_factory: pytest.TempPathFactory,
             async with world.db.read() as s:
                 world.members = {(m.story_id, m.user_id): m.status for m in await s.scalars(select(StoryMember))}
             yield world
-    if module_engine == "postgresql":
-        await _pg.drop(url)
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 import pytest_asyncio
@@ -17,7 +16,6 @@ from core import messages as msg
 from core import repository as repo
 from core.db import Database
 from core.models import LoreEntry, LoreStatus, MemberStatus
-from tests.conftest import _pg, require_postgres
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message, ModalRecord
@@ -47,22 +45,9 @@ class World:
         return self.bot.db
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def module_engine(request: pytest.FixtureRequest) -> str:
-    if request.param == "postgresql":
-        require_postgres()
-    return request.param
-
-
 @pytest_asyncio.fixture(loop_scope="module", scope="module")
-async def world(module_engine: str, tmp_path_factory: pytest.TempPathFactory,
-                sqlite_template: Path) -> AsyncIterator[World]:
-    if module_engine == "sqlite":
-        path = tmp_path_factory.mktemp("lore") / "kahani.db"
-        path.write_bytes(sqlite_template.read_bytes())
-        url = f"sqlite+aiosqlite:///{path}"
-    else:
-        url = await _pg.fresh()
+async def world(module_database_url: str) -> AsyncIterator[World]:
+    url = module_database_url
     async with DiscordStandin(clock=AdjustableClock()) as standin:
         guild = standin.add_guild("Tavern")
         general = standin.add_channel(guild, "general")
@@ -73,8 +58,6 @@ async def world(module_engine: str, tmp_path_factory: pytest.TempPathFactory,
         mod = standin.add_user("mod", guild=guild, roles=(moderators,))
         async with running_bot(standin, url) as running:
             yield World(standin, running.bot, guild, general, alice, bob, eve, mod)
-    if module_engine == "postgresql":
-        await _pg.drop(url)
 
 
 @pytest.fixture(scope="module")

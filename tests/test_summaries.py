@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -73,6 +74,30 @@ async def small_llm(fake_llm_factory: Any) -> AsyncIterator[tuple[FakeLLM, LLMCl
 
 def make_engine(db: Database, llm: LLMClient, clock: FakeClock) -> StoryEngine:
     return StoryEngine(db, llm, clock=clock, config=EngineConfig(heartbeat_interval=3600))
+
+
+@dataclass
+class Table:
+    """The small-context fake, an engine on it and a summary worker (not started)."""
+
+    fake: FakeLLM
+    engine: StoryEngine
+    summaries: SummaryWorker
+
+
+@pytest.fixture
+def table(db: Database, small_llm: tuple[FakeLLM, LLMClient], clock: FakeClock) -> Table:
+    fake, llm = small_llm
+    engine = make_engine(db, llm, clock)
+    return Table(fake, engine, SummaryWorker(db, engine, clock=clock))
+
+
+async def closed_chapter(db: Database, engine: StoryEngine, scenes: int) -> int:
+    """A story whose first chapter of ``scenes`` seeded scenes was just closed."""
+    story_id = await new_story(db)
+    await seed_scenes(db, story_id, scenes)
+    await engine.new_chapter(story_id)
+    return story_id
 
 
 async def new_story(db: Database, **options: Any) -> int:
@@ -229,14 +254,10 @@ async def test_a_new_chapter_opens_at_once_and_its_summary_is_written_by_the_wor
 
 
 async def test_a_chapter_of_300_scenes_is_summarised_in_pieces_that_fit(
-    db: Database, small_llm: tuple[FakeLLM, LLMClient], clock: FakeClock
+    db: Database, table: Table, clock: FakeClock
 ) -> None:
-    fake, llm = small_llm
-    engine = make_engine(db, llm, clock)
-    summaries = SummaryWorker(db, engine, clock=clock)
-    story_id = await new_story(db)
-    await seed_scenes(db, story_id, 300)
-    await engine.new_chapter(story_id)
+    fake, engine, summaries = table.fake, table.engine, table.summaries
+    story_id = await closed_chapter(db, engine, 300)
     assert await summaries.drain() == 1
     calls = [r for r in fake.chat_requests if is_summary(r)]
     assert len(calls) > 10  # parts, then summaries of the parts
@@ -247,14 +268,10 @@ async def test_a_chapter_of_300_scenes_is_summarised_in_pieces_that_fit(
 
 
 async def test_a_failed_summary_job_is_retried_later(
-    db: Database, small_llm: tuple[FakeLLM, LLMClient], clock: FakeClock
+    db: Database, table: Table, clock: FakeClock
 ) -> None:
-    fake, llm = small_llm
-    engine = make_engine(db, llm, clock)
-    summaries = SummaryWorker(db, engine, clock=clock)
-    story_id = await new_story(db)
-    await seed_scenes(db, story_id, 2)
-    await engine.new_chapter(story_id)
+    fake, engine, summaries = table.fake, table.engine, table.summaries
+    story_id = await closed_chapter(db, engine, 2)
     fake.script(fault=Fault.HTTP_500)
     assert await summaries.drain() == 1
     [job] = await job_rows(db)
@@ -282,14 +299,10 @@ async def test_a_summary_job_runs_once_when_two_workers_race(
 
 
 async def test_a_crashed_holders_job_is_taken_over_after_its_claim_lapses(
-    db: Database, small_llm: tuple[FakeLLM, LLMClient], clock: FakeClock
+    db: Database, table: Table, clock: FakeClock
 ) -> None:
-    fake, llm = small_llm
-    engine = make_engine(db, llm, clock)
-    summaries = SummaryWorker(db, engine, clock=clock)
-    story_id = await new_story(db)
-    await seed_scenes(db, story_id, 2)
-    await engine.new_chapter(story_id)
+    engine, summaries = table.engine, table.summaries
+    await closed_chapter(db, engine, 2)
     async with db.transaction() as s:  # a process claims it, then dies
         assert await jobs.claim_next(s, "dead:1", now=clock(), ttl=summaries.config.claim_ttl)
     assert await summaries.drain() == 0
