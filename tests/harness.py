@@ -45,7 +45,7 @@ from bot.app import KahaniBot, SetupHook, run_bot
 from bot.settings import Settings, load_settings
 from core.db import Database
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, User
-from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message, ModalRecord
 from tests.fakes.llm import FakeLLM
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -395,3 +395,36 @@ async def submit_new_story(standin: DiscordStandin, user: User, channel: Channel
         "Title": title, "Genre": "mystery", "Tone": "eerie", "World / setting": "a rocky island",
         "Premise: how does it start?": "The keeper has vanished.",
     })
+
+
+async def only_answer(standin: DiscordStandin, rec: InteractionRecord) -> Message:
+    """The one message that answers the interaction: only its user sees it, and it pings
+    nobody (a deferred command's answer is its followup)."""
+    response = await rec.wait_response()
+    if response.type == 5:
+        await standin.wait_until(lambda: rec.followups, what="the followup")
+    if response.type in (4, 7):
+        assert response.data["allowed_mentions"]["parse"] == []
+    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
+    assert len(answers) == 1, answers
+    (answer,) = answers
+    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
+    return answer
+
+
+async def open_form(standin: DiscordStandin, user: User, channel: Channel, command: str,
+                    **options: object) -> ModalRecord:
+    """/command → the form it must open as its first answer."""
+    rec = await standin.slash(user, channel, command, **options)
+    assert (await rec.wait_response()).type == 9, "a form must be the first answer"
+    return standin.modals_for(user)[-1]
+
+
+def fields(message: Message) -> dict[str, str]:
+    """The fields of the message's one embed, by name."""
+    (embed,) = message.embeds
+    return {f["name"]: f["value"] for f in embed.get("fields", [])}
+
+
+def form_values(form: ModalRecord) -> dict[str, str]:
+    return {c["custom_id"]: c.get("value", "") for c in form.text_inputs()}

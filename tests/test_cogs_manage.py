@@ -20,9 +20,9 @@ from core.models import Character, utcnow
 from core.repository import jobs
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM, Fault
-from tests.harness import running_bot
+from tests.harness import fields, form_values, only_answer, open_form, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -94,42 +94,12 @@ async def cast(world: World, story_id: int) -> list[Character]:
         return list(await repo.list_characters(s, story_id))
 
 
-async def reply(world: World, rec: InteractionRecord) -> Message:
-    """The one message that answers the interaction: only its user sees it, and it pings
-    nobody (a deferred command's answer is its followup)."""
-    response = await rec.wait_response()
-    if response.type == 5:
-        await world.standin.wait_until(lambda: rec.followups, what="the followup")
-    if response.type in (4, 7):
-        assert response.data["allowed_mentions"]["parse"] == []
-    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
-    assert len(answers) == 1, answers
-    (answer,) = answers
-    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
-    return answer
-
-
-async def open_form(world: World, user: User, channel: Channel, command: str, **options: object):
-    rec = await world.standin.slash(user, channel, command, **options)
-    assert (await rec.wait_response()).type == 9, "a form must be the first answer"
-    return world.standin.modals_for(user)[-1]
-
-
 async def add_character(world: World, seeded: Seeded, name: str, description: str = "", personality: str = "",
                         **options: object) -> Message:
-    form = await open_form(world, world.alice, seeded.thread, "character add", **options)
+    form = await open_form(world.standin, world.alice, seeded.thread, "character add", **options)
     rec = await world.standin.submit_modal(world.alice, form, {"name": name, "description": description,
                                                                "personality": personality})
-    return await reply(world, rec)
-
-
-def fields(message: Message) -> dict[str, str]:
-    (embed,) = message.embeds
-    return {f["name"]: f["value"] for f in embed.get("fields", [])}
-
-
-def form_values(form) -> dict[str, str]:
-    return {c["custom_id"]: c.get("value", "") for c in form.text_inputs()}
+    return await only_answer(world.standin, rec)
 
 
 # --- /character ----------------------------------------------------------------------------
@@ -144,7 +114,7 @@ async def test_a_character_added_through_the_form_is_listed_with_its_details(wor
     assert (mira.name, mira.description, mira.personality, mira.voice) == (
         "Mira <@&1>", "The keeper's daughter.", "Dry, fearless.", "af_bella")
 
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "character list"))
     assert listing.embeds[0]["title"] == "The Lighthouse: characters"
     assert fields(listing) == {"Mira <@&1>": "The keeper's daughter.\n*Personality:* Dry, fearless.\n*Voice:* af_bella"}
     assert world.general.messages == [] and seeded.thread.messages == []  # nothing for the table
@@ -153,10 +123,10 @@ async def test_a_character_added_through_the_form_is_listed_with_its_details(wor
 async def test_the_edit_form_is_prefilled_and_saves_a_rename(world: World) -> None:
     seeded = await seed_story(world, "The Orchard")
     await add_character(world, seeded, "Tomas", "A gardener.", "Patient.")
-    form = await open_form(world, world.alice, seeded.thread, "character edit", name="tomas", voice="bm_george")
+    form = await open_form(world.standin, world.alice, seeded.thread, "character edit", name="tomas", voice="bm_george")
     assert form_values(form) == {"name": "Tomas", "description": "A gardener.", "personality": "Patient."}
     rec = await world.standin.submit_modal(world.alice, form, {"name": "Old Tomas", "personality": "Impatient now."})
-    assert (await reply(world, rec)).content == msg.CHARACTER_UPDATED.format(name="Old Tomas")
+    assert (await only_answer(world.standin, rec)).content == msg.CHARACTER_UPDATED.format(name="Old Tomas")
     (tomas,) = await cast(world, seeded.story_id)
     assert (tomas.name, tomas.description, tomas.personality, tomas.voice) == (
         "Old Tomas", "A gardener.", "Impatient now.", "bm_george")
@@ -165,7 +135,7 @@ async def test_the_edit_form_is_prefilled_and_saves_a_rename(world: World) -> No
 async def test_removing_a_character_asks_first(world: World) -> None:
     seeded = await seed_story(world, "The Mill")
     await add_character(world, seeded, "Ada")
-    question = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character remove", name="ada"))
+    question = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "character remove", name="ada"))
     assert question.content == msg.CHARACTER_REMOVE_CONFIRM.format(name="Ada", story="The Mill")
 
     kept = await world.standin.click(world.alice, question, msg.CHARACTER_CANCEL_BUTTON)
@@ -173,7 +143,7 @@ async def test_removing_a_character_asks_first(world: World) -> None:
     assert question.content == msg.CHARACTER_KEPT and question.components == []
     assert [c.name for c in await cast(world, seeded.story_id)] == ["Ada"]
 
-    question = await reply(world, await world.standin.slash(world.alice, seeded.thread, "character remove", name="Ada"))
+    question = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "character remove", name="Ada"))
     removed = await world.standin.click(world.alice, question, msg.CHARACTER_REMOVE_BUTTON)
     assert (await removed.wait_response()).type == 7
     assert question.content == msg.CHARACTER_REMOVED.format(name="Ada") and question.components == []
@@ -190,8 +160,8 @@ async def test_buttons_left_unused_are_taken_off_the_reply_when_they_time_out(
         tip = await repo.tip(s, seeded.story_id)
         await repo.open_chapter(s, seeded.story_id, tip.variant.id, summary=SUMMARY)
     remove = await world.standin.slash(world.alice, seeded.thread, "character remove", name="Pell")
-    question = await reply(world, remove)
-    summary = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary"))
+    question = await only_answer(world.standin, remove)
+    summary = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter summary"))
     assert question.components and summary.components
     await world.standin.wait_until(lambda: not question.components and not summary.components,
                                    what="the buttons to be taken off")
@@ -205,33 +175,33 @@ async def test_someone_who_may_not_manage_the_story_is_refused_and_nothing_chang
     for command, options in (("character add", {}), ("character edit", {"name": "Ines"}),
                              ("character remove", {"name": "Ines"}), ("chapter new", {})):
         rec = await world.standin.slash(world.bob, seeded.thread, command, **options)
-        assert (await reply(world, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE, command
+        assert (await only_answer(world.standin, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE, command
     assert world.standin.modals_for(world.bob) == []
     assert [(c.name, c.description) for c in await cast(world, seeded.story_id)] == [("Ines", "A smuggler.")]
     assert len(await world.bot.engine.story_so_far(seeded.story_id)) == 1
     # A player of the group story still sees the cast; a moderator may change it.
-    listing = await reply(world, await world.standin.slash(world.bob, seeded.thread, "character list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "character list"))
     assert list(fields(listing)) == ["Ines"]
-    form = await open_form(world, world.mod, seeded.thread, "character edit", name="Ines")
-    await reply(world, await world.standin.submit_modal(world.mod, form, {"description": "A reformed smuggler."}))
+    form = await open_form(world.standin, world.mod, seeded.thread, "character edit", name="Ines")
+    await only_answer(world.standin, await world.standin.submit_modal(world.mod, form, {"description": "A reformed smuggler."}))
     assert [c.description for c in await cast(world, seeded.story_id)] == ["A reformed smuggler."]
 
 
 async def test_a_form_submitted_after_the_story_was_deleted_gets_a_clear_message(world: World) -> None:
     seeded = await seed_story(world, "The Ferry")
-    form = await open_form(world, world.alice, seeded.thread, "character add")
+    form = await open_form(world.standin, world.alice, seeded.thread, "character add")
     async with world.db.transaction() as s:
         await repo.delete_story(s, seeded.story_id)
     rec = await world.standin.submit_modal(world.alice, form, {"name": "Nobody"})
-    assert (await reply(world, rec)).content == msg.STORY_NOT_FOUND
+    assert (await only_answer(world.standin, rec)).content == msg.STORY_NOT_FOUND
     rec = await world.standin.slash(world.alice, seeded.thread, "character list")
-    assert (await reply(world, rec)).content == msg.NO_STORY_HERE
+    assert (await only_answer(world.standin, rec)).content == msg.NO_STORY_HERE
 
 
 async def test_blank_duplicate_or_over_long_form_values_get_a_clear_message(world: World) -> None:
     seeded = await seed_story(world, "The Quarry")
     await add_character(world, seeded, "Lena")
-    form = await open_form(world, world.alice, seeded.thread, "character add")
+    form = await open_form(world.standin, world.alice, seeded.thread, "character add")
     limits = {c["custom_id"]: c["max_length"] for c in form.text_inputs()}
     assert limits == {"name": 100, "description": 1000, "personality": 1000}  # Discord's client enforces these
 
@@ -243,13 +213,13 @@ async def test_blank_duplicate_or_over_long_form_values_get_a_clear_message(worl
          msg.TEXT_TOO_LONG.format(field=msg.FIELD_DESCRIPTION, limit=1000, length=1001)),
     ]
     for values, expected in cases:
-        form = await open_form(world, world.alice, seeded.thread, "character add")
+        form = await open_form(world.standin, world.alice, seeded.thread, "character add")
         for top in form.components:
             top["component"]["max_length"] = 4000
         rec = await world.standin.submit_modal(world.alice, form, values)
-        assert (await reply(world, rec)).content == expected
+        assert (await only_answer(world.standin, rec)).content == expected
     rec = await world.standin.slash(world.alice, seeded.thread, "character add", voice="v" * 201)
-    assert (await reply(world, rec)).content == msg.TEXT_TOO_LONG.format(field=msg.FIELD_VOICE, limit=200, length=201)
+    assert (await only_answer(world.standin, rec)).content == msg.TEXT_TOO_LONG.format(field=msg.FIELD_VOICE, limit=200, length=201)
     assert [c.name for c in await cast(world, seeded.story_id)] == ["Lena"]
 
 
@@ -273,23 +243,23 @@ async def test_the_character_option_autocompletes_from_the_story_cast(world: Wor
 
 
 async def test_settings_set_then_show(world: World) -> None:
-    shown = await reply(world, await world.standin.slash(world.bob, world.general, "settings show"))
+    shown = await only_answer(world.standin, await world.standin.slash(world.bob, world.general, "settings show"))
     assert shown.embeds[0]["description"] == msg.SETTINGS_BODY.format(
         scene_length="medium", voice=msg.SETTINGS_DEFAULT_VOICE, speed=1.0, auto_narrate=msg.SETTINGS_OFF)
 
     rec = await world.standin.slash(world.bob, world.general, "settings set", scene_length="long",
                                     voice="af_bella", speed=1.25, auto_narrate=True)
-    assert (await reply(world, rec)).content == msg.SETTINGS_SAVED
+    assert (await only_answer(world.standin, rec)).content == msg.SETTINGS_SAVED
     dm = await world.standin.dm(world.bob)  # per user: the same settings in a DM
-    shown = await reply(world, await world.standin.slash(world.bob, dm, "settings show"))
+    shown = await only_answer(world.standin, await world.standin.slash(world.bob, dm, "settings show"))
     assert shown.embeds[0]["description"] == msg.SETTINGS_BODY.format(
         scene_length="long", voice="af_bella", speed=1.25, auto_narrate=msg.SETTINGS_ON)
 
     for options, expected in (({}, msg.SETTINGS_NOTHING_GIVEN),
                               ({"speed": 3.0}, msg.SETTINGS_BAD_SPEED.format(speed=3.0))):
-        answer = await reply(world, await world.standin.slash(world.bob, world.general, "settings set", **options))
+        answer = await only_answer(world.standin, await world.standin.slash(world.bob, world.general, "settings set", **options))
         assert answer.content == expected
-    await reply(world, await world.standin.slash(world.bob, world.general, "settings set", voice="Default"))
+    await only_answer(world.standin, await world.standin.slash(world.bob, world.general, "settings set", voice="Default"))
     async with world.db.transaction() as s:
         user = await repo.get_or_create_user(s, world.bob.id, "bob")
         settings = await repo.get_user_settings(s, user.id)
@@ -304,7 +274,7 @@ async def test_chapter_new_stores_the_summary_the_model_wrote_and_the_list_shows
     seeded = await seed_story(world, "The Lighthouse Keeper")
     world.llm.script(SUMMARY)
     rec = await world.standin.slash(world.alice, seeded.thread, "chapter new", title="The Bridge")
-    answer = await reply(world, rec)
+    answer = await only_answer(world.standin, rec)
     assert rec.response.type == 5  # deferred before the database was touched
     assert answer.content == msg.CHAPTER_CLOSED.format(closed=1, name="Chapter 2: The Bridge")
     await world.bot.summaries.drain()  # the worker writes the summary in the background
@@ -312,9 +282,9 @@ async def test_chapter_new_stores_the_summary_the_model_wrote_and_the_list_shows
     assert [(c.number, c.title, text) for c, text in chapters] == [
         (1, "Chapter 1", SUMMARY), (2, "The Bridge", None)]
 
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
     assert fields(listing) == {"Chapter 1": SUMMARY, "Chapter 2: The Bridge (current)": msg.CHAPTER_NO_SUMMARY}
-    again = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+    again = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
     assert again.content == msg.CHAPTER_ALREADY_NEW
 
 
@@ -323,7 +293,7 @@ async def test_chapter_new_with_the_storyteller_down_opens_the_chapter_and_retri
 ) -> None:
     seeded = await seed_story(world, "The Storm")
     world.llm.script(fault=Fault.HTTP_500)
-    answer = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
     assert answer.content == msg.CHAPTER_CLOSED.format(closed=1, name="Chapter 2")
     await world.bot.summaries.drain()
     assert [(c.number, text) for c, text in await world.bot.engine.story_so_far(seeded.story_id)] == [
@@ -332,22 +302,22 @@ async def test_chapter_new_with_the_storyteller_down_opens_the_chapter_and_retri
         [job] = await jobs.pending_jobs(s, seeded.story_id)
         assert (job.state, job.attempts) == ("due", 1) and job.due_at > utcnow()  # tried again later
         assert await repo.get_lease(s, seeded.story_id) is None  # the next scene is not "still writing"
-    pending = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary"))
+    pending = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter summary"))
     assert pending.content == msg.CHAPTER_SUMMARY_PENDING.format(number=1)
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
     assert fields(listing)["Chapter 1"] == msg.SUMMARY_PENDING
 
 
 async def test_a_summary_is_edited_through_the_form_by_the_owner_only(world: World) -> None:
     seeded = await seed_story(world, "The Caravan", mode="group")
     world.llm.script(SUMMARY)
-    await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
+    await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter new"))
     await world.bot.summaries.drain()
 
-    onlooker = await reply(world, await world.standin.slash(world.bob, seeded.thread, "chapter summary"))
+    onlooker = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "chapter summary"))
     assert onlooker.embeds[0]["description"] == SUMMARY and onlooker.components == []
 
-    shown = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=1))
+    shown = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=1))
     assert shown.embeds[0]["title"] == "Chapter 1" and shown.embeds[0]["description"] == SUMMARY
     click = await world.standin.click(world.alice, shown, msg.SUMMARY_EDIT_BUTTON)
     assert (await click.wait_response()).type == 9
@@ -355,7 +325,7 @@ async def test_a_summary_is_edited_through_the_form_by_the_owner_only(world: Wor
     assert form_values(form) == {"summary": SUMMARY}
 
     blank = await world.standin.submit_modal(world.alice, form, {"summary": "   "})
-    assert (await reply(world, blank)).content == msg.TEXT_REQUIRED.format(field=msg.FIELD_SUMMARY)
+    assert (await only_answer(world.standin, blank)).content == msg.TEXT_REQUIRED.format(field=msg.FIELD_SUMMARY)
     click = await world.standin.click(world.alice, shown, msg.SUMMARY_EDIT_BUTTON)
     await click.wait_response()
     edited = "Mara and the keeper sailed at dawn; the light burns again."
@@ -365,7 +335,7 @@ async def test_a_summary_is_edited_through_the_form_by_the_owner_only(world: Wor
     chapters = await world.bot.engine.story_so_far(seeded.story_id)
     assert chapters[0][1] == edited
 
-    missing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=9))
+    missing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter summary", chapter=9))
     assert missing.content == msg.CHAPTER_UNKNOWN.format(number=9)
 
 
@@ -389,7 +359,7 @@ def embed_size(embed: dict) -> int:
 
 async def test_the_chapter_list_stays_within_discords_embed_limits(world: World) -> None:
     seeded = await long_campaign(world, "The Long Road", 30)
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "chapter list"))
     (embed,) = listing.embeds
     assert len(embed["fields"]) == 25 and embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=31)
     assert embed["fields"][0]["value"].startswith("Summary 7. word") and embed["fields"][0]["value"].endswith("…")
@@ -401,7 +371,7 @@ async def test_story_info_of_a_long_campaign_stays_within_discords_embed_limits(
     async with world.db.transaction() as s:
         story = await repo.get_story(s, seeded.story_id)
         story.premise, story.genre, story.tone = "premise " * 200, "g" * 100, "t" * 100
-    info = await reply(world, await world.standin.slash(world.alice, seeded.thread, "story info"))
+    info = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "story info"))
     (embed,) = info.embeds
     assert "**Scenes:** 40" in embed["description"] and "Context used" in embed["description"]
     assert embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=41)
@@ -428,12 +398,12 @@ async def test_cast_and_chapters_on_each_database(database_url: str) -> None:
             world = World(standin, running.bot, llm, guild, general, alice, alice, alice)
             seeded = await seed_story(world, "The Observatory")
             await add_character(world, seeded, "Mara", "An astronomer.")
-            listing = await reply(world, await standin.slash(alice, seeded.thread, "character list"))
+            listing = await only_answer(world.standin, await standin.slash(alice, seeded.thread, "character list"))
             assert fields(listing) == {"Mara": "An astronomer."}
             llm.script(SUMMARY)
-            await reply(world, await standin.slash(alice, seeded.thread, "chapter new"))
+            await only_answer(world.standin, await standin.slash(alice, seeded.thread, "chapter new"))
             await running.bot.summaries.drain()
-            listing = await reply(world, await standin.slash(alice, seeded.thread, "chapter list"))
+            listing = await only_answer(world.standin, await standin.slash(alice, seeded.thread, "chapter list"))
             assert fields(listing)["Chapter 1"] == SUMMARY
         standin.assert_clean()
 

@@ -18,8 +18,8 @@ from core.db import Database
 from core.models import LoreEntry, LoreStatus, MemberStatus
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message, ModalRecord
-from tests.harness import running_bot
+from tests.discord_standin.models import Message
+from tests.harness import fields, form_values, only_answer, open_form, running_bot
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -90,39 +90,11 @@ async def entries(world: World, story_id: int) -> list[LoreEntry]:
         return list(await repo.list_lore(s, story_id, status=None))
 
 
-async def reply(world: World, rec: InteractionRecord) -> Message:
-    """The one message that answers the interaction: only its user sees it (a deferred
-    command's answer is its followup). Pings are caught by the autouse discord_rules."""
-    response = await rec.wait_response()
-    if response.type == 5:
-        await world.standin.wait_until(lambda: rec.followups, what="the followup")
-    answers = [m for m in [rec.original, *rec.followups] if m is not None and (m.content or m.embeds)]
-    assert len(answers) == 1, answers
-    (answer,) = answers
-    assert answer.flags & EPHEMERAL and answer.ephemeral_for is rec.user
-    return answer
-
-
-async def open_form(world: World, user: User, channel: Channel, command: str, **options: object) -> ModalRecord:
-    rec = await world.standin.slash(user, channel, command, **options)
-    assert (await rec.wait_response()).type == 9, "a form must be the first answer"
-    return world.standin.modals_for(user)[-1]
-
-
 async def add_entry(world: World, seeded: Seeded, name: str, keywords: str = "", text: str = "",
                     **options: object) -> Message:
-    form = await open_form(world, world.alice, seeded.thread, "lore add", **options)
+    form = await open_form(world.standin, world.alice, seeded.thread, "lore add", **options)
     rec = await world.standin.submit_modal(world.alice, form, {"name": name, "keywords": keywords, "text": text})
-    return await reply(world, rec)
-
-
-def fields(message: Message) -> dict[str, str]:
-    (embed,) = message.embeds
-    return {f["name"]: f["value"] for f in embed.get("fields", [])}
-
-
-def form_values(form: ModalRecord) -> dict[str, str]:
-    return {c["custom_id"]: c.get("value", "") for c in form.text_inputs()}
+    return await only_answer(world.standin, rec)
 
 
 async def choices(world: World, user: User, channel: Channel, command: str, typed: str = "",
@@ -138,12 +110,12 @@ async def choices(world: World, user: User, channel: Channel, command: str, type
 
 async def test_the_owner_adds_entries_through_the_form_and_lists_them(world: World) -> None:
     seeded = await seed_story(world, "The Iron Gate")
-    form = await open_form(world, world.alice, seeded.thread, "lore add")
+    form = await open_form(world.standin, world.alice, seeded.thread, "lore add")
     limits = {c["custom_id"]: c["max_length"] for c in form.text_inputs()}
     assert limits == {"name": 100, "keywords": 1240, "text": 4000}  # Discord's client enforces these
     rec = await world.standin.submit_modal(world.alice, form, {
         "name": "Iron Gate <@&1>", "keywords": "iron gate,  gatekeepers ,Iron Gate", "text": GATE})
-    answer = await reply(world, rec)
+    answer = await only_answer(world.standin, rec)
     assert rec.response is not None and rec.response.type == 5  # deferred before the database
     assert answer.content == msg.LORE_ADDED.format(name="Iron Gate <@&1>", story="The Iron Gate",
                                                    keywords="iron gate, gatekeepers")
@@ -156,7 +128,7 @@ async def test_the_owner_adds_entries_through_the_form_and_lists_them(world: Wor
         "Iron Gate <@&1>", "iron gate, gatekeepers", GATE, False)
     assert (mara.pinned, mara.status) == (True, LoreStatus.ACTIVE)
 
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore list"))
     assert listing.embeds[0]["title"] == "The Iron Gate: lore"
     assert fields(listing) == {
         "Iron Gate <@&1>": f"*Keywords:* iron gate, gatekeepers\n{GATE}",
@@ -167,13 +139,13 @@ async def test_the_owner_adds_entries_through_the_form_and_lists_them(world: Wor
 
 async def test_a_long_list_says_how_many_are_shown_and_fits_discords_limits(world: World) -> None:
     seeded = await seed_story(world, "The Library")
-    empty = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore list"))
+    empty = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore list"))
     assert empty.content == msg.LORE_NONE.format(story="The Library")
     async with world.db.transaction() as s:
         for n in range(30):
             await repo.add_lore(s, seeded.story_id, f"Book {n:02} " + "T" * 80,
                                 keywords=", ".join(f"word{k}x{n}" for k in range(20)), content="page " * 800)
-    listing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore list"))
     (embed,) = listing.embeds
     assert len(embed["fields"]) == 25 and embed["footer"]["text"] == msg.MORE_NOT_SHOWN.format(shown=25, total=30)
     assert embed["fields"][0]["name"].startswith("Book 00")
@@ -192,14 +164,14 @@ async def test_someone_outside_the_story_may_not_change_its_lore_nor_see_a_solo_
                              ("lore edit", {"entry": "Harbour Guild", "pinned": True}),
                              ("lore remove", {"entry": "Harbour Guild"})):
         rec = await world.standin.slash(world.eve, group.thread, command, **options)
-        assert (await reply(world, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE, command
+        assert (await only_answer(world.standin, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE, command
 
     solo = await seed_story(world, "The Diary")
     await add_entry(world, solo, "Secret", "secret", "Alice's secret.")
     for command, options in (("lore list", {}), ("lore show", {"entry": "Secret"}), ("lore add", {}),
                              ("lore remove", {"entry": "Secret"})):
         rec = await world.standin.slash(world.eve, world.general, command, story=solo.story_id, **options)
-        assert (await reply(world, rec)).content == msg.STORY_NOT_FOUND, command
+        assert (await only_answer(world.standin, rec)).content == msg.STORY_NOT_FOUND, command
     assert world.standin.modals_for(world.eve) == []
     assert [(e.name, e.content, e.pinned) for e in await entries(world, group.story_id)] == [
         ("Harbour Guild", "Smugglers, mostly.", False)]
@@ -212,17 +184,17 @@ async def test_a_member_of_a_group_story_reads_its_lore_and_a_moderator_edits_it
     async with world.db.transaction() as s:
         await repo.edit_lore(s, seeded.story_id, "Salt Road", content="The old trade route, now bandit land.")
 
-    listing = await reply(world, await world.standin.slash(world.bob, seeded.thread, "lore list"))
+    listing = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "lore list"))
     assert list(fields(listing)) == ["Salt Road"]
-    shown = await reply(world, await world.standin.slash(world.bob, seeded.thread, "lore show", entry="salt road"))
+    shown = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "lore show", entry="salt road"))
     assert shown.embeds[0]["description"] == "The old trade route, now bandit land."
     assert shown.components == []  # no Undo for someone who may not edit
     rec = await world.standin.slash(world.bob, seeded.thread, "lore add")
-    assert (await reply(world, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE
+    assert (await only_answer(world.standin, rec)).content == msg.NOT_YOUR_STORY_TO_MANAGE
     assert world.standin.modals_for(world.bob) == []
 
-    form = await open_form(world, world.mod, seeded.thread, "lore edit", entry="Salt Road")
-    await reply(world, await world.standin.submit_modal(world.mod, form, {"keywords": "salt road, caravans"}))
+    form = await open_form(world.standin, world.mod, seeded.thread, "lore edit", entry="Salt Road")
+    await only_answer(world.standin, await world.standin.submit_modal(world.mod, form, {"keywords": "salt road, caravans"}))
     (road,) = await entries(world, seeded.story_id)
     assert (road.keywords, road.content) == ("salt road, caravans", "The old trade route, now bandit land.")
 
@@ -246,16 +218,16 @@ async def test_a_duplicate_name_too_many_keywords_or_over_long_text_is_refused_a
         ({"name": " \x00 "}, msg.TEXT_REQUIRED.format(field=msg.FIELD_LORE_NAME)),
     ]
     for values, expected in cases:
-        form = await open_form(world, world.alice, seeded.thread, "lore add")
+        form = await open_form(world.standin, world.alice, seeded.thread, "lore add")
         for top in form.components:
             top["component"]["max_length"] = 5000
         rec = await world.standin.submit_modal(world.alice, form, values)
-        assert (await reply(world, rec)).content == expected
+        assert (await only_answer(world.standin, rec)).content == expected
     # Renaming onto another entry's name is refused too.
     await add_entry(world, seeded, "Chisel")
-    form = await open_form(world, world.alice, seeded.thread, "lore edit", entry="chisel")
+    form = await open_form(world.standin, world.alice, seeded.thread, "lore edit", entry="chisel")
     rec = await world.standin.submit_modal(world.alice, form, {"name": "old quarry"})
-    assert (await reply(world, rec)).content == msg.LORE_NAME_TAKEN.format(name="old quarry")
+    assert (await only_answer(world.standin, rec)).content == msg.LORE_NAME_TAKEN.format(name="old quarry")
     assert [(e.name, e.content) for e in await entries(world, seeded.story_id)] == [
         ("Chisel", ""), ("Old Quarry", "Flooded since the war.")]
 
@@ -274,18 +246,18 @@ async def test_control_characters_typed_in_the_form_are_not_stored(world: World)
 async def test_an_edit_through_the_prefilled_form_can_be_undone_from_show(world: World) -> None:
     seeded = await seed_story(world, "The Orchard")
     await add_entry(world, seeded, "Orchard", "orchard, trees", "Apple trees, old and twisted.")
-    shown = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore show", entry="orchard"))
+    shown = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore show", entry="orchard"))
     assert shown.components == []  # nothing to undo yet
 
-    form = await open_form(world, world.alice, seeded.thread, "lore edit", entry="ORCHARD")
+    form = await open_form(world.standin, world.alice, seeded.thread, "lore edit", entry="ORCHARD")
     assert form.title == msg.LORE_MODAL_EDIT.format(name="Orchard")
     assert form_values(form) == {"name": "Orchard", "keywords": "orchard, trees",
                                  "text": "Apple trees, old and twisted."}
     rec = await world.standin.submit_modal(world.alice, form, {"name": "The Orchard", "text": "Burnt stumps."})
-    assert (await reply(world, rec)).content == msg.LORE_UPDATED.format(name="The Orchard",
+    assert (await only_answer(world.standin, rec)).content == msg.LORE_UPDATED.format(name="The Orchard",
                                                                         keywords="orchard, trees")
 
-    shown = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore show",
+    shown = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore show",
                                                          entry="the orchard"))
     assert shown.embeds[0]["title"] == "The Orchard" and shown.embeds[0]["description"] == "Burnt stumps."
     assert fields(shown) == {msg.LORE_FIELD_KEYWORDS: "orchard, trees", msg.LORE_FIELD_PINNED: msg.LORE_PINNED_NO}
@@ -303,11 +275,11 @@ async def test_pinned_alone_pins_or_unpins_without_a_form(world: World) -> None:
     seeded = await seed_story(world, "The Tower")
     await add_entry(world, seeded, "Tower", "tower", "Seven floors.")
     forms = len(world.standin.modals_for(world.alice))
-    answer = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore edit", entry="tower",
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore edit", entry="tower",
                                                           pinned=True))
     assert answer.content == msg.LORE_PINNED_NOW.format(name="Tower")
     assert [e.pinned for e in await entries(world, seeded.story_id)] == [True]
-    answer = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore edit", entry="Tower",
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore edit", entry="Tower",
                                                           pinned=False))
     assert answer.content == msg.LORE_UNPINNED_NOW.format(name="Tower")
     (tower,) = await entries(world, seeded.story_id)
@@ -318,12 +290,12 @@ async def test_pinned_alone_pins_or_unpins_without_a_form(world: World) -> None:
 async def test_removing_an_entry_says_so_and_shows_what_it_said(world: World) -> None:
     seeded = await seed_story(world, "The Mill")
     await add_entry(world, seeded, "Millstone", "millstone", "It grinds at night.")
-    answer = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore remove",
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore remove",
                                                           entry="millstone"))
     assert answer.content == msg.LORE_REMOVED.format(name="Millstone", story="The Mill")
     assert answer.embeds[0]["description"] == "It grinds at night."
     assert await entries(world, seeded.story_id) == []
-    missing = await reply(world, await world.standin.slash(world.alice, seeded.thread, "lore show",
+    missing = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "lore show",
                                                            entry="Millstone"))
     assert missing.content == msg.LORE_NOT_FOUND.format(name="Millstone")
 
