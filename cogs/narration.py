@@ -46,6 +46,7 @@ from bot.ui.common import (
     autocomplete_story,
     caller,
     story_to_manage,
+    within_the_deadline,
 )
 from cogs.settings import (
     DEFAULT_VOICE_WORD,
@@ -343,14 +344,16 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     async def narrate_button(self, interaction: Interaction, variant_id: int) -> None:
         """Read a scene: into the guild's voice channel, or, in DMs, as an audio file."""
-        async with self.db.transaction() as s:
-            variant = await repo.get_variant(s, variant_id)
-            story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
-            settings = await repo.get_user_settings(s, who.user.id)
-            # A group story's own voice and speed first, then the clicker's (solo: theirs).
-            voice, speed = narration_voice(story.mode, story.settings, settings.tts_voice, settings.tts_speed)
-            scene_id = variant.scene_id
-            text = narration_text(variant.content)
+        async def read() -> tuple[str | None, float, int, str, int]:
+            async with self.db.transaction() as s:
+                variant = await repo.get_variant(s, variant_id)
+                story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
+                settings = await repo.get_user_settings(s, who.user.id)
+                # A group story's own voice and speed first, then the clicker's (solo: theirs).
+                voice, speed = narration_voice(story.mode, story.settings, settings.tts_voice, settings.tts_speed)
+                return voice, speed, variant.scene_id, narration_text(variant.content), story.id
+
+        voice, speed, scene_id, text, story_id = await within_the_deadline(interaction, read())
         if not is_speakable(text):
             raise KahaniError(msg.NARRATE_EMPTY)
         if interaction.guild is None:
@@ -367,7 +370,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
             await answered.wait()
             await send_ephemeral(interaction, msg.NARRATE_FAILED_MIDWAY.format(reason=error.message))
 
-        job = await self.play(interaction.guild.id, voice=voice, speed=speed, on_error=failed, story_id=story.id)
+        job = await self.play(interaction.guild.id, voice=voice, speed=speed, on_error=failed, story_id=story_id)
         job.feed(text)
         job.finish()
         channel = session.voice.channel
@@ -378,7 +381,8 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     async def _send_file(self, interaction: Interaction, text: str, voice: str | None,
                          speed: float, filename: str) -> None:
-        await interaction.response.defer(ephemeral=True, thinking=True)
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=True, thinking=True)
         limit = min(getattr(interaction, "filesize_limit", FILE_LIMIT) or FILE_LIMIT, FILE_LIMIT)
         audio = await self.tts.synthesize(text.strip(), voice=voice, speed=speed, max_bytes=limit)
         await interaction.followup.send(msg.NARRATE_FILE, file=discord.File(io.BytesIO(audio), filename=filename),

@@ -264,17 +264,23 @@ class Scenes(commands.Cog):
         if not value.isdigit():
             raise NotFound(msg.VARIANT_GONE)
         variant_id = int(value)
-        async with self.db.transaction() as s:
-            variant = await repo.get_variant(s, variant_id)
-            if variant.scene_id != scene_id:
-                raise NotFound(msg.VARIANT_GONE)
-            story, _ = await story_of_variant(s, interaction, variant_id, Need.HOST)
-            if await repo.get_lease(s, story.id) is not None:
-                raise Conflict(msg.STILL_WRITING)
+
+        async def check() -> Story:
+            async with self.db.transaction() as s:
+                variant = await repo.get_variant(s, variant_id)
+                if variant.scene_id != scene_id:
+                    raise NotFound(msg.VARIANT_GONE)
+                story, _ = await story_of_variant(s, interaction, variant_id, Need.HOST)
+                if await repo.get_lease(s, story.id) is not None:
+                    raise Conflict(msg.STILL_WRITING)
+                return story
+
+        story = await within_the_deadline(interaction, check(), thinking=False)
         if story.mode == StoryMode.GROUP.value:
             await self.player.ballots.void(story.id)
         await self.engine.select_variant(variant_id)
-        await interaction.response.defer()  # a deferred update: no channel budget spent
+        if not interaction.response.is_done():
+            await interaction.response.defer()  # a deferred update: no channel budget spent
         async with self.db.read() as s:
             recorded = await repo.scene_messages(s, scene_id)
         messages: list[Any] = []
@@ -289,15 +295,22 @@ class Scenes(commands.Cog):
     async def on_rate(self, interaction: Interaction, variant_id: int, value: str) -> None:
         if value not in {"1", "2", "3", "4", "5"}:
             raise KahaniError(msg.RATING_INVALID)
-        await self._check_variant_member(interaction, variant_id)
-        await self.engine.rate(variant_id, rating=int(value))
+        async def rate() -> None:
+            await self._check_variant_member(interaction, variant_id)
+            await self.engine.rate(variant_id, rating=int(value))
+
+        await within_the_deadline(interaction, rate())
         await send_ephemeral(interaction, msg.RATED.format(stars="★" * int(value)))
 
     async def on_favourite(self, interaction: Interaction, variant_id: int) -> None:
-        await self._check_variant_member(interaction, variant_id)
-        async with self.db.read() as s:
-            now = not (await repo.get_variant(s, variant_id)).favourite
-        await self.engine.rate(variant_id, favourite=now)
+        async def toggle() -> bool:
+            await self._check_variant_member(interaction, variant_id)
+            async with self.db.read() as s:
+                now = not (await repo.get_variant(s, variant_id)).favourite
+            await self.engine.rate(variant_id, favourite=now)
+            return now
+
+        now = await within_the_deadline(interaction, toggle())
         await send_ephemeral(interaction, msg.FAVOURITE_ON if now else msg.FAVOURITE_OFF)
 
     async def _check_variant_member(self, interaction: Interaction, variant_id: int) -> None:

@@ -22,11 +22,13 @@ from bot.ui.common import (
     EMBED_FIELDS,
     STORY_OPTION_HELP,
     NotAllowed,
+    answer,
     autocomplete_story,
     caller,
     checked_text,
     fitted_embed,
     shorten,
+    within_the_deadline,
 )
 from bot.ui.memory import memory_embed
 from cogs.chapters import SummaryView
@@ -342,45 +344,55 @@ class Stories(commands.Cog):
             if text is None and not clear:
                 found, _ = await story_for(s, interaction, story, Need.SEE)
                 shown = found.author_note
-                answer = (msg.NOTE_SHOWN.format(title=found.title, note=shown) if shown
+                reply = (msg.NOTE_SHOWN.format(title=found.title, note=shown) if shown
                           else msg.NOTE_NONE.format(title=found.title))
             else:
                 found, who = await story_for(s, interaction, story, Need.MODERATE)
                 changed = await stories.set_author_note(s, found.id, who.actor, "" if clear else text or "")
-                answer = (msg.NOTE_SET.format(title=changed.title, note=changed.author_note) if changed.author_note
+                reply = (msg.NOTE_SET.format(title=changed.title, note=changed.author_note) if changed.author_note
                           else msg.NOTE_CLEARED.format(title=changed.title))
-        await interaction.followup.send(answer, ephemeral=True, allowed_mentions=NO_PINGS)
+        await interaction.followup.send(reply, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
     @app_commands.autocomplete(story=autocomplete_story)
     async def end(self, interaction: Interaction, story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, who = await story_for(s, interaction, story, Need.MODERATE)
-            title = (await stories.end(s, found.id, who.actor)).title
-        await interaction.response.send_message(msg.STORY_ENDED_NOW.format(title=title), allowed_mentions=NO_PINGS)
+        async def work() -> str:
+            async with self.db.transaction() as s:
+                found, who = await story_for(s, interaction, story, Need.MODERATE)
+                return (await stories.end(s, found.id, who.actor)).title
+
+        # Every handler that touches the database answers within Discord's 3 s, however
+        # slow the database is (deferred after a second, then a followup).
+        title = await within_the_deadline(interaction, work(), ephemeral=False)
+        await answer(interaction, msg.STORY_ENDED_NOW.format(title=title), ephemeral=False)
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
     @app_commands.autocomplete(story=autocomplete_story)
     async def delete(self, interaction: Interaction, story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, _ = await story_for(s, interaction, story, Need.MODERATE)
-        await interaction.response.send_message(
-            msg.STORY_DELETE_CONFIRM.format(title=found.title), view=ConfirmDelete(self, found.id, interaction.user.id),
-            ephemeral=True, allowed_mentions=NO_PINGS,
-        )
+        async def work() -> Story:
+            async with self.db.transaction() as s:
+                return (await story_for(s, interaction, story, Need.MODERATE))[0]
+
+        found = await within_the_deadline(interaction, work())
+        await answer(interaction, msg.STORY_DELETE_CONFIRM.format(title=found.title),
+                     view=ConfirmDelete(self, found.id, interaction.user.id))
 
     @story.command(name="settings", description="Change a story's scene length or point of view")
     @app_commands.choices(length=LENGTH_CHOICES, pov=POV_CHOICES)
     @app_commands.autocomplete(story=autocomplete_story)
     async def settings(self, interaction: Interaction, length: str | None = None,
                        pov: str | None = None, story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, who = await story_for(s, interaction, story, Need.MODERATE)
-            found = await stories.change_settings(s, found.id, who.actor, scene_length=length, point_of_view=pov)
-            text = msg.STORY_SETTINGS.format(title=found.title, length=found.scene_length, pov=found.point_of_view)
-            if found.mode == StoryMode.GROUP.value:  # where the vote settings are (/story vote-settings)
-                text += "\n" + settings_text(found.title, VoteSettings.of(found))
-        await send_ephemeral(interaction, text)
+        async def work() -> str:
+            async with self.db.transaction() as s:
+                found, who = await story_for(s, interaction, story, Need.MODERATE)
+                found = await stories.change_settings(s, found.id, who.actor, scene_length=length, point_of_view=pov)
+                text = msg.STORY_SETTINGS.format(title=found.title, length=found.scene_length,
+                                                 pov=found.point_of_view)
+                if found.mode == StoryMode.GROUP.value:  # where the vote settings are (/story vote-settings)
+                    text += "\n" + settings_text(found.title, VoteSettings.of(found))
+                return text
+
+        await send_ephemeral(interaction, await within_the_deadline(interaction, work()))
 
     @story.command(name="export", description="The story as a file: Markdown, HTML, EPUB or PDF")
     @app_commands.describe(format="The file's format", whole_tree="Every version and branch too (Markdown/HTML)",
@@ -428,10 +440,13 @@ class Stories(commands.Cog):
     @app_commands.autocomplete(story=autocomplete_story)
     async def invite(self, interaction: Interaction, player: discord.User,
                      story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, who, invited = await self._story_and_player(s, interaction, story, player)
-            found = await stories.invite(s, found.id, who.actor, invited.id)
-            title, thread_id, guild_id = found.title, found.thread_id, found.guild_id
+        async def work() -> tuple[str, int | None, int | None]:
+            async with self.db.transaction() as s:
+                found, who, invited = await self._story_and_player(s, interaction, story, player)
+                found = await stories.invite(s, found.id, who.actor, invited.id)
+                return found.title, found.thread_id, found.guild_id
+
+        title, thread_id, guild_id = await within_the_deadline(interaction, work())
         await self._add_to_private_thread(guild_id, thread_id, player)
         await send_ephemeral(interaction, msg.MEMBER_INVITED.format(user=player.mention, title=title))
 
@@ -475,11 +490,13 @@ class Stories(commands.Cog):
     @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=autocomplete_story)
     async def kick(self, interaction: Interaction, player: discord.User, story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, who, kicked = await self._story_and_player(s, interaction, story, player)
-            found = await stories.kick(s, found.id, who.actor, kicked.id)
-            story_id, user_id, title = found.id, kicked.id, found.title
-            thread = self._private_thread(found.guild_id, found.thread_id)
+        async def work() -> tuple[int, int, str, discord.Thread | None]:
+            async with self.db.transaction() as s:
+                found, who, kicked = await self._story_and_player(s, interaction, story, player)
+                found = await stories.kick(s, found.id, who.actor, kicked.id)
+                return found.id, kicked.id, found.title, self._private_thread(found.guild_id, found.thread_id)
+
+        story_id, user_id, title, thread = await within_the_deadline(interaction, work())
         if thread is not None:  # a private table's thread is for its players only
             try:
                 await thread.remove_user(player)
@@ -506,14 +523,17 @@ class Stories(commands.Cog):
                             seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
                             own_actions: bool | None = None, host_closes: bool | None = None,
                             invite_only: bool | None = None, story: int | None = None) -> None:
-        async with self.db.transaction() as s:
-            found, _ = await story_for(s, interaction, story, Need.MODERATE)
-            if found.mode != StoryMode.GROUP.value:
-                raise KahaniError(msg.GROUP_ONLY)
-        settings = await VoteService(self.db).update_settings(
-            found.id, duration=seconds, own_actions=own_actions, host_closes=host_closes,
-            open_table=None if invite_only is None else not invite_only)
-        await send_ephemeral(interaction, settings_text(found.title, settings))
+        async def work() -> str:
+            async with self.db.transaction() as s:
+                found, _ = await story_for(s, interaction, story, Need.MODERATE)
+                if found.mode != StoryMode.GROUP.value:
+                    raise KahaniError(msg.GROUP_ONLY)
+            settings = await VoteService(self.db).update_settings(
+                found.id, duration=seconds, own_actions=own_actions, host_closes=host_closes,
+                open_table=None if invite_only is None else not invite_only)
+            return settings_text(found.title, settings)
+
+        await send_ephemeral(interaction, await within_the_deadline(interaction, work()))
 
 async def setup(bot: KahaniBot) -> None:
     await bot.add_cog(Stories(bot))

@@ -369,17 +369,20 @@ class Votes(commands.Cog):
         return story, await self.votes.latest(variant_id)
 
     async def on_close(self, interaction: Interaction, variant_id: int) -> None:
-        async with self.db.read() as s:
-            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-            story_facts, who = await decide(s, interaction, story, Need.SEE, shown=True)
-            if VoteSettings.of(story).host_closes:
-                if not access.can_moderate(story_facts, who):
-                    raise NotAllowed(msg.VOTE_HOST_ONLY_CLOSE)
-            elif not access.can_host(story_facts, who) and not (
-                    access.can_play(story_facts, who) and story_facts.member_status == MemberStatus.JOINED.value):
-                raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
-        state = await self.votes.latest(variant_id)
-        settled = None if state is None or not state.open else await self._close(state.ballot_id, CloseReason.HOST)
+        async def close() -> Settled | None:
+            async with self.db.read() as s:
+                story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+                story_facts, who = await decide(s, interaction, story, Need.SEE, shown=True)
+                if VoteSettings.of(story).host_closes:
+                    if not access.can_moderate(story_facts, who):
+                        raise NotAllowed(msg.VOTE_HOST_ONLY_CLOSE)
+                elif not access.can_host(story_facts, who) and not (
+                        access.can_play(story_facts, who) and story_facts.member_status == MemberStatus.JOINED.value):
+                    raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
+            state = await self.votes.latest(variant_id)
+            return None if state is None or not state.open else await self._close(state.ballot_id, CloseReason.HOST)
+
+        settled = await within_the_deadline(interaction, close(), thinking=False)
         if settled is None:
             raise NotAllowed(msg.VOTE_NOTHING_OPEN)
         # The click's own update shows the outcome: no channel budget spent.
@@ -390,15 +393,20 @@ class Votes(commands.Cog):
         await self.after_settle(settled, painted=True)
 
     async def on_join(self, interaction: Interaction, variant_id: int) -> None:
-        async with self.db.transaction() as s:
-            story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
-            member = await repo.get_member(s, story.id, who.user.id)
-            if story.mode != StoryMode.GROUP.value or story.owner_id == who.user.id or (
-                    member is not None and member.status == MemberStatus.JOINED.value):
-                await send_ephemeral(interaction, msg.VOTE_ALREADY_JOINED.format(title=story.title))
-                return
-            await repo.set_member(s, story.id, who.user.id, MemberStatus.JOINED)
-            title = story.title
+        async def join() -> tuple[bool, str]:
+            async with self.db.transaction() as s:
+                story, who = await story_of_variant(s, interaction, variant_id, Need.PLAY)
+                member = await repo.get_member(s, story.id, who.user.id)
+                if story.mode != StoryMode.GROUP.value or story.owner_id == who.user.id or (
+                        member is not None and member.status == MemberStatus.JOINED.value):
+                    return False, story.title
+                await repo.set_member(s, story.id, who.user.id, MemberStatus.JOINED)
+                return True, story.title
+
+        joined, title = await within_the_deadline(interaction, join())
+        if not joined:
+            await send_ephemeral(interaction, msg.VOTE_ALREADY_JOINED.format(title=title))
+            return
         await send_ephemeral(interaction, msg.VOTE_JOINED.format(title=title))
         state = await self.votes.latest(variant_id)
         if state is not None and state.open:

@@ -5,9 +5,11 @@ that is in the log, and there is a way forward: Retry before the scene was store
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator
+import sqlite3
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,3 +184,70 @@ async def test_a_form_past_its_limits_is_refused_and_nothing_is_made(world: Play
     assert await ephemeral_answer(world.standin, submitted) == msg.TEXT_TOO_LONG.format(
         field=msg.FIELD_STORY_TITLE, limit=100, length=101)
     assert len(story_threads(world)) == threads and await story_count(world) == stories
+
+
+# --- a slow database: every handler still answers within Discord's 3 s --------------------------
+
+
+@contextlib.contextmanager
+def database_locked(world: PlayWorld) -> Iterator[None]:
+    """Another writer holds the SQLite database (as a long transaction or a slow disk
+    would): the bot's writes wait for it."""
+    path = world.bot.settings.database_url.split("///", 1)[1]
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+
+
+SLOW_COMMANDS: list[tuple[str, dict[str, Any]]] = [
+    ("story settings", {"length": "short"}),
+    ("story vote-settings", {"seconds": 120}),
+    ("story delete", {}),
+    ("story invite", {"player": "bob"}),
+    ("story kick", {"player": "bob"}),
+    ("story end", {}),
+]
+
+
+async def test_every_command_that_touches_the_database_answers_in_time_when_it_is_slow(world: PlayWorld) -> None:
+    """While another writer holds the database, each command is deferred within Discord's
+    3 s (the stand-in fails the test on a late answer) and answers once it is free."""
+    thread, first = await new_story(world, "Slow Harbour")
+    for command, options in SLOW_COMMANDS:
+        values = {k: world.bob if v == "bob" else v for k, v in options.items()}
+        with database_locked(world):
+            rec = await world.standin.slash(world.alice, thread, command, **values)
+            response = await rec.wait_response()
+        assert response.type == 5, command  # deferred while the database was busy
+        await world.standin.wait_until(lambda: rec.followups, what=f"the answer to /{command}")
+
+
+async def test_every_component_that_touches_the_database_answers_in_time_when_it_is_slow(world: PlayWorld) -> None:
+    thread, first = await new_story(world, "Slow Tide")
+    world.llm.script(scripted_scene("The tide turns."))
+    await (await world.standin.click(world.alice, first, "Regenerate")).wait_response()
+    await world.standin.wait_until(lambda: "The tide turns." in first.content and any(
+        ":variant:" in c.get("custom_id", "") for c in first.component_items()), what="the second version")
+    clicks: list[tuple[str, Any]] = [
+        ("Favourite", None),
+        ("<rating>", "4"),
+        ("Narrate", None),
+        ("<versions>", None),
+    ]
+    for what, value in clicks:
+        with database_locked(world):
+            if what == "<rating>":
+                rating = next(c["custom_id"] for c in first.component_items() if ":rate:" in c.get("custom_id", ""))
+                rec = await world.standin.select(world.alice, first, [value], custom_id=rating)
+            elif what == "<versions>":
+                menu = next(c for c in first.component_items() if ":variant:" in c.get("custom_id", ""))
+                other = next(o["value"] for o in menu["options"] if not o.get("default"))
+                rec = await world.standin.select(world.alice, first, [other], custom_id=menu["custom_id"])
+            else:
+                rec = await world.standin.click(world.alice, first, what)
+            response = await rec.wait_response()
+        assert response.type in (5, 6), what  # deferred while the database was busy

@@ -186,6 +186,15 @@ async def before_a_modal(read: Awaitable[T]) -> T:
         raise KahaniError(msg.DISCORD_DB_BUSY) from None
 
 
+async def answer(interaction: Interaction, content: str, *, ephemeral: bool = True, **kwargs: Any) -> None:
+    """Answer with ``content`` (and ``view``, ``embed``…): the response, or a followup
+    once :func:`within_the_deadline` deferred it. Pings nobody."""
+    if interaction.response.is_done():
+        await interaction.followup.send(content, ephemeral=ephemeral, allowed_mentions=NO_PINGS, **kwargs)
+    else:
+        await interaction.response.send_message(content, ephemeral=ephemeral, allowed_mentions=NO_PINGS, **kwargs)
+
+
 def checked_text(value: str | None, field: str, limit: int, *, required: bool = False) -> str:
     """A user's text, stripped, within ``limit`` characters (and not empty when
     ``required``); else a KahaniError that names the field and the limit. Discord's
