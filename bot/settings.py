@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     generations_per_guild_per_minute: int = Field(0, ge=0, le=100_000)
     # Stories (and threads) one user may start per hour; 0: no limit.
     stories_per_user_per_hour: int = Field(10, ge=0, le=10_000)
+    # Seconds between two exports of one user, and exports built at once per process.
+    export_cooldown_seconds: int = Field(30, ge=0, le=86_400)
+    exports_at_once: int = Field(2, ge=1, le=100)
     # How long a summary job stays with a process that stopped answering (it crashed)
     # before another process takes it over (core/summaries.py).
     summary_claim_seconds: float = Field(120.0, ge=1, le=3600)

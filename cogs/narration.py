@@ -43,6 +43,7 @@ from bot.ui.audio import NarrationJob
 from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
+    NotAllowed,
     autocomplete_story,
     caller,
     story_to_manage,
@@ -124,13 +125,17 @@ def _end_voice_poller(voice: Any) -> None:
         runner.cancel()
 
 
+JOBS_KEPT = 20  # narrations a session remembers (the rest is pruned as it plays on)
+
+
 @dataclass
 class GuildNarration:
     """The voice connection of one guild and what it is reading."""
 
     voice: discord.VoiceClient
+    started_by: int = 0  # the Discord user who ran /narrate join
     job: NarrationJob | None = None
-    jobs: list[NarrationJob] = field(default_factory=list)  # for tests and the log
+    jobs: list[NarrationJob] = field(default_factory=list)  # the last few, for tests and the log
 
 
 class Narration(commands.GroupCog, group_name="narrate", group_description="Read scenes aloud"):
@@ -141,6 +146,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         self.tts = bot.tts
         self.db = bot.db
         self.sessions: dict[int, GuildNarration] = {}
+        self._files_for: set[int] = set()  # users whose scene audio file is being made (one each)
         self.voice_problem: str | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
@@ -206,7 +212,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
                     await guild.voice_client.disconnect(force=True)
             raise KahaniError(msg.NARRATE_CONNECT_FAILED.format(channel=target.mention)) from exc
         assert isinstance(voice, discord.VoiceClient)
-        self.sessions[guild.id] = GuildNarration(voice)
+        self.sessions[guild.id] = GuildNarration(voice, started_by=interaction.user.id)
         log.info("joined voice channel %s in guild %s", target.id, guild.id)
         await interaction.followup.send(msg.NARRATE_JOINED.format(channel=target.mention), ephemeral=True,
                                         allowed_mentions=NO_PINGS)
@@ -219,6 +225,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         current = guild.voice_client
         if current is None and guild.id not in self.sessions:
             raise KahaniError(msg.NARRATE_NOT_CONNECTED)
+        self._check_control(interaction, self.sessions.get(guild.id))
         channel = getattr(current, "channel", None)
         await self._close_session(guild.id)
         await send_ephemeral(interaction, msg.NARRATE_LEFT.format(channel=getattr(channel, "mention", "voice")))
@@ -227,6 +234,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     @app_commands.guild_only()
     async def stop(self, interaction: Interaction) -> None:
         session, job = self._playing(interaction)
+        self._check_control(interaction, session)
         await job.stop()
         session.voice.stop()
         await send_ephemeral(interaction, msg.NARRATE_STOPPED)
@@ -234,9 +242,23 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     @app_commands.command(name="skip", description="Skip to the next part of the scene")
     @app_commands.guild_only()
     async def skip(self, interaction: Interaction) -> None:
-        _, job = self._playing(interaction)
+        session, job = self._playing(interaction)
+        self._check_control(interaction, session)
         job.skip()
         await send_ephemeral(interaction, msg.NARRATE_SKIPPED)
+
+    @staticmethod
+    def _check_control(interaction: Interaction, session: GuildNarration | None) -> None:
+        """Stop, skip and leave are for whoever started the narration, those listening
+        in its voice channel, and moderators (Move Members): not for anyone in the server."""
+        if session is None:
+            return
+        user = interaction.user
+        listening = getattr(session.voice.channel, "members", None) or []
+        perms = interaction.permissions
+        if user.id == session.started_by or any(m.id == user.id for m in listening) or perms.move_members:
+            return
+        raise NotAllowed(msg.NARRATE_NOT_YOURS)
 
     def _playing(self, interaction: Interaction) -> tuple[GuildNarration, NarrationJob]:
         """The guild's session and the narration it is playing (else a KahaniError)."""
@@ -381,10 +403,17 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     async def _send_file(self, interaction: Interaction, text: str, voice: str | None,
                          speed: float, filename: str) -> None:
-        if not interaction.response.is_done():
-            await interaction.response.defer(ephemeral=True, thinking=True)
-        limit = min(getattr(interaction, "filesize_limit", FILE_LIMIT) or FILE_LIMIT, FILE_LIMIT)
-        audio = await self.tts.synthesize(text.strip(), voice=voice, speed=speed, max_bytes=limit)
+        user_id = interaction.user.id
+        if user_id in self._files_for:  # one audio file at a time per player
+            raise KahaniError(msg.NARRATE_FILE_BUSY)
+        self._files_for.add(user_id)
+        try:
+            if not interaction.response.is_done():
+                await interaction.response.defer(ephemeral=True, thinking=True)
+            limit = min(getattr(interaction, "filesize_limit", FILE_LIMIT) or FILE_LIMIT, FILE_LIMIT)
+            audio = await self.tts.synthesize(text.strip(), voice=voice, speed=speed, max_bytes=limit)
+        finally:
+            self._files_for.discard(user_id)
         await interaction.followup.send(msg.NARRATE_FILE, file=discord.File(io.BytesIO(audio), filename=filename),
                                         ephemeral=True)
 
@@ -407,6 +436,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         job = NarrationJob(self.tts, voice=voice, speed=speed, on_error=on_error, voices=characters)
         session.job = job
         session.jobs.append(job)
+        del session.jobs[:-JOBS_KEPT]
         loop = asyncio.get_running_loop()
 
         def after(error: Exception | None) -> None:  # on the player thread

@@ -7,8 +7,10 @@ components do is ``cogs/scenes.py``. Who may do what is asked of ``bot/access.py
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import discord
@@ -33,7 +35,7 @@ from bot.ui.common import (
 from bot.ui.memory import memory_embed
 from cogs.chapters import SummaryView
 from cogs.votes import settings_text
-from core import access, stories
+from core import access, cooldowns, stories
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
@@ -124,6 +126,8 @@ class Stories(commands.Cog):
         self.db = bot.db
         self.engine: StoryEngine = bot.engine
         self.player: ScenePlayer = bot.player
+        # Exports built at once in this process (each may hold a large story in memory).
+        self._exports = asyncio.Semaphore(bot.settings.exports_at_once)
 
     # --- /story new ----------------------------------------------------------------
 
@@ -411,20 +415,32 @@ class Stories(commands.Cog):
         fmt = ExportFormat.parse(format)
         if whole_tree and not fmt.streams:
             raise ExportError(msg.EXPORT_TREE_FORMATS)
-        async with self.db.read() as s:
-            found, _ = await story_for(s, interaction, story, Need.SEE)
-        if public and not self._may_post_publicly(interaction, found):
-            raise NotAllowed(msg.EXPORT_PRIVATE_NOT_PUBLIC)
-        await interaction.response.defer(ephemeral=not public, thinking=True)
-        with tempfile.TemporaryFile() as file:
-            result = await export_story(self.db, found.id, fmt, file, whole_tree=whole_tree, summaries=summaries)
-            # The limit Discord gave this interaction (the channel's, boosts included).
-            check_fits(result, interaction.filesize_limit, whole_tree=whole_tree, story_id=found.id)
-            file.seek(0)
-            text = msg.EXPORT_READY.format(title=discord.utils.escape_markdown(result.title), scenes=result.scenes,
-                                           format=fmt.label)
-            await interaction.followup.send(text, file=discord.File(file, result.filename), ephemeral=not public,
-                                            allowed_mentions=NO_PINGS)
+        async def check() -> Story:
+            async with self.db.transaction() as s:
+                found, who = await story_for(s, interaction, story, Need.SEE)
+                if public and not self._may_post_publicly(interaction, found):
+                    raise NotAllowed(msg.EXPORT_PRIVATE_NOT_PUBLIC)
+                if self._exports.locked():  # as many being built as this process allows
+                    raise KahaniError(msg.EXPORT_BUSY)
+                await cooldowns.take(s, "export", who.user.id, now=utcnow(),
+                                     every=timedelta(seconds=self.bot.settings.export_cooldown_seconds))
+                return found
+
+        found = await within_the_deadline(interaction, check())
+        if not interaction.response.is_done():
+            await interaction.response.defer(ephemeral=not public, thinking=True)
+        async with self._exports:
+            with tempfile.TemporaryFile() as file:
+                # Stopped as soon as it passes the limit Discord gave this interaction (the
+                # channel's, boosts included), not after the whole file is written.
+                result = await export_story(self.db, found.id, fmt, file, whole_tree=whole_tree, summaries=summaries,
+                                            max_bytes=interaction.filesize_limit)
+                check_fits(result, interaction.filesize_limit, whole_tree=whole_tree, story_id=found.id)
+                file.seek(0)
+                text = msg.EXPORT_READY.format(title=discord.utils.escape_markdown(result.title),
+                                               scenes=result.scenes, format=fmt.label)
+                await interaction.followup.send(text, file=discord.File(file, result.filename), ephemeral=not public,
+                                                allowed_mentions=NO_PINGS)
 
     @staticmethod
     def _may_post_publicly(interaction: Interaction, story: Story) -> bool:

@@ -526,3 +526,17 @@ LORE_EDIT_BUTTON = "Edit"
 LORE_DISMISS_BUTTON = "Dismiss"
 LORE_ACCEPTED = "**{name}** is now part of the story's lore."
 LORE_DISMISSED = "Dismissed **{name}**."
+
+# Cooldowns and caps (core/cooldowns.py, /story export).
+COOLDOWN = "You just did that: you can again in {seconds} s."
+EXPORT_BUSY = "Kahani is building other exports right now. Please try again in a minute."
+EXPORT_TOO_BIG_WHILE_WRITING = (
+    "The {format} file grew past {limit}, the most Discord takes here, so it was stopped. {smaller}"
+)
+NARRATE_NOT_YOURS = (
+    "Only whoever started the narration, those listening in its voice channel, or a moderator "
+    "(Move Members) can stop it, skip or make me leave."
+)
+NARRATE_FILE_BUSY = "Your last scene's audio is still being made: one at a time. It comes in a moment."
+CHARACTER_LIMIT = "A story can have at most {limit} characters. Remove one first (/character remove)."
+LORE_LIMIT = "A story can have at most {limit} lore entries. Remove one first (/lore remove)."

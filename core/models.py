@@ -588,6 +588,19 @@ class GenerationStart(Base):
     started_at: Mapped[datetime]
 
 
+class RateEvent(Base):
+    """Something a user did that has a cooldown (e.g. an export): core/cooldowns.py
+    counts these, across processes; old rows are pruned."""
+
+    __tablename__ = "rate_events"
+    __table_args__ = (Index("ix_rate_events_kind_user", "kind", "user_id", "at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(20))
+    user_id: Mapped[int] = mapped_column(_fk("users.id"))
+    at: Mapped[datetime]
+
+
 class AppState(Base):
     """Small key/value facts the bot keeps between starts (e.g. the synced commands' hash)."""
 

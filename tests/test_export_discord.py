@@ -49,7 +49,8 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         channel = standin.add_channel(guild, "books")
         alice = standin.add_user("alice", guild=guild)
         bob = standin.add_user("bob", guild=guild)
-        async with running_bot(standin, f"sqlite+aiosqlite:///{path}") as running:
+        # Exports one after another: the cooldown has its own test (tests/test_faults.py).
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", export_cooldown_seconds=0) as running:
             yield World(standin, running.bot, channel, alice, bob)
 
 
@@ -107,8 +108,9 @@ async def test_a_file_over_the_channel_limit_gets_a_smaller_option(world: World)
     rec = await world.standin.slash(world.alice, world.channel, "story export", format="markdown", story=story.id)
     reply = await answer(world, rec)
     assert not reply.attachments and reply.flags & EPHEMERAL
-    assert reply.content == msg.EXPORT_TOO_BIG_HERE.format(
-        format="Markdown", size="10.5 MB", limit="10.0 MB", smaller=msg.EXPORT_TRY_CLI.format(story_id=story.id))
+    # Stopped when the file passed the limit, not after all of it was written.
+    assert reply.content == msg.EXPORT_TOO_BIG_WHILE_WRITING.format(
+        format="Markdown", limit="10.0 MB", smaller=msg.EXPORT_TRY_CLI.format(story_id=story.id))
 
     rec = await world.standin.slash(world.bob, world.channel, "story export", format="markdown", story=story.id)
     assert (await rec.wait_response()).data["content"] == msg.STORY_NOT_FOUND  # someone else's: as if none

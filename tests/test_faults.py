@@ -5,24 +5,25 @@ that is in the log, and there is a way forward: Retry before the scene was store
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
 from core import messages as msg
 from core import repository as repo
 from core.engine import SceneText
-from core.models import Story
-from tests.discord_standin import DiscordStandin, Overwrite, Permissions
+from core.models import RateEvent, Story
+from tests.discord_standin import DiscordStandin, Overwrite, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import Message
 from tests.harness import PlayWorld, ephemeral_answer, play_world, scripted_scene, submit_new_story, wait_scene
@@ -47,9 +48,10 @@ def standin(world: PlayWorld) -> DiscordStandin:
     return world.standin
 
 
-async def new_story(world: PlayWorld, title: str) -> tuple[Any, Message]:
+async def new_story(world: PlayWorld, title: str, user: User | None = None) -> tuple[Any, Message]:
+    """A solo story of ``user`` (alice; she may start PER_HOUR stories in this module)."""
     world.llm.script(scripted_scene(f"{title} opens on a grey shore."))
-    submitted = await submit_new_story(world.standin, world.alice, world.general, title, mode="solo")
+    submitted = await submit_new_story(world.standin, user or world.alice, world.general, title, mode="solo")
     await ephemeral_answer(world.standin, submitted)
     thread = next(c for c in world.standin.channels.values() if c.is_thread and c.name == title)
     return thread, await wait_scene(world.standin, thread)
@@ -189,13 +191,14 @@ async def test_a_form_past_its_limits_is_refused_and_nothing_is_made(world: Play
 # --- a slow database: every handler still answers within Discord's 3 s --------------------------
 
 
-@contextlib.contextmanager
-def database_locked(world: PlayWorld) -> Iterator[None]:
+@contextlib.asynccontextmanager
+async def database_locked(world: PlayWorld) -> AsyncIterator[None]:
     """Another writer holds the SQLite database (as a long transaction or a slow disk
-    would): the bot's writes wait for it."""
+    would): the bot's writes wait for it. Taken in a thread: the bot shares this event
+    loop and may be finishing a write of its own first."""
     path = world.bot.settings.database_url.split("///", 1)[1]
-    other = sqlite3.connect(path, isolation_level=None)
-    other.execute("BEGIN IMMEDIATE")
+    other = sqlite3.connect(path, isolation_level=None, timeout=60, check_same_thread=False)
+    await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
     try:
         yield
     finally:
@@ -216,20 +219,22 @@ SLOW_COMMANDS: list[tuple[str, dict[str, Any]]] = [
 async def test_every_command_that_touches_the_database_answers_in_time_when_it_is_slow(world: PlayWorld) -> None:
     """While another writer holds the database, each command is deferred within Discord's
     3 s (the stand-in fails the test on a late answer) and answers once it is free."""
-    thread, first = await new_story(world, "Slow Harbour")
+    sam = world.standin.add_user("sam", guild=world.guild)
+    thread, first = await new_story(world, "Slow Harbour", sam)
     for command, options in SLOW_COMMANDS:
         values = {k: world.bob if v == "bob" else v for k, v in options.items()}
-        with database_locked(world):
-            rec = await world.standin.slash(world.alice, thread, command, **values)
+        async with database_locked(world):
+            rec = await world.standin.slash(sam, thread, command, **values)
             response = await rec.wait_response()
         assert response.type == 5, command  # deferred while the database was busy
         await world.standin.wait_until(lambda: rec.followups, what=f"the answer to /{command}")
 
 
 async def test_every_component_that_touches_the_database_answers_in_time_when_it_is_slow(world: PlayWorld) -> None:
-    thread, first = await new_story(world, "Slow Tide")
+    tia = world.standin.add_user("tia", guild=world.guild)
+    thread, first = await new_story(world, "Slow Tide", tia)
     world.llm.script(scripted_scene("The tide turns."))
-    await (await world.standin.click(world.alice, first, "Regenerate")).wait_response()
+    await (await world.standin.click(tia, first, "Regenerate")).wait_response()
     await world.standin.wait_until(lambda: "The tide turns." in first.content and any(
         ":variant:" in c.get("custom_id", "") for c in first.component_items()), what="the second version")
     clicks: list[tuple[str, Any]] = [
@@ -239,15 +244,32 @@ async def test_every_component_that_touches_the_database_answers_in_time_when_it
         ("<versions>", None),
     ]
     for what, value in clicks:
-        with database_locked(world):
+        async with database_locked(world):
             if what == "<rating>":
                 rating = next(c["custom_id"] for c in first.component_items() if ":rate:" in c.get("custom_id", ""))
-                rec = await world.standin.select(world.alice, first, [value], custom_id=rating)
+                rec = await world.standin.select(tia, first, [value], custom_id=rating)
             elif what == "<versions>":
                 menu = next(c for c in first.component_items() if ":variant:" in c.get("custom_id", ""))
                 other = next(o["value"] for o in menu["options"] if not o.get("default"))
-                rec = await world.standin.select(world.alice, first, [other], custom_id=menu["custom_id"])
+                rec = await world.standin.select(tia, first, [other], custom_id=menu["custom_id"])
             else:
-                rec = await world.standin.click(world.alice, first, what)
+                rec = await world.standin.click(tia, first, what)
             response = await rec.wait_response()
         assert response.type in (5, 6), what  # deferred while the database was busy
+
+
+# --- exports: a cooldown per player, a cap per process ---------------------------------------
+
+
+async def test_an_export_has_a_cooldown_per_player(world: PlayWorld) -> None:
+    thread, _ = await new_story(world, "Paper Trail")
+    first = await world.standin.slash(world.alice, thread, "story export", format="markdown")
+    await world.standin.wait_until(lambda: first.followups, what="the export")
+    assert first.followups[-1].attachments
+    again = await world.standin.slash(world.alice, thread, "story export", format="html")
+    refused = await ephemeral_answer(world.standin, again)
+    assert refused.startswith("You just did that: you can again in ") and refused.endswith(" s.")
+    seconds = int(refused.rsplit(" ", 2)[-2])
+    assert 1 <= seconds <= 30
+    async with world.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(RateEvent)) >= 1  # across restarts too

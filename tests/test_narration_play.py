@@ -73,7 +73,8 @@ class World:
         from cogs.narration import GuildNarration  # the extension's class, looked up when loaded
 
         voice = FakeVoice(self.bot.get_guild(self.guild.id).get_channel(self.lounge.id))  # type: ignore[union-attr]
-        self.cog.sessions[self.guild.id] = GuildNarration(voice)  # type: ignore[arg-type]
+        # alice ran /narrate join
+        self.cog.sessions[self.guild.id] = GuildNarration(voice, started_by=self.alice.id)  # type: ignore[arg-type]
         return voice
 
 
@@ -335,6 +336,11 @@ async def test_narrate_reads_the_scene_into_the_voice_connection_with_skip_and_s
         job.feed(" ".join([SCENE] * 4))
         job.finish()
         await until(lambda: job.source.stats.audio_frames > 10)
+        # Someone who did not start it, is not listening and moderates nothing may not stop it.
+        for command in ("narrate skip", "narrate stop", "narrate leave"):
+            rec = await world.standin.slash(world.bob, world.general, command)
+            assert await text_of(world, rec) == msg.NARRATE_NOT_YOURS
+        assert job.running and job.source.playing_chunk == 0
         rec = await world.standin.slash(world.alice, world.general, "narrate skip")
         assert await text_of(world, rec) == msg.NARRATE_SKIPPED
         await until(lambda: job.source.playing_chunk >= 1)

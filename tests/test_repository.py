@@ -558,3 +558,46 @@ async def _wait_until_blocked(db: Database) -> None:
                 return
             await asyncio.sleep(0.01)
     raise AssertionError("the second lease attempt never waited on the lock")
+
+
+async def test_a_cooldown_refuses_within_its_time_and_counts_per_user_and_kind(db: Database) -> None:
+    from core import cooldowns
+    from core.models import RateEvent
+
+    async with db.transaction() as s:
+        asha = await repo.get_or_create_user(s, 1001, "Asha")
+        ben = await repo.get_or_create_user(s, 1002, "Ben")
+        await cooldowns.take(s, "export", asha.id, every=timedelta(seconds=30), now=T0)
+    with pytest.raises(cooldowns.CoolingDown) as refused:
+        async with db.transaction() as s:
+            await cooldowns.take(s, "export", asha.id, every=timedelta(seconds=30), now=T0 + timedelta(seconds=10))
+    assert refused.value.message == "You just did that: you can again in 20 s."
+    async with db.transaction() as s:  # someone else, or something else: not held back
+        await cooldowns.take(s, "export", ben.id, every=timedelta(seconds=30), now=T0 + timedelta(seconds=10))
+        await cooldowns.take(s, "other", asha.id, every=timedelta(seconds=30), now=T0 + timedelta(seconds=10))
+        await cooldowns.take(s, "export", asha.id, every=timedelta(seconds=30), now=T0 + timedelta(seconds=30))
+    async with db.transaction() as s:  # a day later the old rows are pruned
+        await cooldowns.take(s, "export", asha.id, every=timedelta(seconds=30), now=T0 + timedelta(days=2))
+        count = await s.scalar(select(func.count()).select_from(RateEvent).where(RateEvent.user_id == asha.id,
+                                                                                RateEvent.kind == "export"))
+    assert count == 1
+
+
+async def test_a_story_has_at_most_so_many_characters_and_lore_entries(db: Database) -> None:
+    from core.repository.characters import MAX_CHARACTERS
+    from core.repository.lore import MAX_ENTRIES
+
+    story_id = await new_story(db)
+    async with db.transaction() as s:
+        for n in range(MAX_CHARACTERS):
+            await repo.add_character(s, story_id, f"Keeper {n}")
+        for n in range(MAX_ENTRIES):
+            await repo.add_lore(s, story_id, f"Place {n}", keywords=f"place{n}", content="")
+    with pytest.raises(Conflict, match=f"at most {MAX_CHARACTERS} characters"):
+        async with db.transaction() as s:
+            await repo.add_character(s, story_id, "One too many")
+    with pytest.raises(Conflict, match=f"at most {MAX_ENTRIES} lore entries"):
+        async with db.transaction() as s:
+            await repo.add_lore(s, story_id, "One too many", keywords="", content="")
+    async with db.read() as s:
+        assert len(await repo.list_characters(s, story_id)) == MAX_CHARACTERS

@@ -28,6 +28,7 @@ from core.export.model import Block, ChapterSummary, StoryInfo
 from core.export.stream import HtmlWriter, MarkdownWriter
 
 MAX_BOOK_SCENES = 1_000
+WRITE_BATCH = 200  # scenes rendered per trip to the worker thread
 
 
 class ExportFormat(enum.StrEnum):
@@ -71,14 +72,20 @@ class ExportResult:
     title: str
 
 
-class _Counting:
-    """Counts what goes through to ``out``."""
+class ExportTooBig(ExportError):
+    """The file grew past the most that may be sent; writing stopped there."""
 
-    def __init__(self, out: IO[bytes]) -> None:
-        self.out, self.size = out, 0
+
+class _Counting:
+    """Counts what goes through to ``out``, and stops (ExportTooBig) past ``limit``."""
+
+    def __init__(self, out: IO[bytes], limit: int | None = None, message: str = "") -> None:
+        self.out, self.size, self.limit, self.message = out, 0, limit, message
 
     def write(self, data: bytes) -> int:
         self.size += len(data)
+        if self.limit is not None and self.size > self.limit:
+            raise ExportTooBig(self.message)
         return self.out.write(data)
 
 
@@ -119,17 +126,23 @@ async def export_story(
     *,
     whole_tree: bool = False,
     summaries: bool = False,
+    max_bytes: int | None = None,
 ) -> ExportResult:
     """Write story ``story_id`` to ``out`` in ``fmt``: its active path (title page, one
     section per chapter, the choice taken between scenes), or with ``whole_tree`` every
     version and branch (Markdown/HTML only); ``summaries`` adds the chapter summaries.
+    Rendering runs in a worker thread (the event loop keeps serving players); past
+    ``max_bytes`` writing stops with :class:`ExportTooBig`.
 
     Raises NotFound for a missing story and ExportError when this export cannot be made.
     """
     fmt = ExportFormat.parse(fmt) if isinstance(fmt, str) else fmt
     if whole_tree and not fmt.streams:
         raise ExportError(msg.EXPORT_TREE_FORMATS)
-    counting = _Counting(out)
+    too_big = "" if max_bytes is None else msg.EXPORT_TOO_BIG_WHILE_WRITING.format(
+        format=fmt.label, limit=human_size(max_bytes),
+        smaller=smaller_option(fmt, whole_tree=whole_tree, story_id=story_id))
+    counting = _Counting(out, max_bytes, too_big)
     async with db.read() as session:
         story = await repo.get_story(session, story_id)
         info = await read.story_info(session, story)
@@ -142,10 +155,15 @@ async def export_story(
         blocks = read.whole_tree_blocks(session, story) if whole_tree else read.active_path_blocks(session, story)
         if fmt.streams:
             writer = (MarkdownWriter if fmt is ExportFormat.MARKDOWN else HtmlWriter)(counting)  # type: ignore[arg-type]
-            writer.begin(info, whole_tree=whole_tree)
+            await asyncio.to_thread(writer.begin, info, whole_tree=whole_tree)
+            batch: list[Block] = []
             async for block in blocks:
-                writer.block(block)
-            writer.end(appendix)
+                batch.append(block)
+                if len(batch) >= WRITE_BATCH:
+                    await asyncio.to_thread(_write, writer, batch)
+                    batch = []
+            await asyncio.to_thread(_write, writer, batch)
+            await asyncio.to_thread(writer.end, appendix)
         else:
             collected = [block async for block in blocks]
     if not fmt.streams:
@@ -153,6 +171,11 @@ async def export_story(
         counting.write(await asyncio.to_thread(_build_book, fmt, info, collected, appendix))
     return ExportResult(filename=filename_for(story.title, fmt, whole_tree=whole_tree), format=fmt,
                         scenes=info.scenes, size=counting.size, title=story.title)
+
+
+def _write(writer: MarkdownWriter | HtmlWriter, blocks: list[Block]) -> None:
+    for block in blocks:
+        writer.block(block)
 
 
 def _build_book(fmt: ExportFormat, info: StoryInfo, blocks: list[Block], summaries: list[ChapterSummary]) -> bytes:
@@ -167,6 +190,6 @@ def _build_book(fmt: ExportFormat, info: StoryInfo, blocks: list[Block], summari
 
 
 __all__ = [
-    "MAX_BOOK_SCENES", "ExportError", "ExportFormat", "ExportResult", "check_fits", "export_story",
+    "MAX_BOOK_SCENES", "ExportError", "ExportFormat", "ExportResult", "ExportTooBig", "check_fits", "export_story",
     "filename_for", "human_size", "smaller_option",
 ]

@@ -9,8 +9,11 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import messages as msg
 from core.errors import Conflict, NotFound
 from core.models import Character
+
+MAX_CHARACTERS = 50  # per story: the cast goes into every prompt
 
 
 async def add_character(
@@ -27,6 +30,9 @@ async def add_character(
     )
     if exists:
         raise Conflict(f"This story already has a character called {name}.")
+    count = await session.scalar(select(func.count()).select_from(Character).where(Character.story_id == story_id))
+    if (count or 0) >= MAX_CHARACTERS:
+        raise Conflict(msg.CHARACTER_LIMIT.format(limit=MAX_CHARACTERS))
     character = Character(
         story_id=story_id, name=name, description=description, personality=personality, voice=voice
     )

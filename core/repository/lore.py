@@ -28,6 +28,8 @@ from core.lore import (
 )
 from core.models import LoreEntry, LoreStatus
 
+MAX_ENTRIES = 500  # per story, proposals included
+
 
 async def _names(session: AsyncSession, story_id: int) -> list[tuple[int, str]]:
     rows = await session.execute(select(LoreEntry.id, LoreEntry.name).where(LoreEntry.story_id == story_id))
@@ -73,8 +75,11 @@ async def add_lore(
     name = check_name(name)
     stored_keywords = format_keywords(parse_keywords(keywords))
     content = check_text(content)
+    names = await _names(session, story_id)
     if await _id_named(session, story_id, name) is not None:
         raise Conflict(msg.LORE_NAME_TAKEN.format(name=name))
+    if len(names) >= MAX_ENTRIES:
+        raise Conflict(msg.LORE_LIMIT.format(limit=MAX_ENTRIES))
     entry = LoreEntry(
         story_id=story_id,
         name=name,

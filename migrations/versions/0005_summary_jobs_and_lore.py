@@ -1,6 +1,6 @@
 """summary jobs, lore entries, the author's note, summaries' previous text (Undo)
 
-``summary_jobs``: a due rolling or chapter summary, claimed like a vote so a restart or a
+``rate_events``: what users did that has a cooldown (exports). ``summary_jobs``: a due rolling or chapter summary, claimed like a vote so a restart or a
 second process runs it once (core/summaries.py). ``lore_entries``: a story's world info
 (core/lore.py). ``stories.author_note``: a note to the storyteller placed near the end of
 every prompt. ``summaries.previous_content``: the text before the last edit.
@@ -73,6 +73,17 @@ def upgrade() -> None:
     with op.batch_alter_table('stories', schema=None) as batch_op:
         batch_op.add_column(sa.Column('author_note', sa.Text(), server_default='', nullable=False))
 
+    op.create_table('rate_events',
+    sa.Column('id', sa.Integer(), nullable=False),
+    sa.Column('kind', sa.String(length=20), nullable=False),
+    sa.Column('user_id', sa.Integer(), nullable=False),
+    sa.Column('at', sa.DateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['user_id'], ['users.id'], name=op.f('fk_rate_events_user_id_users'), ondelete='CASCADE'),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_rate_events'))
+    )
+    with op.batch_alter_table('rate_events', schema=None) as batch_op:
+        batch_op.create_index('ix_rate_events_kind_user', ['kind', 'user_id', 'at'], unique=False)
+
     with op.batch_alter_table('summaries', schema=None) as batch_op:
         batch_op.add_column(sa.Column('previous_content', sa.Text(), nullable=True))
 
@@ -89,5 +100,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_summary_jobs_story_id')
         batch_op.drop_index('ix_summary_jobs_state')
 
+    with op.batch_alter_table('rate_events', schema=None) as batch_op:
+        batch_op.drop_index('ix_rate_events_kind_user')
+
+    op.drop_table('rate_events')
     op.drop_table('summary_jobs')
     op.drop_table('lore_entries')
