@@ -59,6 +59,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.scenes",  # what a scene's components do
     "cogs.votes",  # group play: votes, the vote timer, Join and Close vote
     "cogs.narration",  # /narrate and the Narrate button
+    "cogs.privacy",  # /privacy show|delete-me
 )
 
 # Seconds a shutdown waits for background work (generations) to wind down.

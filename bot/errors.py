@@ -33,7 +33,7 @@ import discord
 from discord import app_commands
 
 from bot.types import Interaction
-from core import logctx
+from core import db, logctx
 from core import messages as msg
 from core.errors import KahaniError
 
@@ -126,6 +126,13 @@ async def report_error(interaction: Interaction, error: BaseException) -> str | 
         # any more, and trying again would only be refused again.
         log.warning("%s: the interaction expired before it was answered (interaction %s)", where, interaction.id)
         return None
+    if db.unreachable(error) or db.busy(error):
+        # Not a bug: the database is down or busy. Say so, with a reference for the log.
+        ref = new_reference()
+        log.warning("%s: the database is not reachable, ref %s: %r", where, ref, error)
+        await send_ephemeral(interaction, (msg.DB_UNREACHABLE if db.unreachable(error) else msg.DB_BUSY_REF)
+                             .format(ref=ref))
+        return ref
     text = user_message(error)
     if text is not None:
         if isinstance(error, discord.Forbidden):

@@ -30,6 +30,7 @@ from bot.errors import new_reference
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text
+from core import db as dbmod
 from core import messages as msg
 from core import repository as repo
 from core.choices import Choice
@@ -234,14 +235,17 @@ class ScenePlayer:
                     else:
                         await streamer.fail(msg.INTERRUPTED_SHUTDOWN, view=ui.retry_view(kind, target, n))
             raise
-        except Exception:
+        except Exception as exc:
             # Whatever failed (the database, Discord, a bug), the message says so with a
             # reference for the log. Before the scene was stored the story is as it was
             # (one transaction; the lease is given back): Retry. After, the scene is kept
             # and /story resume shows it again.
             ref = new_reference()
             log.exception("scene failed, ref %s (%s %s)", ref, kind, target)
-            reason = (msg.SCENE_SHOW_FAILED_REF if stored else msg.SCENE_FAILED_REF).format(ref=ref)
+            if stored:
+                reason = msg.SCENE_SHOW_FAILED_REF.format(ref=ref)
+            else:
+                reason = (msg.DB_UNREACHABLE if dbmod.unreachable(exc) else msg.SCENE_FAILED_REF).format(ref=ref)
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(10):
                     if on_fail is not None and not stored:

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 import weakref
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import event, text
 from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.engine.url import URL
@@ -31,6 +33,12 @@ SQLITE_BUSY_TIMEOUT_MS = 10_000
 # Any fixed 64-bit number: several processes starting together migrate one at a time.
 MIGRATION_LOCK_KEY = 0x4B6168616E69  # "Kahani"
 _READ_ONLY = "kahani_read_only"
+CONNECT_TIMEOUT = 5  # seconds to open a PostgreSQL connection
+# asyncpg's errors for a connection that is gone or cannot be made now.
+_ASYNCPG_GONE = frozenset({
+    "ConnectionDoesNotExistError", "CannotConnectNowError", "ConnectionFailureError",
+    "ConnectionRejectionError", "TooManyConnectionsError", "AdminShutdownError", "CrashShutdownError",
+})
 
 
 class DatabaseError(KahaniError):
@@ -95,9 +103,41 @@ def make_engine(url: str | URL, *, foreign_keys: bool = True, **kwargs: Any) -> 
         engine = create_async_engine(parsed, **kwargs)
         _configure_sqlite(engine, foreign_keys=foreign_keys)
     else:
-        kwargs.setdefault("pool_pre_ping", True)
+        kwargs.setdefault("pool_pre_ping", True)  # a restarted server's dead connections are replaced
+        kwargs.setdefault("pool_timeout", 10)
+        if parsed.drivername.endswith("asyncpg"):
+            # A server that accepts and never answers fails a request in seconds, not a minute.
+            kwargs.setdefault("connect_args", {"timeout": CONNECT_TIMEOUT})
         engine = create_async_engine(parsed, **kwargs)
     return engine
+
+
+def _causes(error: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def unreachable(error: BaseException) -> bool:
+    """Whether ``error`` means the database could not be reached (down, restarting,
+    refusing or dropping connections), rather than a bug: players are told to try again."""
+    for cause in _causes(error):
+        if isinstance(cause, ConnectionError | sqlalchemy.exc.TimeoutError | socket.gaierror):
+            return True
+        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
+            return True
+        if type(cause).__module__.startswith("asyncpg") and type(cause).__name__ in _ASYNCPG_GONE:
+            return True
+    return False
+
+
+def busy(error: BaseException) -> bool:
+    """Whether ``error`` is SQLite's "database is locked" (another writer held it too long)."""
+    return any(isinstance(c, sqlalchemy.exc.OperationalError) and "database is locked" in str(c)
+               for c in _causes(error))
 
 
 async def _to_the_end(step: Awaitable[Any]) -> None:

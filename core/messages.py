@@ -540,3 +540,29 @@ NARRATE_NOT_YOURS = (
 NARRATE_FILE_BUSY = "Your last scene's audio is still being made: one at a time. It comes in a moment."
 CHARACTER_LIMIT = "A story can have at most {limit} characters. Remove one first (/character remove)."
 LORE_LIMIT = "A story can have at most {limit} lore entries. Remove one first (/lore remove)."
+DB_UNREACHABLE = (
+    "The story database is not reachable right now (ref {ref}). Nothing was lost; try again in a minute."
+)
+DB_BUSY_REF = "The story database is busy right now (ref {ref}). Nothing was lost; try again in a moment."
+
+# /privacy (cogs/privacy.py).
+PRIVACY_TITLE = "What Kahani keeps about you"
+PRIVACY_WHAT = (
+    "Your Discord id and display name (**{name}**), your settings, the stories you own with every "
+    "scene and version, and your memberships and votes in group stories. Nothing else."
+)
+PRIVACY_STORIES = "Your stories ({count})"
+PRIVACY_TABLES = "Group stories"
+PRIVACY_TABLES_TEXT = "At {tables} other table(s); {votes} vote(s) cast."
+PRIVACY_SETTINGS = "Your settings"
+PRIVACY_YES = "Stored (`/settings show`)."
+PRIVACY_NONE = "None."
+PRIVACY_NOTHING = "Kahani keeps nothing about you."
+PRIVACY_HOW_TO_DELETE = "`/privacy delete-me` deletes all of it."
+PRIVACY_CONFIRM = (
+    "This deletes your {count} stor(ies) with every scene, their threads, your settings, memberships "
+    "and votes, for good. Scenes you wrote in other people's stories stay in them, without your name."
+)
+PRIVACY_FORGOTTEN = "Done: your {count} stor(ies) and everything Kahani kept about you are deleted."
+PRIVACY_KEPT = "Nothing was deleted."
+PRIVACY_NOT_YOURS = "Only the person this is about can confirm it."

@@ -141,7 +141,8 @@ async def world(module_database_url: str) -> AsyncIterator[World]:
         backroom = standin.add_channel(guild, "backroom", overwrites=(
             Overwrite(users["mod_elsewhere"].id, True, allow=Permissions.MANAGE_THREADS),))
         elsewhere = standin.add_channel(other, "lobby")
-        async with running_bot(standin, url, llm_base_url=llm.base_url) as running:
+        # Exports one after another for every actor: the cooldown has its own test.
+        async with running_bot(standin, url, llm_base_url=llm.base_url, export_cooldown_seconds=0) as running:
             world = World(standin, running.bot, guild, general, backroom, elsewhere, users, pawn)
             for kind in STORIES:
                 world.stories[kind] = await seed(world, kind)

@@ -355,3 +355,19 @@ async def test_kahani_export_writes_the_file(sqlite_template: Path, tmp_path: Pa
     assert code == 2 and "Traceback" not in err
     assert err.strip() == "kahani: Story #999 does not exist (it may have been deleted)."
     assert not (tmp_path / "x.pdf").exists()
+
+
+async def test_links_and_images_the_model_wrote_never_become_live_in_a_pdf_or_markdown(db: Database) -> None:
+    """A book is read offline: no clickable link in the PDF, and a Markdown viewer must
+    not fetch an image (a tracking pixel) from a scene."""
+    async with db.transaction() as s:
+        owner = await repo.get_or_create_user(s, 1001, "Asha")
+        story = await repo.create_story(s, owner, "Links", mode="solo")
+        await repo.add_scene(s, story.id, None, "See [the map](https://tracker.example/map) and "
+                                                "![pixel](https://tracker.example/p.png) by the door.")
+    pdf, _ = await exported(db, story.id, "pdf")
+    assert b"/URI" not in pdf and b"tracker.example" not in pdf.split(b"stream")[0]
+    text = " ".join("\n".join(page.extract_text() for page in PdfReader(io.BytesIO(pdf)).pages).split())
+    assert "[the map](https://tracker.example/map)" in text  # shown as written, not a link
+    markdown, _ = await exported(db, story.id, "markdown")
+    assert "![pixel]" not in markdown.decode() and "!\\[pixel](https://tracker.example/p.png)" in markdown.decode()

@@ -273,3 +273,23 @@ async def test_an_export_has_a_cooldown_per_player(world: PlayWorld) -> None:
     assert 1 <= seconds <= 30
     async with world.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(RateEvent)) >= 1  # across restarts too
+
+
+async def test_privacy_shows_what_is_kept_and_delete_me_forgets_it_after_a_confirmation(world: PlayWorld) -> None:
+    uma = world.standin.add_user("uma", guild=world.guild)
+    thread, _ = await new_story(world, "Uma's Tale", uma)
+    shown = await world.standin.slash(uma, world.general, "privacy show")
+    await shown.wait_response()
+    answer = shown.original
+    assert answer is not None and "Uma's Tale" in str(answer.embeds)
+    asked = await world.standin.slash(uma, world.general, "privacy delete-me")
+    await asked.wait_response()
+    confirm = asked.original
+    assert confirm is not None
+    await (await world.standin.click(uma, confirm, "Delete everything about me")).wait_response()
+    await world.standin.wait_until(lambda: confirm.content.startswith("Done: your 1 stor"), what="forgotten")
+    await world.standin.wait_until(lambda: thread.deleted or thread.archived, what="the story's thread gone")
+    async with world.db.read() as s:
+        assert not [s_ for s_ in await repo.list_stories(s) if s_.title == "Uma's Tale"]
+    again = await world.standin.slash(uma, world.general, "privacy show")
+    assert await ephemeral_answer(world.standin, again) == msg.PRIVACY_NOTHING

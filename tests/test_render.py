@@ -165,9 +165,10 @@ def timing(world: World, channel: Channel, feeds: list[float]) -> Timing:
 
 def assert_paced(t: Timing) -> None:
     # docs/architecture.md's streaming targets are 0.35 / 0.3 / 1.05 / 1.5 s (the benchmark measures them);
-    # the test allows for a loaded machine without letting a blocked edit (≥ 1 s late) pass.
-    assert t.first <= 0.6, t
-    assert t.final <= 0.6, t
+    # the test allows for a loaded machine (five streams on 2 busy cores once took 0.71 s for the
+    # first words) without letting a blocked edit (≥ 1 s late) pass.
+    assert t.first <= 0.9, t
+    assert t.final <= 0.9, t
     assert statistics.median(t.gaps) <= 1.1 and max(t.gaps) <= 1.9, t
 
 

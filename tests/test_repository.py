@@ -601,3 +601,36 @@ async def test_a_story_has_at_most_so_many_characters_and_lore_entries(db: Datab
             await repo.add_lore(s, story_id, "One too many", keywords="", content="")
     async with db.read() as s:
         assert len(await repo.list_characters(s, story_id)) == MAX_CHARACTERS
+
+
+async def test_forgetting_a_person_deletes_their_stories_votes_and_settings_but_not_others(db: Database) -> None:
+    from core.models import Ballot, Vote
+    from core.privacy import forget, kept_about
+
+    async with db.transaction() as s:
+        asha = await repo.get_or_create_user(s, 1001, "Asha")
+        ben = await repo.get_or_create_user(s, 1002, "Ben")
+        await repo.get_user_settings(s, asha.id)
+        own = await repo.create_story(s, asha, "Asha's", mode="solo")
+        await repo.add_scene(s, own.id, None, "Asha's scene.")
+        table = await repo.create_story(s, ben, "Ben's table", mode="group")
+        _, variant = await repo.add_scene(s, table.id, None, "Ben's scene.", created_by_id=asha.id)
+        await repo.set_member(s, table.id, asha.id, MemberStatus.JOINED)
+        ballot = Ballot(story_id=table.id, variant_id=variant.id, deadline=T0)
+        s.add(ballot)
+        await s.flush()
+        s.add(Vote(ballot_id=ballot.id, user_id=asha.id, position=1))
+        own_id, table_id = own.id, table.id
+    async with db.read() as s:
+        kept = await kept_about(s, 1001)
+    assert kept is not None and [t for _, t, _ in kept.stories] == ["Asha's"]
+    assert (kept.tables, kept.votes, kept.has_settings) == (1, 1, True)
+    async with db.transaction() as s:
+        assert await forget(s, 1001) is not None
+    async with db.read() as s:
+        assert await kept_about(s, 1001) is None
+        assert await s.get(Story, own_id) is None  # her story, every scene of it
+        assert await s.scalar(select(func.count()).select_from(Vote)) == 0
+        [kept_scene] = await repo.active_path(s, table_id)  # Ben's story stays, her scene unattributed
+        assert kept_scene.variant.content == "Ben's scene." and kept_scene.variant.created_by_id is None
+        assert await kept_about(s, 1002) is not None

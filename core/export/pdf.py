@@ -78,6 +78,10 @@ _measure_lines_incrementally()
 
 
 class _Book(FPDF):
+    # fpdf's markdown=True turns "[text](url)" into a clickable link; nothing the model
+    # wrote may become one (a book is read offline, and a link could track its reader).
+    MARKDOWN_LINK_REGEX = re.compile(r"(?!)")
+
     def footer(self) -> None:
         if self.page_no() > 1:
             self.set_y(-12)

@@ -2,7 +2,8 @@
 
 Scenes are Markdown the model wrote. For HTML and EPUB it is rendered by markdown-it
 with raw HTML turned off (``<script>`` comes out as text), no links or images (nothing
-to click or fetch in a book), and headings moved below the book's own. Everything else
+to click or fetch in a book), and headings moved below the book's own. The PDF takes
+no links either (core/export/pdf.py); a Markdown file keeps links but shows images as text. Everything else
 (titles, choices, names) is escaped where it is written.
 """
 
@@ -67,5 +68,6 @@ def escape_markdown(text: str) -> str:
 
 def markdown_body(text: str) -> str:
     """A scene's Markdown for a Markdown file: kept as written (it is Markdown), except
-    that raw HTML is escaped so no viewer runs it."""
-    return clean(text).replace("<", "\\<").strip()
+    that raw HTML is escaped so no viewer runs it and an image is not an image (a viewer
+    would fetch it: a tracking pixel in a story)."""
+    return clean(text).replace("<", "\\<").replace("![", "!\\[").strip()
