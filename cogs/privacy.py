@@ -1,8 +1,9 @@
 """``/privacy show|delete-me``: what Kahani keeps about you, and forgetting you.
 
 Kahani stores your Discord id and display name, your settings, the stories you own (every
-scene and version), your memberships and votes in group stories. ``delete-me`` deletes all
-of it after a confirmation; your stories' threads go too. Answers are ephemeral."""
+scene and version), your memberships and votes in group stories. ``delete-me`` (after a
+confirmation) deletes your settings, solo stories (and their threads) and votes; in group
+stories you stay as "a former player" (core/privacy.py). Answers are ephemeral."""
 
 from __future__ import annotations
 
@@ -23,12 +24,13 @@ if TYPE_CHECKING:
 
 
 def kept_embed(kept: Kept) -> discord.Embed:
-    titles = "\n".join(f"• {shorten(title, 80)}" for _, title, _ in kept.stories[:20]) or msg.PRIVACY_NONE
-    if len(kept.stories) > 20:
-        titles += "\n" + msg.MORE_NOT_SHOWN.format(shown=20, total=len(kept.stories))
+    titles = "\n".join(f"• {shorten(title, 80)}" for _, title, _ in kept.solo[:20]) or msg.PRIVACY_NONE
+    if len(kept.solo) > 20:
+        titles += "\n" + msg.MORE_NOT_SHOWN.format(shown=20, total=len(kept.solo))
     fields = [
-        (msg.PRIVACY_STORIES.format(count=len(kept.stories)), titles),
-        (msg.PRIVACY_TABLES, msg.PRIVACY_TABLES_TEXT.format(tables=kept.tables, votes=kept.votes)),
+        (msg.PRIVACY_STORIES.format(count=len(kept.solo)), titles),
+        (msg.PRIVACY_TABLES, msg.PRIVACY_TABLES_TEXT.format(hosted=kept.hosted, tables=kept.tables,
+                                                            votes=kept.votes)),
         (msg.PRIVACY_SETTINGS, msg.PRIVACY_YES if kept.has_settings else msg.PRIVACY_NONE),
     ]
     return fitted_embed(msg.PRIVACY_TITLE, fields, description=msg.PRIVACY_WHAT.format(name=kept.display_name))
@@ -50,13 +52,13 @@ class ConfirmForget(KahaniView):
                 return await forget(s, self.discord_id)
 
         kept = await within_the_deadline(interaction, work(), thinking=False)
-        text = msg.PRIVACY_FORGOTTEN.format(count=len(kept.stories) if kept else 0)
+        text = msg.PRIVACY_FORGOTTEN.format(count=len(kept.solo) if kept else 0)
         if interaction.response.is_done():
             await interaction.edit_original_response(content=text, view=None, embed=None)
         else:
             await interaction.response.edit_message(content=text, view=None, embed=None)
         stories = self.cog.bot.get_cog("Stories")
-        for _, _, thread_id in kept.stories if kept else []:
+        for _, _, thread_id in kept.solo if kept else []:
             if thread_id is not None and stories is not None:
                 await stories.retire_thread(thread_id)  # type: ignore[attr-defined]
 
@@ -88,7 +90,7 @@ class Privacy(commands.GroupCog, group_name="privacy", group_description="What K
         if kept is None:
             await answer(interaction, msg.PRIVACY_NOTHING)
             return
-        await answer(interaction, msg.PRIVACY_CONFIRM.format(count=len(kept.stories)), embed=kept_embed(kept),
+        await answer(interaction, msg.PRIVACY_CONFIRM.format(count=len(kept.solo)), embed=kept_embed(kept),
                      view=ConfirmForget(self, interaction.user.id))
 
 

@@ -26,6 +26,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from core.errors import KahaniError
+from core.urls import public_url
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +50,9 @@ def parse_database_url(url: str) -> URL:
     """Parse and check a database URL; raise DatabaseError naming what is wrong."""
     try:
         parsed = make_url(url)
-    except ArgumentError as exc:
-        raise DatabaseError(f"DATABASE_URL is not a valid database URL: {url!r}") from exc
+    except (ArgumentError, ValueError):
+        # Said without its password (the URL may hold one), as every URL Kahani shows.
+        raise DatabaseError(f"DATABASE_URL is not a valid database URL: {public_url(url)!r}") from None
     if parsed.drivername not in ("sqlite+aiosqlite", "postgresql+asyncpg"):
         raise DatabaseError(
             f"DATABASE_URL must start with sqlite+aiosqlite:// or postgresql+asyncpg:// "

@@ -551,18 +551,26 @@ PRIVACY_WHAT = (
     "Your Discord id and display name (**{name}**), your settings, the stories you own with every "
     "scene and version, and your memberships and votes in group stories. Nothing else."
 )
-PRIVACY_STORIES = "Your stories ({count})"
+PRIVACY_STORIES = "Your solo stories ({count})"
 PRIVACY_TABLES = "Group stories"
-PRIVACY_TABLES_TEXT = "At {tables} other table(s); {votes} vote(s) cast."
+PRIVACY_TABLES_TEXT = "You host {hosted}; you play at {tables} other table(s); {votes} vote(s) cast."
 PRIVACY_SETTINGS = "Your settings"
 PRIVACY_YES = "Stored (`/settings show`)."
 PRIVACY_NONE = "None."
 PRIVACY_NOTHING = "Kahani keeps nothing about you."
 PRIVACY_HOW_TO_DELETE = "`/privacy delete-me` deletes all of it."
 PRIVACY_CONFIRM = (
-    "This deletes your {count} stor(ies) with every scene, their threads, your settings, memberships "
-    "and votes, for good. Scenes you wrote in other people's stories stay in them, without your name."
+    "This deletes, for good: your settings, your {count} solo stor(ies) with every scene and their "
+    "threads, and your votes. Group stories are other people's play too: there you stay as "
+    "\"a former player\", without your name, and the ones you host go on without you."
 )
-PRIVACY_FORGOTTEN = "Done: your {count} stor(ies) and everything Kahani kept about you are deleted."
+PRIVACY_FORGOTTEN = (
+    "Done: your settings, your {count} solo stor(ies) and your votes are deleted; in group stories "
+    "you are now \"a former player\"."
+)
 PRIVACY_KEPT = "Nothing was deleted."
 PRIVACY_NOT_YOURS = "Only the person this is about can confirm it."
+TTS_BAD_VOICE_MIX = (
+    "\"{voice}\" is not a voice mix Kokoro can use: at most {most} voices, each weight more than 0 "
+    "and at most {weight:g} (e.g. af_bella(2)+am_adam(1))."
+)

@@ -45,6 +45,9 @@ VOICES_TTL = 60.0  # seconds the voice list is cached (autocomplete asks on ever
 _VOICE = r"[A-Za-z0-9_]+(?:\(\s*\d+(?:\.\d+)?\s*\))?"
 _VOICE_MIX = re.compile(rf"{_VOICE}(?:[+-]{_VOICE})*")
 _VOICE_NAME = re.compile(r"[A-Za-z0-9_]+")
+_WEIGHT = re.compile(r"\(\s*(\d+(?:\.\d+)?)\s*\)")
+MAX_MIX = 5  # voices in one mix
+MAX_WEIGHT = 10.0  # a voice's weight in a mix: more than 0, at most this
 
 
 class TTSError(KahaniError):
@@ -72,6 +75,10 @@ def normalize_voice(voice: str) -> str:
     compact = "".join(voice.split())
     if not _VOICE_MIX.fullmatch(compact):
         raise TTSError(msg.TTS_BAD_VOICE.format(voice=voice.strip()[:80]), "bad_voice")
+    weights = [float(w) for w in _WEIGHT.findall(compact)]
+    if len(voice_names(compact)) > MAX_MIX or any(not 0 < w <= MAX_WEIGHT for w in weights):
+        raise TTSError(msg.TTS_BAD_VOICE_MIX.format(voice=voice.strip()[:80], most=MAX_MIX, weight=MAX_WEIGHT),
+                       "bad_voice")
     return compact
 
 

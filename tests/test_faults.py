@@ -287,7 +287,7 @@ async def test_privacy_shows_what_is_kept_and_delete_me_forgets_it_after_a_confi
     confirm = asked.original
     assert confirm is not None
     await (await world.standin.click(uma, confirm, "Delete everything about me")).wait_response()
-    await world.standin.wait_until(lambda: confirm.content.startswith("Done: your 1 stor"), what="forgotten")
+    await world.standin.wait_until(lambda: confirm.content == msg.PRIVACY_FORGOTTEN.format(count=1), what="forgotten")
     await world.standin.wait_until(lambda: thread.deleted or thread.archived, what="the story's thread gone")
     async with world.db.read() as s:
         assert not [s_ for s_ in await repo.list_stories(s) if s_.title == "Uma's Tale"]

@@ -274,7 +274,18 @@ def test_public_urls_keep_scheme_host_port_and_path_only() -> None:
     assert public_url("https://u:p@api.example.com/v1?key=k#frag") == "https://api.example.com/v1"
     assert public_url("http://[::1]:1234/v1") == "http://[::1]:1234/v1"
     assert public_url("http://localhost:8880") == "http://localhost:8880"
-    assert public_url("http://host:notaport/") == "?"
+    assert public_url("http://host:notaport/") == "http://host:notaport/"
+    assert public_url("http://u:hunter2@host:notaport/x?key=k") == "http://host:notaport/x"  # still no secret
+    assert public_url("::::postgres://u:hunter2@x?password=p") == "::::postgres://x"
+
+
+def test_a_malformed_database_url_is_reported_without_its_password() -> None:
+    from core.db import DatabaseError, parse_database_url
+
+    for url in ("postgresql+asyncpg://kahani:hunter2@db:notaport/kahani", "::::postgres://u:hunter2@x"):
+        with pytest.raises(DatabaseError) as refused:
+            parse_database_url(url)
+        assert "hunter2" not in refused.value.message and "not a valid database URL" in refused.value.message
 
 
 async def test_http_500_is_a_server_error(fake_llm: FakeLLM, make_client: MakeClient) -> None:

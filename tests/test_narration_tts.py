@@ -75,6 +75,11 @@ def test_voice_mixes_are_accepted_and_garbage_is_not() -> None:
     for bad in ("", "af_bella+", "+af", "af bella; rm", "af_bella((2))", "a/b"):
         with pytest.raises(TTSError):
             normalize_voice(bad)
+    # Weights: more than 0, at most 10; at most five voices in a mix.
+    assert normalize_voice("af_bella(10)+af_sky(0.5)") == "af_bella(10)+af_sky(0.5)"
+    for bad in ("af_bella(0)+af_sky", "af_bella(99999999)", "af_bella(10.01)", "a+b+c+d+e+f"):
+        with pytest.raises(TTSError, match="at most 5 voices"):
+            normalize_voice(bad)
 
 
 async def test_an_unknown_voice_is_refused_with_kokoros_reason(client: KokoroClient) -> None:

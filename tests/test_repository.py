@@ -603,9 +603,11 @@ async def test_a_story_has_at_most_so_many_characters_and_lore_entries(db: Datab
         assert len(await repo.list_characters(s, story_id)) == MAX_CHARACTERS
 
 
-async def test_forgetting_a_person_deletes_their_stories_votes_and_settings_but_not_others(db: Database) -> None:
-    from core.models import Ballot, Vote
-    from core.privacy import forget, kept_about
+async def test_forgetting_a_person_deletes_their_solo_stories_votes_and_settings_and_anonymises_them(
+    db: Database,
+) -> None:
+    from core.models import Ballot, User, Vote
+    from core.privacy import FORMER_PLAYER, forget, kept_about
 
     async with db.transaction() as s:
         asha = await repo.get_or_create_user(s, 1001, "Asha")
@@ -613,6 +615,7 @@ async def test_forgetting_a_person_deletes_their_stories_votes_and_settings_but_
         await repo.get_user_settings(s, asha.id)
         own = await repo.create_story(s, asha, "Asha's", mode="solo")
         await repo.add_scene(s, own.id, None, "Asha's scene.")
+        hosted = await repo.create_story(s, asha, "Asha's table", mode="group")
         table = await repo.create_story(s, ben, "Ben's table", mode="group")
         _, variant = await repo.add_scene(s, table.id, None, "Ben's scene.", created_by_id=asha.id)
         await repo.set_member(s, table.id, asha.id, MemberStatus.JOINED)
@@ -620,17 +623,20 @@ async def test_forgetting_a_person_deletes_their_stories_votes_and_settings_but_
         s.add(ballot)
         await s.flush()
         s.add(Vote(ballot_id=ballot.id, user_id=asha.id, position=1))
-        own_id, table_id = own.id, table.id
+        own_id, hosted_id, table_id, asha_id = own.id, hosted.id, table.id, asha.id
     async with db.read() as s:
         kept = await kept_about(s, 1001)
-    assert kept is not None and [t for _, t, _ in kept.stories] == ["Asha's"]
-    assert (kept.tables, kept.votes, kept.has_settings) == (1, 1, True)
+    assert kept is not None and [t for _, t, _ in kept.solo] == ["Asha's"]
+    assert (kept.hosted, kept.tables, kept.votes, kept.has_settings) == (1, 1, 1, True)
     async with db.transaction() as s:
         assert await forget(s, 1001) is not None
     async with db.read() as s:
-        assert await kept_about(s, 1001) is None
-        assert await s.get(Story, own_id) is None  # her story, every scene of it
+        assert await kept_about(s, 1001) is None  # nothing is found under her Discord id
+        assert await s.get(Story, own_id) is None  # her solo story, every scene of it
         assert await s.scalar(select(func.count()).select_from(Vote)) == 0
-        [kept_scene] = await repo.active_path(s, table_id)  # Ben's story stays, her scene unattributed
-        assert kept_scene.variant.content == "Ben's scene." and kept_scene.variant.created_by_id is None
+        former = await s.get(User, asha_id)
+        assert former is not None and (former.discord_id, former.display_name) == (None, FORMER_PLAYER)
+        assert await s.get(Story, hosted_id) is not None  # the table she hosts goes on
+        [kept_scene] = await repo.active_path(s, table_id)  # Ben's story is as it was
+        assert kept_scene.variant.content == "Ben's scene."
         assert await kept_about(s, 1002) is not None
