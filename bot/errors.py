@@ -126,7 +126,7 @@ async def report_error(interaction: Interaction, error: BaseException) -> str | 
         # any more, and trying again would only be refused again.
         log.warning("%s: the interaction expired before it was answered (interaction %s)", where, interaction.id)
         return None
-    if db.unreachable(error) or db.busy(error):
+    if not isinstance(error, KahaniError) and (db.unreachable(error) or db.busy(error)):
         # Not a bug: the database is down or busy. Say so, with a reference for the log.
         ref = new_reference()
         log.warning("%s: the database is not reachable, ref %s: %r", where, ref, error)

@@ -123,11 +123,25 @@ def _causes(error: BaseException) -> Iterator[BaseException]:
         current = current.__cause__ or current.__context__
 
 
+def _raised_by_the_database_layer(error: BaseException) -> bool:
+    traceback = error.__traceback__
+    while traceback is not None:
+        filename = traceback.tb_frame.f_code.co_filename
+        if "/sqlalchemy/" in filename or "/asyncpg/" in filename or "/aiosqlite/" in filename:
+            return True
+        traceback = traceback.tb_next
+    return False
+
+
 def unreachable(error: BaseException) -> bool:
     """Whether ``error`` means the database could not be reached (down, restarting,
-    refusing or dropping connections), rather than a bug: players are told to try again."""
+    refusing or dropping connections), rather than a bug: players are told to try again.
+    A refused connection counts only when the database layer raised it (Kokoro or Discord
+    being down is not the database)."""
     for cause in _causes(error):
-        if isinstance(cause, ConnectionError | sqlalchemy.exc.TimeoutError | socket.gaierror):
+        if isinstance(cause, sqlalchemy.exc.TimeoutError):
+            return True
+        if isinstance(cause, ConnectionError | socket.gaierror) and _raised_by_the_database_layer(cause):
             return True
         if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
             return True

@@ -293,3 +293,41 @@ async def test_privacy_shows_what_is_kept_and_delete_me_forgets_it_after_a_confi
         assert not [s_ for s_ in await repo.list_stories(s) if s_.title == "Uma's Tale"]
     again = await world.standin.slash(uma, world.general, "privacy show")
     assert await ephemeral_answer(world.standin, again) == msg.PRIVACY_NOTHING
+
+
+async def test_twenty_exports_at_once_build_two_and_tell_the_rest_to_try_again(
+    world: PlayWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """EXPORTS_AT_ONCE (2): while two are being built, the others are told at once to
+    try again in a minute; nobody's click goes unanswered."""
+    import core.export
+
+    host = world.standin.add_user("host", guild=world.guild)
+    world.llm.script(scripted_scene("The library opens at dusk."))
+    await ephemeral_answer(world.standin, await submit_new_story(world.standin, host, world.general, "Open Library",
+                                                                 mode="group"))
+    thread = next(c for c in world.standin.channels.values() if c.is_thread and c.name == "Open Library")
+    await wait_scene(world.standin, thread)
+    readers = [world.standin.add_user(f"reader{n}", guild=world.guild) for n in range(20)]
+    building, release = [], asyncio.Event()
+    real = core.export.export_story
+
+    async def slow_export(*args: Any, **kwargs: Any) -> Any:
+        building.append(1)
+        await release.wait()
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(core.export, "export_story", slow_export)
+    recs = await asyncio.gather(*(world.standin.slash(r, thread, "story export", format="markdown")
+                                  for r in readers))
+    def said(rec: Any) -> str:
+        shown = [m for m in [rec.original, *rec.followups] if m is not None and m.content]
+        return shown[-1].content if shown else ""
+
+    await world.standin.wait_until(lambda: len(building) == 2 and sum(1 for r in recs if said(r)) == 18,
+                                   what="two building, eighteen told")
+    assert sum(1 for r in recs if said(r) == msg.EXPORT_BUSY) == 18
+    release.set()
+    await world.standin.wait_until(lambda: sum(1 for r in recs if r.followups and r.followups[-1].attachments) == 2,
+                                   timeout=15, what="the two exports")
+    assert len(building) == 2
