@@ -1182,7 +1182,11 @@ class StoryEngine:
         log.info("%s: stored scene %s, variant %s (%d tokens)", plan.purpose, scene_id, variant_id, token_count)
         if ticket is not None:
             await asyncio.shield(ticket.release())  # the next in line need not wait for the front end
-        report = await self._after_scene(plan.story_id)
+        try:
+            report = await self._after_scene(plan.story_id)
+        except Exception:  # the scene is stored: a summary not recorded now is recorded later
+            log.warning("story %s: could not look ahead for summaries", plan.story_id, exc_info=True)
+            report = plan.report
         yield SceneDone(plan.story_id, scene_id, variant_id, plan.kind, content, tuple(choices), report)
 
     async def _more_choices(self, frame: StoryFrame, scene: str, found: list[Choice]) -> list[Choice]:

@@ -27,7 +27,7 @@ from tests.harness import PlayWorld, ephemeral_answer, play_world, submit_new_st
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 CONTEXT_LENGTH = 2200
-PROSE = " ".join(["The tide climbs the black rocks while the lamp turns above, slow and patient."] * 7)
+PROSE = " ".join(["The tide climbs the black rocks while the lamp turns above, slow and patient."] * 14)
 
 
 class Tagged:
@@ -87,7 +87,7 @@ async def test_a_story_played_past_its_budget_gets_a_rolling_summary_that_the_ne
     world: PlayWorld,
 ) -> None:
     story, scene, thread = await new_story(world, "The Long Tide")
-    for depth in range(1, 14):
+    for depth in range(1, 8):
         await (await world.standin.click(world.alice, scene, "1. Go on")).wait_response()
         scene = await wait_scene(world.standin, thread, after=depth)
         missing = set(range(depth)) - remembered(scene_requests(world)[-1])
@@ -98,7 +98,7 @@ async def test_a_story_played_past_its_budget_gets_a_rolling_summary_that_the_ne
         )
     assert rolling is not None, "the chapter outgrew the context but nothing was summarised"
     await (await world.standin.click(world.alice, scene, "1. Go on")).wait_response()
-    await wait_scene(world.standin, thread, after=14)
+    await wait_scene(world.standin, thread, after=8)
     bible = scene_requests(world)[-1]["messages"][1]["content"]
     async with world.db.read() as s:
         newest = await repo.rolling_summary(s, await repo.active_path(s, story.id, limit=50))
