@@ -27,7 +27,7 @@ from bot.ui.common import (
     autocomplete_story,
     checked_text,
     fitted_embed,
-    option_story_id,
+    readable_story,
     shorten,
     story_to_manage,
     story_to_view,
@@ -157,8 +157,10 @@ async def autocomplete_chapter(interaction: Interaction, current: str) -> list[a
     """The chapters of the story's path whose name contains what was typed (never raises)."""
     bot = interaction.client
     try:
-        async with bot.db.transaction() as session:
-            found, _ = await story_to_view(session, interaction, option_story_id(interaction))
+        async with bot.db.read() as session:  # an autocomplete writes nothing
+            found = await readable_story(session, interaction)
+        if found is None:
+            return []
         chapters = await bot.engine.story_so_far(found.id)
     except Exception as exc:  # no story here, not allowed, database down: no choices
         log.info("chapter autocomplete offers nothing: %s", exc)

@@ -25,7 +25,7 @@ from bot.ui.common import (
     before_a_modal,
     checked_text,
     fitted_embed,
-    option_story_id,
+    readable_story,
     shorten,
     story_to_manage,
     story_to_view,
@@ -142,8 +142,10 @@ async def autocomplete_character(interaction: Interaction, current: str) -> list
     """The story's characters whose name contains what was typed (never raises)."""
     bot = interaction.client
     try:
-        async with bot.db.transaction() as session:
-            story, _ = await story_to_view(session, interaction, option_story_id(interaction))
+        async with bot.db.read() as session:  # an autocomplete writes nothing
+            story = await readable_story(session, interaction)
+            if story is None:
+                return []
             characters = await repo.list_characters(session, story.id)
     except Exception as exc:  # no story here, not allowed, database down: no choices
         log.info("character autocomplete offers nothing: %s", exc)

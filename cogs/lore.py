@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 from discord.ext import commands
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.access import MAX_ID, allows
+from bot.access import allows
 from bot.errors import KahaniModal
 from bot.types import Interaction
 from bot.ui.common import (
@@ -31,7 +30,7 @@ from bot.ui.common import (
     autocomplete_story,
     before_a_modal,
     fitted_embed,
-    option_story_id,
+    readable_story,
     shorten,
     story_to_manage,
     story_to_view,
@@ -235,22 +234,6 @@ def proposals_embed(story: Story, proposals: list[LoreEntry]) -> discord.Embed:
                                                           text=entry.content)) for entry in proposals[:5]]
     footer = msg.MORE_NOT_SHOWN.format(shown=5, total=len(proposals)) if len(proposals) > 5 else ""
     return fitted_embed(msg.LORE_PROPOSALS_TITLE.format(story=story.title), fields, footer=footer)
-
-
-async def readable_story(session: AsyncSession, interaction: Interaction) -> Story | None:
-    """The story an autocomplete is about (the ``story`` option, else this thread's or
-    DM's), if the caller may see it. Writes nothing (story_for creates the user's row),
-    so it runs in a read-only transaction."""
-    story_id = option_story_id(interaction)
-    if story_id is None:
-        story = await repo.story_for_thread(session, interaction.channel_id or 0)
-    elif 1 <= story_id <= MAX_ID:
-        story = await repo.get_story(session, story_id)
-    else:
-        return None
-    if story is None or not await allows(session, interaction, story, Need.SEE):
-        return None
-    return story
 
 
 async def autocomplete_entry(interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import func, select
 
 from bot.app import KahaniBot
 from bot.ui.common import EMBED_TOTAL, PrivateView, fitted_embed, shorten
@@ -17,6 +18,7 @@ from core import messages as msg
 from core import repository as repo
 from core.db import Database
 from core.models import Character, utcnow
+from core.models import User as StoredUser
 from core.repository import jobs
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
@@ -432,3 +434,19 @@ async def test_a_new_story_form_with_nul_characters_is_stored_without_them_on_ea
                 assert story.thread_id is not None
             assert standin.channels[story.thread_id].name == "The Null Isle"
         standin.assert_clean()
+
+
+async def test_autocompletes_read_and_write_nothing(world: World) -> None:
+    """Someone typing into an option is not a player yet: their keystrokes store nothing."""
+    seeded = await seed_story(world, "The Quiet Keys", mode="group")
+    await add_character(world, seeded, "Mara", "An astronomer.")
+    newcomer = world.standin.add_user("newcomer", guild=world.guild)
+    async with world.db.read() as s:
+        users = await s.scalar(select(func.count()).select_from(StoredUser))
+    for command, option in (("character edit", "name"), ("chapter summary", "chapter"), ("lore show", "entry")):
+        rec = await world.standin.autocomplete(newcomer, seeded.thread, command, option=option, value="")
+        choices = (await rec.wait_response()).data["choices"]
+        if command == "character edit":
+            assert [c["value"] for c in choices] == ["Mara"]  # a public group story: the server may read it
+    async with world.db.read() as s:
+        assert await s.scalar(select(func.count()).select_from(StoredUser)) == users

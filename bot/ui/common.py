@@ -18,7 +18,7 @@ import discord
 from discord import app_commands
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.access import Caller, story_for, visible_stories
+from bot.access import MAX_ID, Caller, allows, story_for, visible_stories
 from bot.errors import KahaniView
 from bot.types import Interaction
 from core import messages as msg
@@ -228,3 +228,19 @@ async def within_the_deadline(
         if not interaction.response.is_done():
             await interaction.response.defer(ephemeral=ephemeral, thinking=thinking)
         return await task
+
+
+async def readable_story(session: AsyncSession, interaction: Interaction) -> Story | None:
+    """The story an autocomplete is about (the ``story`` option, else this thread's or
+    DM's), if the caller may see it. Writes nothing (story_for creates the user's row),
+    so it runs in a read-only transaction."""
+    story_id = option_story_id(interaction)
+    if story_id is None:
+        story = await repo.story_for_thread(session, interaction.channel_id or 0)
+    elif 1 <= story_id <= MAX_ID:
+        story = await repo.get_story(session, story_id)
+    else:
+        return None
+    if story is None or not await allows(session, interaction, story, Need.SEE):
+        return None
+    return story
