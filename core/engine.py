@@ -684,39 +684,31 @@ class StoryEngine:
         the oldest of them is not covered by a summary yet: the summaries keep the
         uncovered scenes few, so a prompt's cost does not grow with the story."""
         chapters = await repo.chapter_chain(s, chapter_id) if chapter_id is not None else []
-        reads = [limit] if limit else [min(self.config.first_read, self.config.max_recent_scenes),
-                                       self.config.max_recent_scenes]
-        for n, read in enumerate(reads):
-            path = await repo.ancestry(s, end_variant_id, limit=read) if end_variant_id is not None else []
-            ctx = await self._context_of(s, story, path, chapter_id, chapters)
-            if n == len(reads) - 1 or len(path) < read or not _unread(ctx):
-                break
-        return ctx
-
-    async def _context_of(
-        self, s: AsyncSession, story: Story, path: list[repo.PathScene], chapter_id: int | None,
-        chapters: list[repo.PathChapter],
-    ) -> _Context:
         closing = {
             c.chapter.id: after.chapter.opened_after_variant_id
             for c, after in zip(chapters, chapters[1:], strict=False)
             if after.chapter.opened_after_variant_id is not None
         }
-        rolling: dict[int, Summary] = {}
-        for c in chapters:  # the open chapter, and closed ones whose summary is not written yet
-            if c.summary is None:
-                found = await repo.rolling_summary(s, path, c.chapter.id)
-                if found is not None:
-                    rolling[c.chapter.id] = found
         characters = [
             CharacterNote(c.name, c.description, c.personality)
             for c in await repo.list_characters(s, story.id)
         ]
         lore = [Lore.of(entry) for entry in await repo.list_lore(s, story.id)]
-        return _Context(
-            story=story, path=path, chapter_id=chapter_id, chapters=chapters,
-            characters=characters, rolling=rolling, closing=closing, lore=lore,
-        )
+        reads = [limit] if limit else [min(self.config.first_read, self.config.max_recent_scenes),
+                                       self.config.max_recent_scenes]
+        for n, read in enumerate(reads):
+            path = await repo.ancestry(s, end_variant_id, limit=read) if end_variant_id is not None else []
+            rolling: dict[int, Summary] = {}
+            for c in chapters:  # the open chapter, and closed ones whose summary is not written yet
+                if c.summary is None:
+                    found = await repo.rolling_summary(s, path, c.chapter.id)
+                    if found is not None:
+                        rolling[c.chapter.id] = found
+            ctx = _Context(story=story, path=path, chapter_id=chapter_id, chapters=chapters,
+                           characters=characters, rolling=rolling, closing=closing, lore=lore)
+            if n == len(reads) - 1 or len(path) < read or not _unread(ctx):
+                break
+        return ctx
 
     def _bible(self, ctx: _Context, lore: str = "") -> str:
         closed: list[tuple[str, str]] = []
