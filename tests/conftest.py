@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import HealthCheck, settings
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -38,6 +39,14 @@ POSTGRES_URL = os.environ.get(
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 _RUN_ID = uuid.uuid4().hex[:8]
 _counter = itertools.count()
+
+# Property-based tests (Hypothesis) draw the same examples on every run: a fixed seed,
+# no example database carried between runs, no per-example deadline on a busy machine.
+settings.register_profile(
+    "kahani", derandomize=True, database=None, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.load_profile("kahani")
 
 
 def _pg_url(database: str) -> str:
