@@ -17,7 +17,7 @@ from typing import Any
 
 import regex
 
-from core.streaming import strip_think
+from core.think import strip_think
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +33,7 @@ _NUMBERED = regex.compile(
         (?:choice|option)[ \t]*\#?[ \t]*(?:\d{1,2}|[A-Da-d])[ \t]*(?:\*\*|__)?[ \t]*[:.)\-–—]
       | \(?\d{1,2}[.):\]](?![\d])
       | \[\d{1,2}\]
-      | [A-Da-d][.)](?=[ \t])
+      | \(?[A-Fa-f][.)](?=[ \t])
       | \d{1,2}[ \t]*[-–—](?=[ \t])
       | [1-9]\ufe0f?\u20e3
     )
@@ -105,41 +105,250 @@ def parse_choices(block: str, *, limit: int = CHOICE_COUNT) -> list[Choice]:
     return _finish(items, limit)
 
 
-def extract_choices(reply: str, *, limit: int = CHOICE_COUNT) -> tuple[str, list[Choice]]:
-    """For a reply without the marker: find a list of 3 or more items at its end.
-
-    Returns the scene text without that list (and without an intro line such as "Your
-    options:") and the choices read; ``(reply, [])`` when there is no such list.
-    """
-    lines = reply.rstrip().split("\n")
-    end = len(lines)
-    # Skip a closing question such as "What do you do?" below the list.
-    while end > 0 and not lines[end - 1].strip():
-        end -= 1
-    if end > 0 and _classify(lines[end - 1])[0] == "other" and lines[end - 1].strip().endswith("?"):
-        end -= 1
-    start, found = end, 0
-    for i in range(end - 1, -1, -1):
-        kind, _ = _classify(lines[i])
-        if kind in ("numbered", "bullet"):
-            found += 1
-            start = i
-        elif kind == "other" and lines[i][:1] not in " \t":
-            break  # prose above the list (indented lines continue an item)
-    if found < 3:
-        return reply, []
-    items = _items_from_lines("\n".join(lines[start:end]), loose=False)
-    head = lines[:start]
-    while head and not head[-1].strip():
-        head.pop()
-    if head and len(head[-1]) < 100 and _NOT_A_CHOICE.search(head[-1].strip()):
-        head.pop()
-    return "\n".join(head).rstrip(), _finish(items, limit)
-
-
 def merge_choices(first: list[Choice], extra: list[Choice], limit: int = CHOICE_COUNT) -> list[Choice]:
     """Top up ``first`` with distinct choices from ``extra`` (the extra call's reply)."""
     return _finish([_Item(c.text, c.label) for c in [*first, *extra]], limit)
+
+
+# --- a choices block that ends a reply without the marker -------------------------------
+#
+# Models that ignore the marker end a scene with the choices in some other shape: a fenced
+# block (JSON or a list), a bare JSON list or object, or a list of two to six short items,
+# often behind a closing question ("What do you do?") or an intro ("Here are your
+# options:"). Such a shape counts only where it ends the reply (blank lines, a closing
+# question and a rule may follow); the same shape in the middle of prose is prose.
+# :func:`tail_block_start` answers both questions the stream filter asks: while the reply
+# streams, "from where could the text still turn into such a block?" (held back, never
+# shown), and at its end, "where does the block start?".
+
+TAIL_ITEM_MAX = 300  # an item longer than this is prose, not a choice
+TAIL_BLOCK_MAX = 4000  # a fenced or JSON block longer than this is not a choices block
+_TAIL_ITEMS = {True: (2, 8), False: (3, 8)}  # (fewest, most) items, with and without an intro
+
+_LEAD = r"[ \t]*(?:[#>*_]+[ \t]*)*"
+_TRAIL = r"[ \t]*[*_]*[ \t]*"
+# "What do you do?", "**What will you do next?**", "So, which path do you take?"
+_QUESTION = regex.compile(
+    _LEAD + r"(?:(?:so|now|and|well)[ \t]*,?[ \t]+)?"
+    r"(?:what|how|which|where|who|will|would|do|does|shall)\b[^\n.!?]{0,100}\?" + _TRAIL,
+    regex.IGNORECASE,
+)
+# "Here are your options:", "Your choices:", "Possible actions:", "Available options:"
+_INTRO = regex.compile(
+    _LEAD + r"(?:here[ \t]+are|your[ \t]+(?:options|choices|possible|next)|possible|available)\b"
+    r"[^\n.!?:]{0,80}:" + _TRAIL,
+    regex.IGNORECASE,
+)
+# The start of a list item, for a line still being written ("1", "(a", "- ").
+_ITEM_START = regex.compile(
+    r"""[ \t]*(?:[-*•+‣◦▪][ \t]+)?(?:\*\*|__)?[ \t]*
+    (?: \(?(?:\d{1,2}|[A-Fa-f])[.):\]][ \t]
+      | \[\d{1,2}\][ \t]
+      | \d{1,2}[ \t]*[-–—][ \t]
+      | [1-9]\ufe0f?\u20e3
+      | (?:choice|option)[ \t]*\#?[ \t]*(?:\d{1,2}|[A-Fa-f])[ \t]*(?:\*\*|__)?[ \t]*[:.)\-–—]
+    )""",
+    regex.IGNORECASE | regex.VERBOSE,
+)
+_BULLET_START = regex.compile(r"[ \t]*[-*•+‣◦▪][ \t]")
+_FENCE_OPEN = regex.compile(r"[ \t]*(?:```|~~~)[\w+-]*[ \t]*")
+_FENCE_CLOSE = regex.compile(r"[ \t]*(?:```|~~~)[ \t]*")
+_JSON_OPENERS = {"[": "\"{[]", "{": "\"}"}  # what may follow an opening bracket of choices JSON
+
+
+@dataclass(slots=True)
+class _Tail:
+    """Reading a candidate block line by line."""
+
+    state: str = "start"  # start, intro, list, fence, json, after, trailer
+    intros: int = 0
+    items: int = 0
+    item_chars: int = 0
+    open_item: bool = False  # the last item is only a label: the next line describes it
+    body: list[str] = field(default_factory=list)  # a fenced or JSON block's lines
+
+    def counts(self) -> bool:
+        fewest, most = _TAIL_ITEMS[self.intros > 0]
+        return fewest <= self.items <= most
+
+
+def tail_block_start(text: str, *, final: bool, line_start: bool = True, in_fence: bool = False) -> int | None:
+    """Where a choices block without the marker starts in ``text``.
+
+    ``final=False`` (the reply is still streaming): the first line start from which
+    ``text`` could still become such a block; that part must stay hidden. ``final=True``
+    (the reply ended): the first line start from which ``text`` is such a block, holding
+    at least two choices. ``line_start`` says whether ``text[0]`` begins a line,
+    ``in_fence`` whether it is inside a fenced block (whose closing fence opens nothing)."""
+    pos = 0 if line_start else text.find("\n") + 1
+    if pos == 0 and not line_start:
+        return None
+    inside = in_fence
+    while True:
+        if not inside:
+            segment = text[pos:]
+            if _is_tail_block(segment) if final else _may_become_tail_block(segment):
+                return pos
+        end = text.find("\n", pos)
+        if end == -1:
+            return None
+        if is_fence_line(text[pos:end]):
+            inside = not inside
+        pos = end + 1
+
+
+def is_fence_line(line: str) -> bool:
+    """Whether ``line`` opens or closes a fenced block (```` ``` ````, ``~~~``)."""
+    return _FENCE_OPEN.fullmatch(line) is not None
+
+
+def _is_tail_block(segment: str) -> bool:
+    tail = _Tail()
+    if not segment.strip() or not all(_step(tail, line) for line in segment.split("\n")):
+        return False
+    if tail.state in ("json", "start", "intro") or (tail.state == "fence" and not _block_has_choices(tail.body)):
+        return False  # (a fence the model never closed still holds its choices)
+    if tail.body or tail.counts():
+        return len(parse_choices(segment, limit=_TAIL_ITEMS[True][1])) >= 2
+    return False
+
+
+def _may_become_tail_block(segment: str) -> bool:
+    *complete, partial = segment.split("\n")
+    tail = _Tail()
+    if not all(_step(tail, line) for line in complete):
+        return False
+    return _may_continue(tail, partial)
+
+
+def _step(tail: _Tail, line: str) -> bool:
+    """Read one complete line into ``tail``; False when the text cannot be a block."""
+    state = tail.state
+    if state == "fence":
+        if _FENCE_CLOSE.fullmatch(line):
+            tail.state = "after"
+            return _block_has_choices(tail.body)
+        tail.body.append(line)
+        return sum(len(b) for b in tail.body) <= TAIL_BLOCK_MAX
+    if state == "json":
+        tail.body.append(line)
+        return _json_step(tail)
+    if not line.strip() or _RULE.match(line):
+        if state == "list" and not tail.open_item:
+            tail.item_chars = TAIL_ITEM_MAX + 1  # a blank line ends the item
+        return True
+    if state == "trailer":
+        return False
+    if state in ("start", "intro"):
+        if _FENCE_OPEN.fullmatch(line):
+            tail.state = "fence"
+            return True
+        if line.lstrip()[:1] in _JSON_OPENERS:
+            tail.state = "json"
+            tail.body.append(line)
+            return _json_step(tail)
+    if state in ("start", "intro", "list"):
+        kind, text = _classify(line)
+        if kind in ("numbered", "bullet"):
+            tail.state, tail.items = "list", tail.items + 1
+            tail.item_chars, tail.open_item = len(text), _open_item([text])
+            return tail.items <= _TAIL_ITEMS[True][1] and len(text) <= TAIL_ITEM_MAX
+    if state == "list" and (line[:1] in " \t" or tail.open_item) and tail.item_chars <= TAIL_ITEM_MAX:
+        tail.item_chars += len(line.strip()) + 1
+        tail.open_item = False
+        return tail.item_chars <= TAIL_ITEM_MAX
+    if _QUESTION.fullmatch(line):
+        if state in ("start", "intro") and tail.intros < 2:
+            tail.state, tail.intros = "intro", tail.intros + 1
+            return True
+        if state == "after" or (state == "list" and tail.counts()):
+            tail.state = "trailer"
+            return True
+        return False
+    if state in ("start", "intro") and tail.intros < 2 and _INTRO.fullmatch(line):
+        tail.state, tail.intros = "intro", tail.intros + 1
+        return True
+    return False
+
+
+def _may_continue(tail: _Tail, partial: str) -> bool:
+    """Whether the line still being written (``partial``) may continue the block."""
+    state = tail.state
+    if state == "fence":
+        return sum(len(b) for b in tail.body) + len(partial) <= TAIL_BLOCK_MAX
+    if state == "json":
+        return _json_may_continue([*tail.body, partial])
+    if not partial.strip():
+        return True
+    if state == "trailer":
+        return False
+    if state in ("start", "intro"):
+        if _FENCE_OPEN.fullmatch(partial, partial=True):
+            return True
+        if partial.lstrip()[:1] in _JSON_OPENERS:
+            return _json_may_continue([partial])
+    if state in ("start", "intro", "list"):
+        m = _ITEM_START.match(partial, partial=True)
+        if (m is not None or _BULLET_START.match(partial)) and len(partial) <= TAIL_ITEM_MAX + 8:
+            return tail.items < _TAIL_ITEMS[True][1]
+    if state == "list" and (partial[:1] in " \t" or tail.open_item):
+        return tail.item_chars + len(partial.strip()) < TAIL_ITEM_MAX
+    if _QUESTION.fullmatch(partial, partial=True):
+        if state in ("start", "intro"):
+            return tail.intros < 2
+        return state == "after" or (state == "list" and tail.counts())
+    return state in ("start", "intro") and tail.intros < 2 and _INTRO.fullmatch(partial, partial=True) is not None
+
+
+def _json_depth(text: str) -> int | None:
+    """Bracket depth at the end of ``text`` (strings skipped); None if it went below 0."""
+    depth, in_string, escaped = 0, False, False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+        elif ch in "]}":
+            depth -= 1
+            if depth < 0:
+                return None
+    return depth
+
+
+def _json_may_continue(lines: list[str]) -> bool:
+    text = "\n".join(lines).strip()
+    if len(text) > TAIL_BLOCK_MAX:
+        return False
+    after = text[1:].lstrip()[:1]
+    if after and after not in _JSON_OPENERS[text[0]]:
+        return False  # "[The door opens]" is prose
+    depth = _json_depth(text)
+    return depth is not None and (depth > 0 or _items_from_json(text) is not None)
+
+
+def _json_step(tail: _Tail) -> bool:
+    text = "\n".join(tail.body)
+    if not _json_may_continue(tail.body):
+        return False
+    if _json_depth(text) == 0:
+        tail.state = "after"
+        return _block_has_choices(tail.body)
+    return True
+
+
+def _block_has_choices(lines: list[str]) -> bool:
+    text = "\n".join(lines)
+    items = _items_from_json(text)
+    if items is None:
+        items = _items_from_lines(text, loose=False)
+    return len(_finish(items, _TAIL_ITEMS[True][1])) >= 2
 
 
 # --- the one extra call ------------------------------------------------------------------

@@ -43,7 +43,6 @@ from core.choices import (
     CHOICE_COUNT,
     Choice,
     build_choices_request,
-    extract_choices,
     merge_choices,
     needs_extra_call,
     parse_choices,
@@ -1131,10 +1130,10 @@ class StoryEngine:
         if result.tail:
             yield SceneText(result.tail)
         scene = result.scene_text
-        if result.marker_found:
+        if result.block_found:
             choices = parse_choices(result.choice_block)
         else:
-            scene, choices = extract_choices(scene)
+            choices = []
             if finish == "length":
                 scene = trim_to_last_sentence(scene)
         scene = scene.strip()

@@ -7,7 +7,11 @@ from the choices marker on is kept apart for the choice parser. Anything at the 
 the buffer that could still turn into a tag or a marker is held back until the next
 delta decides it, so a marker split across chunks is never shown, not even for one
 Discord edit. Trailing blank lines and rules (``---``) are held back too, since they
-vanish when the marker follows them.
+vanish when the marker follows them. A model that ignores the marker may end the reply
+with the choices in another shape (a fenced or bare JSON block, a list behind "What do you
+do?"): whatever could still become such a block is held back the same way
+(:func:`core.choices.tail_block_start`), and at the end it is split off like the block
+after a marker. Windows line endings become newlines.
 
 Uses the ``regex`` package (a tiktoken dependency) for its partial matching, which
 answers "could this tail still become a marker?" directly.
@@ -18,6 +22,14 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import regex
+
+from core.choices import is_fence_line, tail_block_start
+from core.think import ThinkStripper, strip_think
+
+__all__ = [
+    "CHOICES_FORMAT_INSTRUCTION", "CHOICES_MARKER", "FilteredReply", "SceneTextFilter", "ThinkStripper",
+    "split_reply", "strip_think", "trim_to_last_sentence",
+]
 
 # The marker the prompt asks for. A markdown heading is what instruction-tuned local
 # models reproduce most faithfully (they write headings all the time); an invented token
@@ -53,9 +65,6 @@ _LINE_PREFIX_MARKER = regex.compile(
     r"[ \t]*[*_]{0,3}[ \t]*choices[ \t]*[*_]{0,3}[ \t]*:", regex.IGNORECASE
 )
 
-# Reasoning blocks: <think>…</think> (DeepSeek R1, Qwen3 …) and <thinking>…</thinking>.
-_THINK_TAG = regex.compile(r"<(/?)think(?:ing)?>", regex.IGNORECASE)
-
 # A markdown horizontal rule on its own line; held back at the end of the visible text.
 _RULE_LINE = regex.compile(r"(?:^|\n)[ \t]*(?:-{3,}|\*{3,}|_{3,})[ \t]*$")
 
@@ -69,52 +78,15 @@ class FilteredReply(NamedTuple):
     """What :meth:`SceneTextFilter.finish` returns.
 
     ``scene_text`` equals everything :meth:`~SceneTextFilter.feed` returned plus
-    ``tail``; ``choice_block`` is the raw text after the marker ("" when none).
+    ``tail``; ``choice_block`` is the raw text after the marker, or the block in another
+    shape that ended the reply (``block_found``), "" when there is none.
     """
 
     scene_text: str
     choice_block: str
     tail: str
     marker_found: bool
-
-
-class ThinkStripper:
-    """Drop ``<think>…</think>`` reasoning from a stream of text pieces.
-
-    A possible partial tag at the end of a piece is held until the next piece decides
-    it; a stray closing tag is dropped too.
-    """
-
-    def __init__(self) -> None:
-        self._pending = ""  # a possible partial tag, not yet classified
-        self.in_think = False
-
-    def feed(self, piece: str) -> str:
-        """Return the part of ``piece`` (plus held text) that is outside reasoning."""
-        buf = self._pending + piece
-        self._pending = ""
-        out: list[str] = []
-        pos = 0
-        while True:
-            m = _THINK_TAG.search(buf, pos, partial=True)
-            if m is None:
-                if not self.in_think:
-                    out.append(buf[pos:])
-                break
-            if not self.in_think:
-                out.append(buf[pos : m.start()])
-            if m.partial:
-                self._pending = buf[m.start() :]
-                break
-            # An opening tag enters reasoning; a closing one (even a stray one) leaves it.
-            self.in_think = m.group(1) == ""
-            pos = m.end()
-        return "".join(out)
-
-    def flush(self) -> str:
-        """End of text: a tag that never completed was ordinary text after all."""
-        pending, self._pending = self._pending, ""
-        return "" if self.in_think else pending
+    block_found: bool = False
 
 
 class SceneTextFilter:
@@ -131,6 +103,10 @@ class SceneTextFilter:
         self._shown: list[str] = []
         self._choices: list[str] = []
         self._marker_found = False
+        self._block_found = False  # a choices block without the marker ended the reply
+        self._cr = False  # a "\r" ended the last delta: "\r\n" may be split across two
+        self._in_fence = False  # the shown text ends inside a fenced block
+        self._shown_line = ""  # the shown text's last, unfinished line
         self._finished = False
 
     @property
@@ -147,7 +123,7 @@ class SceneTextFilter:
         """Add one content delta; return the newly visible scene text."""
         if self._finished:
             raise RuntimeError("feed() after finish()")
-        text = self._think.feed(delta)
+        text = self._think.feed(self._newlines(delta))
         if self._marker_found:
             self._choices.append(text)
             return ""
@@ -161,7 +137,7 @@ class SceneTextFilter:
         tail = ""
         if not self._finished:
             self._finished = True
-            leftover = self._think.flush()
+            leftover = self._think.feed("\n" if self._cr else "") + self._think.flush()
             if self._marker_found:
                 self._choices.append(leftover)
             else:
@@ -172,7 +148,17 @@ class SceneTextFilter:
             choice_block=_MARKER_TRAIL.sub("", "".join(self._choices)).strip(),
             tail=tail,
             marker_found=self._marker_found,
+            block_found=self._marker_found or self._block_found,
         )
+
+    def _newlines(self, delta: str) -> str:
+        """Windows line endings become newlines, even split across deltas."""
+        if self._cr:
+            delta = "\r" + delta
+        self._cr = delta.endswith("\r") and not self._finished
+        if self._cr:
+            delta = delta[:-1]
+        return delta.replace("\r\n", "\n").replace("\r", "\n")
 
     # -- marker and hold-back -----------------------------------------------------------
 
@@ -188,7 +174,15 @@ class SceneTextFilter:
             self._choices.append(buf[end:])
             self._buf = ""
             return self._show(_trim_end(buf[:start]))
-        cut = len(buf) if final else self._hold_from(buf)
+        block = tail_block_start(buf, final=final, line_start=self._line_start, in_fence=self._in_fence)
+        if final and block is not None:
+            self._block_found = True
+            self._choices.append(buf[block:])
+            cut = block
+        elif final:
+            cut = len(buf)
+        else:
+            cut = min(self._hold_from(buf), len(buf) if block is None else block)
         shown = _trim_end(buf[:cut])
         self._buf = buf[len(shown) :]
         return self._show(shown)
@@ -197,6 +191,10 @@ class SceneTextFilter:
         if text:
             self._shown.append(text)
             self._line_start = False  # shown text never ends with a newline
+            *lines, self._shown_line = (self._shown_line + text).split("\n")
+            for line in lines:
+                if is_fence_line(line):
+                    self._in_fence = not self._in_fence
         return text
 
     def _line_starts(self, buf: str) -> list[int]:
@@ -260,12 +258,6 @@ def _trim_end(text: str) -> str:
         if m is None:
             return trimmed
         text = trimmed[: m.start()]
-
-
-def strip_think(text: str) -> str:
-    """Remove ``<think>…</think>`` blocks from a complete reply (for non-streamed calls)."""
-    stripper = ThinkStripper()
-    return (stripper.feed(text) + stripper.flush()).strip()
 
 
 def split_reply(text: str) -> FilteredReply:

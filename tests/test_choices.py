@@ -12,13 +12,13 @@ from core.choices import (
     Choice,
     build_choices_request,
     choices_response_format,
-    extract_choices,
     merge_choices,
     needs_extra_call,
     parse_choices,
     parse_choices_reply,
     shorten_label,
 )
+from core.streaming import split_reply
 
 FOUR = ["Open the iron door", "Follow the sound of water", "Search the guard's body", "Call out to Elric"]
 
@@ -137,24 +137,30 @@ def test_shorten_label_edge_cases() -> None:
     assert shorten_label(exact) == exact
 
 
-def test_extract_choices_from_a_reply_without_marker() -> None:
+def extract_choices(reply: str) -> tuple[str, list[Choice]]:
+    """What the stream filter and the parser make of a whole reply."""
+    result = split_reply(reply)
+    return result.scene_text, (parse_choices(result.choice_block) if result.block_found else [])
+
+
+def test_a_list_behind_a_closing_question_is_the_choices_block() -> None:
     reply = (
         "The storm rages over the harbour.\n\nWhat do you do next?\n\n"
         "1. Run to the lighthouse\n2. Hide in the boathouse\n3. Wake the harbourmaster\n4. Wait it out\n"
     )
     scene, choices = extract_choices(reply)
-    assert scene == "The storm rages over the harbour.\n\nWhat do you do next?"
+    assert scene == "The storm rages over the harbour."
     assert [c.text for c in choices] == ["Run to the lighthouse", "Hide in the boathouse", "Wake the harbourmaster", "Wait it out"]
 
 
-def test_extract_choices_removes_an_intro_line_and_a_closing_question() -> None:
+def test_an_intro_line_and_a_closing_question_go_with_the_list() -> None:
     reply = "She smiled.\n\nYour options:\n- Kiss her\n- Leave\n- Ask about the map\n\nWhat will you do?"
     scene, choices = extract_choices(reply)
     assert scene == "She smiled."
     assert len(choices) == 3
 
 
-def test_extract_choices_leaves_a_scene_with_a_short_list_alone() -> None:
+def test_a_scene_with_a_short_list_in_its_prose_is_left_alone() -> None:
     reply = "He packed:\n- a rope\n- a knife\n\nThen he left."
     assert extract_choices(reply) == (reply, [])
 

@@ -115,7 +115,8 @@ def test_choices_line_with_the_list_on_the_same_line() -> None:
         "Choices were made that night.",
         "#1 fan of the band",
         "**Boom!** The door burst open.",
-        "- A list item in the story",
+        "What a night it was.",
+        "[The lights go out.]",
     ],
 )
 def test_story_text_resembling_a_marker_is_shown_without_waiting_for_the_end(text: str) -> None:
@@ -123,6 +124,17 @@ def test_story_text_resembling_a_marker_is_shown_without_waiting_for_the_end(tex
     shown = "".join(f.feed(ch) for ch in text + " More")
     assert shown.startswith(text)
     assert f.finish().scene_text == text + " More"
+
+
+def test_a_list_in_the_story_is_shown_once_prose_follows_it() -> None:
+    # A list may turn out to be the choices (models that forget the marker end with one):
+    # it is held while it could still end the reply, and shown when the story goes on.
+    f = SceneTextFilter()
+    shown = "".join(f.feed(ch) for ch in "She packed:\n- a rope\n- a knife\n- bread\n")
+    assert shown == "She packed:"
+    shown += "".join(f.feed(ch) for ch in "Then she left the house.")
+    assert shown.startswith("She packed:\n- a rope\n- a knife\n- bread\nThen she left")
+
 
 
 def test_headings_inside_the_scene_stay_visible() -> None:
