@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 
 from core.choices import parse_choices
 from core.streaming import SceneTextFilter
+from core.text import storable
 
 CORPUS: list[dict[str, Any]] = json.loads(
     (Path(__file__).parent / "fixtures" / "choice_replies.json").read_text(encoding="utf-8"))["cases"]
@@ -78,3 +79,11 @@ def test_prose_is_not_held_back_longer_than_it_must_be() -> None:
             prose_after = case["reply"].rindex("A cold draught")
             assert len(views[prose_after + 1]) > len(case["scene"]) - len("A cold draught rises from the stairwell, "
                                                                            "and the lantern steadies again.") - 1
+
+
+@given(st.text(alphabet=st.characters(codec=None, exclude_categories=()), max_size=60))
+def test_storable_text_is_always_utf8_without_control_characters(text: str) -> None:
+    clean = storable(text)
+    clean.encode("utf-8")  # no lone surrogate: PostgreSQL and Discord take it
+    assert not any(ord(ch) < 32 and ch not in "\t\n" or 0x7F <= ord(ch) <= 0x9F for ch in clean)
+    assert storable(clean) == clean
