@@ -107,6 +107,7 @@ async def test_a_form_and_a_reply_full_of_nul_and_control_characters_make_a_play
     assert "The Salt Archive" in answer
     async with world.db.read() as s:
         [story] = await repo.list_stories(s)
+    assert story.thread_id is not None
     thread = world.standin.channels[story.thread_id]
     assert thread.name == "The Salt Archive"
     first = await wait_scene(world.standin, thread)
