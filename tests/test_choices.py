@@ -106,6 +106,12 @@ def test_duplicates_are_dropped_case_and_punctuation_insensitively() -> None:
     assert [c.text for c in choices] == ["Run away!", "Hide.", "Fight", "Pray"]
 
 
+def test_empty_and_punctuation_only_choices_are_dropped() -> None:
+    choices = parse_choices("1. ...\n2. Run\n3. —\n4. \"\"\n5. **\n6. ?!\n7. Hide")
+    assert [c.text for c in choices] == ["Run", "Hide"]
+    assert parse_choices('["", "...", "  "]') == []
+
+
 def test_empty_and_garbage_blocks_give_no_choices() -> None:
     assert parse_choices("") == []
     assert parse_choices("\n\n   \n") == []
