@@ -166,6 +166,7 @@ class _Tail:
     item_chars: int = 0
     open_item: bool = False  # the last item is only a label: the next line describes it
     body: list[str] = field(default_factory=list)  # a fenced or JSON block's lines
+    json: tuple[int, bool, bool] = (0, False, False)  # bracket depth, in a string, after a backslash
 
     def counts(self) -> bool:
         fewest, most = _TAIL_ITEMS[self.intros > 0]
@@ -231,8 +232,7 @@ def _step(tail: _Tail, line: str) -> bool:
         tail.body.append(line)
         return sum(len(b) for b in tail.body) <= TAIL_BLOCK_MAX
     if state == "json":
-        tail.body.append(line)
-        return _json_step(tail)
+        return _json_line(tail, line)
     if not line.strip() or _RULE.match(line):
         if state == "list" and not tail.open_item:
             tail.item_chars = TAIL_ITEM_MAX + 1  # a blank line ends the item
@@ -245,8 +245,7 @@ def _step(tail: _Tail, line: str) -> bool:
             return True
         if line.lstrip()[:1] in _JSON_OPENERS:
             tail.state = "json"
-            tail.body.append(line)
-            return _json_step(tail)
+            return _json_opens(line) and _json_line(tail, line)
     if state in ("start", "intro", "list"):
         kind, text = _classify(line)
         if kind in ("numbered", "bullet"):
@@ -277,7 +276,7 @@ def _may_continue(tail: _Tail, partial: str) -> bool:
     if state == "fence":
         return sum(len(b) for b in tail.body) + len(partial) <= TAIL_BLOCK_MAX
     if state == "json":
-        return _json_may_continue([*tail.body, partial])
+        return _json_may_continue(tail, partial)
     if not partial.strip():
         return True
     if state == "trailer":
@@ -286,7 +285,7 @@ def _may_continue(tail: _Tail, partial: str) -> bool:
         if _FENCE_OPEN.fullmatch(partial, partial=True):
             return True
         if partial.lstrip()[:1] in _JSON_OPENERS:
-            return _json_may_continue([partial])
+            return _json_opens(partial) and _json_may_continue(_Tail(state="json"), partial)
     if state in ("start", "intro", "list"):
         m = _ITEM_START.match(partial, partial=True)
         if (m is not None or _BULLET_START.match(partial)) and len(partial) <= TAIL_ITEM_MAX + 8:
@@ -300,9 +299,9 @@ def _may_continue(tail: _Tail, partial: str) -> bool:
     return state in ("start", "intro") and tail.intros < 2 and _INTRO.fullmatch(partial, partial=True) is not None
 
 
-def _json_depth(text: str) -> int | None:
-    """Bracket depth at the end of ``text`` (strings skipped); None if it went below 0."""
-    depth, in_string, escaped = 0, False, False
+def _json_scan(state: tuple[int, bool, bool], text: str) -> tuple[int, bool, bool]:
+    """Bracket depth after ``text`` (strings skipped), from ``state``; depth < 0 stays."""
+    depth, in_string, escaped = state
     for ch in text:
         if in_string:
             if escaped:
@@ -318,29 +317,35 @@ def _json_depth(text: str) -> int | None:
         elif ch in "]}":
             depth -= 1
             if depth < 0:
-                return None
-    return depth
+                break
+    return depth, in_string, escaped
 
 
-def _json_may_continue(lines: list[str]) -> bool:
-    text = "\n".join(lines).strip()
-    if len(text) > TAIL_BLOCK_MAX:
-        return False
+def _json_opens(line: str) -> bool:
+    """Whether ``line`` may open choices JSON: "[The door opens]" is prose."""
+    text = line.strip()
     after = text[1:].lstrip()[:1]
-    if after and after not in _JSON_OPENERS[text[0]]:
-        return False  # "[The door opens]" is prose
-    depth = _json_depth(text)
-    return depth is not None and (depth > 0 or _items_from_json(text) is not None)
+    return not after or after in _JSON_OPENERS[text[0]]
 
 
-def _json_step(tail: _Tail) -> bool:
-    text = "\n".join(tail.body)
-    if not _json_may_continue(tail.body):
+def _json_line(tail: _Tail, line: str) -> bool:
+    """Read one line of a JSON block (each character once)."""
+    tail.body.append(line)
+    tail.json = _json_scan(tail.json, line + "\n")
+    depth = tail.json[0]
+    if depth < 0 or sum(len(b) for b in tail.body) > TAIL_BLOCK_MAX:
         return False
-    if _json_depth(text) == 0:
+    if depth == 0:
         tail.state = "after"
         return _block_has_choices(tail.body)
     return True
+
+
+def _json_may_continue(tail: _Tail, partial: str) -> bool:
+    depth = _json_scan(tail.json, partial)[0]
+    if depth < 0 or sum(len(b) for b in tail.body) + len(partial) > TAIL_BLOCK_MAX:
+        return False
+    return depth > 0 or _items_from_json("\n".join([*tail.body, partial])) is not None
 
 
 def _block_has_choices(lines: list[str]) -> bool:
