@@ -119,6 +119,51 @@ async def test_switching_an_earlier_variant_changes_the_path_and_switching_back_
     assert (await path_texts(db, story_id))[1] == "A different scene 1"
 
 
+async def test_rewinding_to_scene_3_of_6_and_playing_on_keeps_scenes_4_to_6_as_another_version(
+    db: Database,
+) -> None:
+    story_id = await new_story(db)
+    original = await grow(db, story_id, 6)
+    async with db.transaction() as s:
+        path = await repo.active_path(s, story_id)
+        third = await repo.rewind(s, story_id, path[2].scene_id)
+        assert third.variant.id == original[2]
+    assert await path_texts(db, story_id) == ["Scene text 0", "Scene text 1", "Scene text 2"]
+    async with db.transaction() as s:  # nothing was deleted
+        assert len(await repo.list_variants(s, path[5].scene_id)) == 1
+
+    # Playing on writes a new version of scene 4; the old scene 4 keeps 5 and 6 under it.
+    async with db.transaction() as s:
+        scene, variant = await repo.add_scene(s, story_id, original[2], "A new scene 4",
+                                              choices("Climb", "Swim", "Hide", "Shout"),
+                                              instruction_kind=InstructionKind.CHOICE, instruction="Swim")
+        assert scene.id == path[3].scene_id and (variant.number, variant.kind) == (2, "branch")
+    assert await path_texts(db, story_id) == ["Scene text 0", "Scene text 1", "Scene text 2", "A new scene 4"]
+    await grow(db, story_id, 1)
+    assert len(await path_texts(db, story_id)) == 5
+
+    async with db.transaction() as s:  # selecting the old version of scene 4 brings 5 and 6 back
+        await repo.set_active_variant(s, original[3])
+    async with db.read() as s:
+        assert [p.variant.id for p in await repo.active_path(s, story_id)] == original
+
+
+async def test_only_a_scene_of_the_current_path_can_be_rewound_to(db: Database) -> None:
+    story_id = await new_story(db)
+    original = await grow(db, story_id, 3)
+    other = await new_story(db, "Elsewhere")
+    await grow(db, other, 1)
+    async with db.transaction() as s:
+        path = await repo.active_path(s, story_id)
+        elsewhere = await repo.tip(s, other)
+        assert elsewhere is not None and [p.variant.id for p in path] == original
+        await repo.add_variant(s, path[1].scene_id, VariantKind.BRANCH, "Another 1")  # scene 3 is off the path now
+        with pytest.raises(NotFound):
+            await repo.rewind(s, story_id, path[2].scene_id)
+        with pytest.raises(NotFound):
+            await repo.rewind(s, story_id, elsewhere.scene_id)
+
+
 async def test_regenerate_keeps_the_choice_that_led_here(db: Database) -> None:
     story_id = await new_story(db)
     await grow(db, story_id, 2)

@@ -68,7 +68,10 @@ async def add_scene(
     """Append the next scene to the story's path, with its first variant and choices.
 
     The new scene continues the tip's active variant (or is the first scene of an empty
-    story); anything else is a Conflict, so two generations can never both append.
+    story); anything else is a Conflict, so two generations can never both append. After
+    a rewind (:func:`rewind`) the tip's variant may already have a scene after it: the
+    new text becomes a new, active variant (a branch) of that scene, so the scenes that
+    followed stay in the tree and come back when their version is selected again.
     """
     story = await get_story(session, story_id)
     if parent_variant_id is None:
@@ -95,6 +98,13 @@ async def add_scene(
         chapter_id = opened.id if opened is not None else parent_scene.chapter_id
         chapter = opened or await session.get_one(Chapter, chapter_id)
         depth = parent_scene.depth + 1
+        after = await session.scalar(select(Scene).where(Scene.parent_variant_id == parent_variant_id))
+        if after is not None:  # a rewound story: the next scene exists, a new version of it begins
+            variant = await add_variant(
+                session, after.id, VariantKind.BRANCH, content, choices, instruction_kind=instruction_kind,
+                instruction=instruction, token_count=token_count, model=model, created_by_id=created_by_id,
+            )
+            return after, variant
 
     scene = Scene(
         story_id=story_id, chapter_id=chapter.id, parent_variant_id=parent_variant_id, depth=depth
@@ -238,6 +248,22 @@ async def set_active_variant(session: AsyncSession, variant_id: int) -> int:
         update(Story).where(Story.id == scene.story_id).values(tip_scene_id=tip, updated_at=utcnow())
     )
     return tip
+
+
+async def rewind(session: AsyncSession, story_id: int, scene_id: int) -> PathScene:
+    """Make an earlier scene of the story's path its tip ("Go back here").
+
+    Nothing is deleted: the later scenes stay under that scene's active variant, and the
+    next scene written becomes a new version of the one after it (see :func:`add_scene`).
+    """
+    path = await active_path(session, story_id)
+    found = next((p for p in path if p.scene_id == scene_id), None)
+    if found is None:
+        raise NotFound("That scene is not on the story's current path.")
+    await session.execute(
+        update(Story).where(Story.id == story_id).values(tip_scene_id=scene_id, updated_at=utcnow())
+    )
+    return found
 
 
 async def _walk_down(session: AsyncSession, scene_id: int) -> int:
