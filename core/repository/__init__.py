@@ -91,6 +91,7 @@ from core.repository.tree import (
     replace_choices,
     rewind,
     set_active_variant,
+    story_outline,
     tip,
     variant_story_id,
 )
@@ -125,6 +126,7 @@ __all__ = [
     "get_choices",
     "replace_choices",
     "rewind",
+    "story_outline",
     "add_variant",
     "set_active_variant",
     "active_path",

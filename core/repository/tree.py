@@ -18,6 +18,7 @@ from sqlalchemy.orm import aliased
 
 from core.errors import Conflict, NotFound
 from core.models import Chapter, InstructionKind, Scene, SceneChoice, SceneVariant, Story, VariantKind, utcnow
+from core.reading import Outline, TreeScene, TreeVariant, outline
 from core.repository.chapters import _first_chapter
 from core.repository.stories import get_story
 
@@ -264,6 +265,18 @@ async def rewind(session: AsyncSession, story_id: int, scene_id: int) -> PathSce
         update(Story).where(Story.id == story_id).values(tip_scene_id=scene_id, updated_at=utcnow())
     )
     return found
+
+
+async def story_outline(session: AsyncSession, story_id: int) -> Outline:
+    """The shape of the story's tree (core.reading.outline): two queries, ids and
+    numbers only (no scene text)."""
+    story = await get_story(session, story_id)
+    scenes = [TreeScene(*row) for row in await session.execute(
+        select(Scene.id, Scene.parent_variant_id, Scene.depth).where(Scene.story_id == story_id))]
+    variants = [TreeVariant(*row) for row in await session.execute(
+        select(SceneVariant.id, SceneVariant.scene_id, SceneVariant.number, SceneVariant.kind, SceneVariant.is_active)
+        .join(Scene, Scene.id == SceneVariant.scene_id).where(Scene.story_id == story_id))]
+    return outline(scenes, variants, story.tip_scene_id)
 
 
 async def _walk_down(session: AsyncSession, scene_id: int) -> int:
