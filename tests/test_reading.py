@@ -45,7 +45,7 @@ def test_a_50_scene_story_reads_back_in_pages_with_every_word_in_order() -> None
 
 
 def test_a_scene_longer_than_a_page_is_split_at_paragraphs() -> None:
-    long = "\n\n".join(f"Paragraph {i} " + "word " * 150 for i in range(12))
+    long = "\n\n".join(f"Paragraph {i} " + ("word " * 150).strip() for i in range(12))
     pages = reader_pages([ReadScene(1, 1, "Chapter 1", "", long)], split_text)
     assert len(pages) >= 2 and all(len(p.text) <= PAGE_LIMIT for p in pages)
     assert all(p.first_scene == p.last_scene == 1 for p in pages)
