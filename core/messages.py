@@ -115,6 +115,18 @@ HELP_TEXT = (
     "• `/narrate join` reads the scenes aloud in the voice channel you are in.\n"
     "• `/story list` and `/story resume` bring back your stories."
 )
+HELP_VOTES_TITLE = "How group votes work"
+HELP_VOTES = (
+    "• In a server story, each choice is a vote. Your first vote joins you to the table (an "
+    "invite-only table needs `/story invite` from the host).\n"
+    "• Click another option to change your vote, the same one again to take it back. With own "
+    "actions on, **Your action** proposes an option of your own that everyone can vote for.\n"
+    "• A vote closes when its timer runs out (`/story vote-settings`, 60 s unless the host "
+    "changes it), when every player at the table has voted, or when the host presses "
+    "**Close vote**. The most votes win; a tie goes to the earliest option.\n"
+    "• Nobody voted? The timer runs once more, then the host decides with their next click."
+)
+HELP_COMMANDS_TITLE = "Every command"
 
 # --- which story, and who may act (core/access.py, bot/access.py) -------------------------------------------
 
@@ -574,3 +586,17 @@ TTS_BAD_VOICE_MIX = (
     "\"{voice}\" is not a voice mix Kokoro can use: at most {most} voices, each weight more than 0 "
     "and at most {weight:g} (e.g. af_bella(2)+am_adam(1))."
 )
+
+# --- reading back (/story read, /story tree) ---------------------------------------------
+READER_FOOTER = "Page {page} of {pages} · scene {scenes} · {chapter}"
+READER_EMPTY = "This story has no scenes yet."
+READER_NO_CHAPTER = "This story has no chapter {number}; it has {count}."
+TREE_SUMMARY = "**{path}** scenes on the current path · {scenes} scenes and {versions} versions in the whole story."
+TREE_REWOUND = (
+    "The story was taken back here: {count} later scene(s) are kept; choose this scene's version again "
+    "in its versions menu to bring them back."
+)
+TREE_NO_FORKS = "No scene of the current path has another version yet."
+TREE_FORK = "• Scene **{scene}**: {versions} versions, version {active} shown; also {others}"
+TREE_OTHER = "v{number} ({kind}, {after} more scene(s))"
+TREE_OTHER_ENDS = "v{number} ({kind}, ends there)"

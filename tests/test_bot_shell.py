@@ -191,6 +191,17 @@ async def test_help_explains_how_to_play_only_to_the_asker_and_pings_nobody(worl
     assert text == msg.HELP_TEXT and len(text) <= 2000
     for hint in ("/story new", "Your action", "Regenerate", "Branch", "Continue", "/chapter new", "/narrate join"):
         assert hint in text
+    votes, commands = response.data["embeds"]
+    assert votes["title"] == msg.HELP_VOTES_TITLE and "Close vote" in votes["description"]
+    # Every command the bot registered is listed, within Discord's embed limits.
+    listed = "\n".join(f"{f['name']}\n{f['value']}" for f in commands["fields"])
+    for command in world.standin.global_commands:
+        subcommands = [o["name"] for o in command.get("options", []) if o.get("type") in (1, 2)]
+        for sub in subcommands or [None]:
+            assert (f"`{sub}`" if sub else f"`/{command['name']}`") in listed and f"/{command['name']}" in listed
+    assert all(len(f["value"]) <= 1024 for f in commands["fields"]) and len(commands["fields"]) <= 25
+    assert len(text) + sum(len(e.get("title", "")) + len(e.get("description", "")) for e in (votes, commands)) \
+        + len(listed) <= 6000
     assert world.general.messages == []  # nothing public
 
 
