@@ -21,16 +21,12 @@ import discord
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from bot.types import Interaction
-from core import access
+from core import access, ids
 from core import messages as msg
 from core import repository as repo
 from core.access import Actor, Hidden, Need, StoryFacts
 from core.errors import KahaniError, NotFound
 from core.models import Story, User
-
-# Story ids are INTEGER columns: anything outside 1..2^31-1 is no story (PostgreSQL would
-# refuse the query, SQLite would not) — the same answer as a story the caller cannot see.
-MAX_ID = 2**31 - 1
 
 
 @dataclass(frozen=True)
@@ -142,7 +138,7 @@ async def story_for(session: AsyncSession, interaction: Interaction, story_id: i
         if story is None:
             raise NotFound(msg.NO_STORY_HERE)
     else:
-        if not 1 <= story_id <= MAX_ID:
+        if not ids.is_id(story_id):  # no story (core/ids.py): the answer for one the caller cannot see
             raise Hidden()
         try:
             story = await repo.get_story(session, story_id)

@@ -21,6 +21,7 @@ from bot.errors import send_ephemeral
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, checked_text, within_the_deadline
+from core import ids
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
@@ -261,9 +262,9 @@ class Scenes(commands.Cog):
                               on_fail=restore))
 
     async def on_select_variant(self, interaction: Interaction, scene_id: int, value: str) -> None:
-        if not value.isdigit():
+        variant_id = ids.parse_id(value)  # a forged value may be anything (core/ids.py)
+        if variant_id is None:
             raise NotFound(msg.VARIANT_GONE)
-        variant_id = int(value)
 
         async def check() -> Story:
             async with self.db.transaction() as s:
@@ -293,14 +294,16 @@ class Scenes(commands.Cog):
             await self.player.show_variant(variant_id, sorted(messages, key=lambda m: m.id))
 
     async def on_rate(self, interaction: Interaction, variant_id: int, value: str) -> None:
-        if value not in {"1", "2", "3", "4", "5"}:
+        stars = ids.parse_int(value, 1, 5)
+        if stars is None:
             raise KahaniError(msg.RATING_INVALID)
+
         async def rate() -> None:
             await self._check_variant_member(interaction, variant_id)
-            await self.engine.rate(variant_id, rating=int(value))
+            await self.engine.rate(variant_id, rating=stars)
 
         await within_the_deadline(interaction, rate())
-        await send_ephemeral(interaction, msg.RATED.format(stars="★" * int(value)))
+        await send_ephemeral(interaction, msg.RATED.format(stars="★" * stars))
 
     async def on_favourite(self, interaction: Interaction, variant_id: int) -> None:
         async def toggle() -> bool:

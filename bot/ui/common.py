@@ -18,9 +18,10 @@ import discord
 from discord import app_commands
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from bot.access import MAX_ID, Caller, allows, story_for, visible_stories
+from bot.access import Caller, allows, story_for, visible_stories
 from bot.errors import KahaniView
 from bot.types import Interaction
+from core import ids
 from core import messages as msg
 from core import repository as repo
 from core.access import Actor, Need
@@ -69,6 +70,9 @@ MODAL_TIMEOUT = 1800.0
 # For replies that show text users or the model wrote (the bot's default is the same).
 NO_PINGS = discord.AllowedMentions.none()
 STORY_OPTION_HELP = "Which story (default: the story of this thread or DM)"
+# A command's ``story`` option: Discord is told its range (min_value/max_value), and
+# story_for answers a forged value outside it as no story, before any query (core/ids.py).
+StoryOption = app_commands.Range[int, 1, ids.MAX_ID]
 
 
 async def story_to_manage(
@@ -89,10 +93,14 @@ async def story_to_view(
 def option_story_id(interaction: Interaction) -> int | None:
     """The ``story`` option already filled in (for an autocomplete of another option)."""
     value = getattr(interaction.namespace, "story", None)
-    try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):  # the user typed text that is not a story id yet
+    if value is None or isinstance(value, bool):
         return None
+    if isinstance(value, int):
+        return value  # readable_story finds no story outside 1..MAX_ID
+    text = str(value).strip()
+    if not text.isdecimal():  # the user typed text that is not a story id yet
+        return None
+    return ids.parse_id(text) or 0  # a number that is no id (core/ids.py) names no story
 
 
 async def autocomplete_story(
@@ -237,7 +245,7 @@ async def readable_story(session: AsyncSession, interaction: Interaction) -> Sto
     story_id = option_story_id(interaction)
     if story_id is None:
         story = await repo.story_for_thread(session, interaction.channel_id or 0)
-    elif 1 <= story_id <= MAX_ID:
+    elif ids.is_id(story_id):
         story = await repo.get_story(session, story_id)
     else:
         return None

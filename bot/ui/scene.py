@@ -1,9 +1,11 @@
 """How a scene looks in Discord: its text and its persistent components.
 
 Components outlive the process (docs/architecture.md, "Scene components"): each is a ``DynamicItem`` whose custom_id
-is ``kahani:v1:<action>:<id>[:<n>]``. ``from_custom_id`` only parses — every check
-against the database happens in the callback, which calls a typed handler of the cog
-it belongs to (cogs/scenes.py, cogs/votes.py, cogs/narration.py, cogs/chapters.py).
+is ``kahani:v1:<action>:<id>[:<n>]``. Its template admits only ids a column can hold
+(core/ids.py), so a forged or out-of-range id matches nothing and is answered as a stale
+component. ``from_custom_id`` only parses — every check against the database happens in
+the callback, which calls a typed handler of the cog it belongs to (cogs/scenes.py,
+cogs/votes.py, cogs/narration.py, cogs/chapters.py).
 
 Layout (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
 Continue, Narrate, New chapter (≥ 80 % of the context); row 3 the variant select (more
@@ -23,6 +25,7 @@ from bot.errors import funnel_errors
 from bot.types import Interaction
 from core import messages as msg
 from core.choices import Choice, shorten_label
+from core.ids import ID_PATTERN
 
 if TYPE_CHECKING:
     from cogs.chapters import Chapters
@@ -31,6 +34,7 @@ if TYPE_CHECKING:
     from cogs.votes import Votes
 
 PREFIX = "kahani:v1"
+ID = ID_PATTERN  # 1..2^31-1 in ASCII digits: in every template below
 HEADER_PREFIX = "-# → "
 INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
 SCENE_NOTE_LIMIT = 300  # a note to the storyteller for one scene
@@ -92,7 +96,7 @@ def choices_footer(choices: Sequence[Choice]) -> str:
 
 
 class ChoiceButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                   template=rf"{PREFIX}:choose:(?P<variant>\d+):(?P<n>[1-6])"):
+                   template=rf"{PREFIX}:choose:(?P<variant>{ID}):(?P<n>[1-6])"):
     def __init__(self, variant_id: int, n: int, label: str = "…") -> None:
         super().__init__(discord.ui.Button(
             label=f"{n}. {label}"[:80], style=discord.ButtonStyle.primary, row=0,
@@ -113,7 +117,7 @@ def _simple_button(action: str, label: str, style: discord.ButtonStyle, row: int
                    emoji: str | None = None) -> type[discord.ui.DynamicItem[Any]]:
     """A button that carries a variant id and hands the click to a Stories method."""
 
-    class _Button(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PREFIX}:{action}:(?P<id>\d+)"):
+    class _Button(discord.ui.DynamicItem[discord.ui.Button[Any]], template=rf"{PREFIX}:{action}:(?P<id>{ID})"):
         def __init__(self, target_id: int) -> None:
             super().__init__(discord.ui.Button(
                 label=label, style=style, row=row, emoji=emoji, custom_id=f"{PREFIX}:{action}:{target_id}",
@@ -153,7 +157,7 @@ JoinButton = _simple_button("join", "Join", discord.ButtonStyle.success, 4, lamb
 
 
 class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
-                  template=rf"{PREFIX}:retry:(?P<kind>open|choose|act|regen|cont|branch):(?P<id>\d+)(?::(?P<n>[1-6]))?"):
+                  template=rf"{PREFIX}:retry:(?P<kind>open|choose|act|regen|cont|branch):(?P<id>{ID})(?::(?P<n>[1-6]))?"):
     """Retry a failed or interrupted request; what to retry is in the custom_id (and, for
     a free-text action, in the header line of the message the button is on)."""
 
@@ -174,7 +178,7 @@ class RetryButton(discord.ui.DynamicItem[discord.ui.Button[Any]],
         await scenes(interaction).on_retry(interaction, self.kind, self.target_id, self.n)
 
 
-class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:variant:(?P<scene>\d+)"):
+class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:variant:(?P<scene>{ID})"):
     def __init__(self, scene_id: int, options: Sequence[discord.SelectOption] = ()) -> None:
         super().__init__(discord.ui.Select(
             custom_id=f"{PREFIX}:variant:{scene_id}", placeholder="Versions of this scene",
@@ -192,7 +196,7 @@ class VariantSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"
         await scenes(interaction).on_select_variant(interaction, self.scene_id, values[0] if values else "")
 
 
-class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:rate:(?P<variant>\d+)"):
+class RatingSelect(discord.ui.DynamicItem[discord.ui.Select[Any]], template=rf"{PREFIX}:rate:(?P<variant>{ID})"):
     def __init__(self, variant_id: int, current: int | None = None) -> None:
         options = [
             discord.SelectOption(label="★" * n + "☆" * (5 - n), value=str(n), default=current == n)
