@@ -24,6 +24,7 @@ from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
     PrivateView,
+    StoryOption,
     autocomplete_story,
     checked_text,
     fitted_embed,
@@ -36,6 +37,7 @@ from core import messages as msg
 from core import repository as repo
 from core.access import Need
 from core.errors import Conflict, KahaniError, NotFound
+from core.ids import MAX_ID
 from core.models import Chapter
 
 if TYPE_CHECKING:
@@ -181,7 +183,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.autocomplete(story=autocomplete_story)
     async def new(self, interaction: Interaction,
                   title: app_commands.Range[str, 1, TITLE_MAX] | None = None,
-                  story: int | None = None) -> None:
+                  story: StoryOption | None = None) -> None:
         title = checked_text(title, msg.FIELD_TITLE, TITLE_MAX)
         await self.close_chapter(interaction, story, title)
 
@@ -213,7 +215,7 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.command(name="list", description="The story's chapters and their summaries")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def show_list(self, interaction: Interaction, story: int | None = None) -> None:
+    async def show_list(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
@@ -224,8 +226,8 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
     @app_commands.command(name="summary", description="Read a chapter's summary (and edit it, if it is your story)")
     @app_commands.describe(chapter="The chapter's number (default: the latest summarised one)", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(chapter=autocomplete_chapter, story=autocomplete_story)
-    async def summary(self, interaction: Interaction, chapter: app_commands.Range[int, 1] | None = None,
-                      story: int | None = None) -> None:
+    async def summary(self, interaction: Interaction, chapter: app_commands.Range[int, 1, MAX_ID] | None = None,
+                      story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)

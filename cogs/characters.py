@@ -21,6 +21,7 @@ from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
     PrivateView,
+    StoryOption,
     autocomplete_story,
     before_a_modal,
     checked_text,
@@ -165,7 +166,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.autocomplete(story=autocomplete_story)
     async def add(self, interaction: Interaction,
                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
-                  story: int | None = None) -> None:
+                  story: StoryOption | None = None) -> None:
         voice = checked_voice(voice)
         story_id = await before_a_modal(self._story_to_manage(interaction, story))
         await interaction.response.send_modal(CharacterModal(story_id, voice=voice))
@@ -173,7 +174,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.command(name="list", description="The story's characters")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def show_list(self, interaction: Interaction, story: int | None = None) -> None:
+    async def show_list(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
             characters = await repo.list_characters(session, found.id)
@@ -193,7 +194,8 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def edit(self, interaction: Interaction, name: app_commands.Range[str, 1, NAME_MAX],
-                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None, story: int | None = None) -> None:
+                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
+                   story: StoryOption | None = None) -> None:
         voice = checked_voice(voice)
         found, character = await before_a_modal(self._character_to_manage(interaction, story, name))
         await interaction.response.send_modal(CharacterModal(found.id, voice=voice, character=character))
@@ -203,7 +205,7 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
     @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def remove(self, interaction: Interaction, name: app_commands.Range[str, 1, NAME_MAX],
-                     story: int | None = None) -> None:
+                     story: StoryOption | None = None) -> None:
         found, character = await self._character_to_manage(interaction, story, name)
         view = ConfirmRemoval(found.id, character.name)
         sent = await interaction.response.send_message(

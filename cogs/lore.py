@@ -27,6 +27,7 @@ from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
     PrivateView,
+    StoryOption,
     autocomplete_story,
     before_a_modal,
     fitted_embed,
@@ -274,7 +275,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.command(name="proposals", description="Review the lore the storyteller proposed")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def proposals(self, interaction: Interaction, story: int | None = None) -> None:
+    async def proposals(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_manage(session, interaction, story)
@@ -290,7 +291,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.command(name="add", description="Add a lore entry to the story (opens a form)")
     @app_commands.describe(pinned="Always give it to the storyteller, keywords or not", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def add(self, interaction: Interaction, pinned: bool = False, story: int | None = None) -> None:
+    async def add(self, interaction: Interaction, pinned: bool = False, story: StoryOption | None = None) -> None:
         story_id = await before_a_modal(self._story_to_manage(interaction, story))
         await interaction.response.send_modal(LoreModal(story_id, pinned=pinned))
 
@@ -300,7 +301,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.autocomplete(entry=autocomplete_entry)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def edit(self, interaction: Interaction, entry: app_commands.Range[str, 1, MAX_NAME_LENGTH],
-                   pinned: bool | None = None, story: int | None = None) -> None:
+                   pinned: bool | None = None, story: StoryOption | None = None) -> None:
         if pinned is None:
             found, lore = await before_a_modal(self._entry_to_manage(interaction, story, entry))
             await interaction.response.send_modal(LoreModal(found.id, entry=lore))
@@ -317,7 +318,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.autocomplete(entry=autocomplete_entry)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def remove(self, interaction: Interaction, entry: app_commands.Range[str, 1, MAX_NAME_LENGTH],
-                     story: int | None = None) -> None:
+                     story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_manage(session, interaction, story)
@@ -331,7 +332,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.command(name="list", description="The story's lore entries")
     @app_commands.describe(story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
-    async def show_list(self, interaction: Interaction, story: int | None = None) -> None:
+    async def show_list(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)
@@ -348,7 +349,7 @@ class Lorebook(commands.GroupCog, group_name="lore", group_description="The worl
     @app_commands.autocomplete(entry=autocomplete_entry)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def show(self, interaction: Interaction, entry: app_commands.Range[str, 1, MAX_NAME_LENGTH],
-                   story: int | None = None) -> None:
+                   story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.bot.db.transaction() as session:
             found, _ = await story_to_view(session, interaction, story)

@@ -44,6 +44,7 @@ from bot.ui.common import (
     NO_PINGS,
     STORY_OPTION_HELP,
     NotAllowed,
+    StoryOption,
     autocomplete_story,
     caller,
     story_to_manage,
@@ -292,7 +293,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     @app_commands.autocomplete(voice=voice_autocomplete)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def voice(self, interaction: Interaction, voice: app_commands.Range[str, 1, VOICE_MAX],
-                    scope: str = SCOPE_ME, story: int | None = None) -> None:
+                    scope: str = SCOPE_ME, story: StoryOption | None = None) -> None:
         chosen = changes_from(None, voice, None, None)["tts_voice"]
         for_story = scope == SCOPE_STORY or story is not None
         if for_story:  # may they? (before asking Kokoro)
@@ -333,7 +334,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     @app_commands.autocomplete(story=autocomplete_story)
     async def speed(self, interaction: Interaction,
                     speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX],
-                    scope: str = SCOPE_ME, story: int | None = None) -> None:
+                    scope: str = SCOPE_ME, story: StoryOption | None = None) -> None:
         changes = changes_from(None, None, speed, None)
         if scope == SCOPE_STORY or story is not None:
             title = await self._change_story_voice(interaction, story, {STORY_SPEED_KEY: changes["tts_speed"]})

@@ -24,6 +24,7 @@ from bot.ui.common import (
     EMBED_FIELDS,
     STORY_OPTION_HELP,
     NotAllowed,
+    StoryOption,
     answer,
     autocomplete_story,
     caller,
@@ -251,7 +252,7 @@ class Stories(commands.Cog):
     @story.command(name="resume", description="Show a story's latest scene again, with its buttons")
     @app_commands.describe(story="The story (default: the one of this thread or DM)")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def resume(self, interaction: Interaction, story: int | None = None) -> None:
+    async def resume(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             found, who = await story_for(s, interaction, story, Need.PLAY)
@@ -292,7 +293,7 @@ class Stories(commands.Cog):
 
     @story.command(name="info", description="A story's settings, chapter, story so far and context use")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def info(self, interaction: Interaction, story: int | None = None) -> None:
+    async def info(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.SEE)
@@ -319,7 +320,7 @@ class Stories(commands.Cog):
 
     @story.command(name="memory", description="What the storyteller will be given for the next scene, and its cost")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def memory(self, interaction: Interaction, story: int | None = None) -> None:
+    async def memory(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.SEE)
@@ -342,7 +343,7 @@ class Stories(commands.Cog):
                            clear="Remove the author's note", story=STORY_OPTION_HELP)
     @app_commands.autocomplete(story=autocomplete_story)
     async def note(self, interaction: Interaction, text: app_commands.Range[str, 1, AUTHOR_NOTE_MAX] | None = None,
-                   clear: bool = False, story: int | None = None) -> None:
+                   clear: bool = False, story: StoryOption | None = None) -> None:
         await interaction.response.defer(ephemeral=True, thinking=True)
         async with self.db.transaction() as s:
             if text is None and not clear:
@@ -359,7 +360,7 @@ class Stories(commands.Cog):
 
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def end(self, interaction: Interaction, story: int | None = None) -> None:
+    async def end(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         async def work() -> str:
             async with self.db.transaction() as s:
                 found, who = await story_for(s, interaction, story, Need.MODERATE)
@@ -372,7 +373,7 @@ class Stories(commands.Cog):
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def delete(self, interaction: Interaction, story: int | None = None) -> None:
+    async def delete(self, interaction: Interaction, story: StoryOption | None = None) -> None:
         async def work() -> Story:
             async with self.db.transaction() as s:
                 return (await story_for(s, interaction, story, Need.MODERATE))[0]
@@ -385,7 +386,7 @@ class Stories(commands.Cog):
     @app_commands.choices(length=LENGTH_CHOICES, pov=POV_CHOICES)
     @app_commands.autocomplete(story=autocomplete_story)
     async def settings(self, interaction: Interaction, length: str | None = None,
-                       pov: str | None = None, story: int | None = None) -> None:
+                       pov: str | None = None, story: StoryOption | None = None) -> None:
         async def work() -> str:
             async with self.db.transaction() as s:
                 found, who = await story_for(s, interaction, story, Need.MODERATE)
@@ -406,7 +407,7 @@ class Stories(commands.Cog):
         ("Markdown", "markdown"), ("EPUB (e-book)", "epub"), ("PDF", "pdf"), ("HTML (web page)", "html"))])
     @app_commands.autocomplete(story=autocomplete_story)
     async def export(self, interaction: Interaction, format: str, whole_tree: bool = False,
-                     summaries: bool = False, public: bool = False, story: int | None = None) -> None:
+                     summaries: bool = False, public: bool = False, story: StoryOption | None = None) -> None:
         # Imported here so that this command stays one self-contained block of the cog.
         import tempfile
 
@@ -455,7 +456,7 @@ class Stories(commands.Cog):
     @app_commands.describe(player="Who may vote", story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=autocomplete_story)
     async def invite(self, interaction: Interaction, player: discord.User,
-                     story: int | None = None) -> None:
+                     story: StoryOption | None = None) -> None:
         async def work() -> tuple[str, int | None, int | None]:
             async with self.db.transaction() as s:
                 found, who, invited = await self._story_and_player(s, interaction, story, player)
@@ -505,7 +506,7 @@ class Stories(commands.Cog):
     @story.command(name="kick", description="Take someone off a group story's table: their votes stop counting")
     @app_commands.describe(player="Who to remove", story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=autocomplete_story)
-    async def kick(self, interaction: Interaction, player: discord.User, story: int | None = None) -> None:
+    async def kick(self, interaction: Interaction, player: discord.User, story: StoryOption | None = None) -> None:
         async def work() -> tuple[int, int, str, discord.Thread | None]:
             async with self.db.transaction() as s:
                 found, who, kicked = await self._story_and_player(s, interaction, story, player)
@@ -538,7 +539,7 @@ class Stories(commands.Cog):
     async def vote_settings(self, interaction: Interaction,
                             seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
                             own_actions: bool | None = None, host_closes: bool | None = None,
-                            invite_only: bool | None = None, story: int | None = None) -> None:
+                            invite_only: bool | None = None, story: StoryOption | None = None) -> None:
         async def work() -> str:
             async with self.db.transaction() as s:
                 found, _ = await story_for(s, interaction, story, Need.MODERATE)
