@@ -18,7 +18,11 @@ votes themselves (who may vote, the tally, deadlines, the close claim) are
   ``engine.next_scene``), once its hand-off is claimed in the database; the timer also
   recovers winners nobody is writing (the closer died between the close and the scene,
   or the scene's generation died or failed): ``VoteService.recover`` hands each to one
-  process.
+  process;
+- the winner's scene counts against the generation limit of whoever closed the vote
+  (Close vote, or the vote after which everyone had voted; stored with the close, so a
+  recovery charges them too), else the host's. A click that would close a vote while its
+  player is at the limit is refused with the limit's message, and nothing is recorded.
 """
 
 from __future__ import annotations
@@ -191,10 +195,13 @@ class Votes(commands.Cog):
                 await self._timer
         await self.painter.close()
 
-    async def _close(self, ballot_id: int, reason: CloseReason) -> Settled | None:
+    async def _close(self, ballot_id: int, reason: CloseReason, closer_id: int | None = None, *,
+                     checked: bool = False) -> Settled | None:
         """Close a ballot (a database claim: None if it was closed already) and tell
-        whoever listens (metrics: ``on_kahani_vote_settled``)."""
-        settled = await self.votes.close(ballot_id, reason)
+        whoever listens (metrics: ``on_kahani_vote_settled``). ``closer_id`` closed it:
+        the winner's scene counts against them (``checked``: their limit was just checked)."""
+        settled = await self.votes.close(ballot_id, reason, closer_id=closer_id,
+                                         may_close=None if checked else self.bot.engine.check_limits)
         if settled is not None:
             self.bot.dispatch("kahani_vote_settled", settled)
         return settled
@@ -307,13 +314,13 @@ class Votes(commands.Cog):
         host_perms = bool(interaction.guild_id and interaction.permissions.manage_threads)
 
         async def record() -> tuple[Any, Settled | None]:
+            # A vote that closes the ballot starts the winner's scene, counted against
+            # this player: over their limit, it is refused (RateLimited) and not recorded.
             result = await self.votes.cast_as(variant_id, user.id, user.display_name, n, action=action,
-                                              may_vote=play_check(interaction))
-            state = result.state
-            if result.position is not None and result.after_no_votes and (result.by_owner or host_perms):
-                return result, await self._close(state.ballot_id, CloseReason.HOST)  # the host was asked
-            if state.everyone_voted:
-                return result, await self._close(state.ballot_id, CloseReason.EVERYONE)
+                                              may_vote=play_check(interaction), moderator=host_perms,
+                                              may_close=self.bot.engine.check_limits)
+            if result.closes is not None:
+                return result, await self._close(result.state.ballot_id, result.closes, result.voter_id, checked=True)
             return result, None
 
         result, settled = await within_the_deadline(interaction, record())
@@ -340,7 +347,9 @@ class Votes(commands.Cog):
         if interaction.response.is_done() or interaction.message is None \
                 or not await self._shows(variant_id, interaction.message.id):
             return False
-        view = disabled(await self.player.view_for(variant_id), settled.winner, variant_id)
+        view = await self.player.view_for(variant_id)
+        if settled.winner is not None:  # decided: the buttons go grey; else the next vote starts a new round
+            view = disabled(view, settled.winner, variant_id)
         await interaction.response.edit_message(embed=tally_embed(settled.state), view=view)
         return True
 
@@ -380,7 +389,9 @@ class Votes(commands.Cog):
                         access.can_play(story_facts, who) and story_facts.member_status == MemberStatus.JOINED.value):
                     raise NotAllowed(msg.VOTE_MEMBERS_ONLY_CLOSE)
             state = await self.votes.latest(variant_id)
-            return None if state is None or not state.open else await self._close(state.ballot_id, CloseReason.HOST)
+            # The closer's limit is checked with the close (refused: it stays open).
+            return None if state is None or not state.open else await self._close(
+                state.ballot_id, CloseReason.HOST, who.user_id)
 
         settled = await within_the_deadline(interaction, close(), thinking=False)
         if settled is None:
@@ -450,10 +461,10 @@ class Votes(commands.Cog):
         kind, text = settled.instruction
         retry = ("act", state.variant_id, None) if kind is InstructionKind.ACTION else \
             ("choose", state.variant_id, state.winner)
-        # The scene a vote chose counts against the host: a table of one cannot write
-        # without limit by voting.
+        # The scene a vote chose counts against whoever closed the vote, else the host:
+        # a table of one cannot write without limit by voting.
         self.player.continue_story(channel, story_id, state.variant_id, kind, text, retry=retry,
-                                   user_id=story.owner_id)
+                                   user_id=state.counts_against(story.owner_id))
 
     # --- members -----------------------------------------------------------------------
 

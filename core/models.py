@@ -492,6 +492,10 @@ class Ballot(Base):
     extended: Mapped[bool] = mapped_column(Boolean, default=False)
     closed_at: Mapped[datetime | None]
     closed_by: Mapped[str | None] = mapped_column(String(20))  # deadline|everyone|host|void
+    # Who closed it (Close vote, or the vote that made everyone have voted): the winner's
+    # scene counts against them. None: the deadline, a kick, or a moderator Kahani never
+    # stored closed it, and the scene counts against the host.
+    closed_by_user_id: Mapped[int | None] = mapped_column(_fk("users.id", ondelete="SET NULL"))
     winner_position: Mapped[int | None] = mapped_column(Integer)
     outcome: Mapped[str | None] = mapped_column(Text)  # how it was decided, for the message
     # The winner's generation handed off: claimed (UPDATE … WHERE taken_at IS NULL …

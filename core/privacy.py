@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import repository as repo
 from core.models import (
+    Ballot,
     GenerationStart,
     MemberRole,
     RateEvent,
@@ -73,6 +74,8 @@ async def forget(session: AsyncSession, discord_id: int) -> Kept | None:
     for table, column in ((Vote, Vote.user_id), (UserSettings, UserSettings.user_id),
                           (RateEvent, RateEvent.user_id), (GenerationStart, GenerationStart.user_id)):
         await session.execute(delete(table).where(column == user.id))
+    # Who closed a vote goes with their votes (a winner not yet written counts against the host).
+    await session.execute(update(Ballot).where(Ballot.closed_by_user_id == user.id).values(closed_by_user_id=None))
     user.discord_id = None
     user.display_name = FORMER_PLAYER
     await session.flush()

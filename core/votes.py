@@ -15,6 +15,12 @@ for the ballots past their deadline (at start-up and periodically) and settles t
 A ballot with no votes at its deadline is extended once; with none at the second
 deadline it closes without a winner and the host is asked (their next click decides).
 
+Whoever closes a ballot (Close vote, or the vote after which everyone has voted) is
+stored with the close claim, and the winner's scene counts against their generation
+limit; closed by its deadline (or a kick), it counts against the host. A front end's
+``may_close`` check (e.g. the limit) runs inside the closing transaction: refused,
+nothing is written, not even the vote that would have closed it.
+
 A decided ballot's winning scene is **handed off** to a generation by a second claim,
 ``UPDATE ballots SET taken_at … WHERE taken_at IS NULL RETURNING``: the closer takes it
 at once (:meth:`VoteService.take`). If the closer dies before that, or its generation
@@ -28,7 +34,7 @@ exactly one process starts the winner's scene.
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -63,6 +69,9 @@ ACTION_POSITION = 5  # a proposed own action joins the ballot as option 5
 SETTINGS_KEY = "votes"  # Story.settings["votes"]
 # The front end's access check for a vote: (story, user id, membership status) -> raises.
 MayVote = Callable[[Story, int, str | None], None]
+# The front end's check on whoever closes a ballot with a winner (its scene counts against
+# them): (session, story, user id) -> raises to refuse (e.g. over the generation limit).
+MayClose = Callable[[AsyncSession, Story, int], Awaitable[None]]
 # The winner's hand-off (see the module doc): a decided ballot nobody took this long after
 # it closed lost its closer; one taken this long ago with no lease and no scene after it
 # lost its generation (the process died, or the generation failed). One automatic retry.
@@ -119,6 +128,7 @@ class BallotState:
     extended: bool
     closed_at: datetime | None
     closed_by: str | None
+    closer_id: int | None  # the user who closed it (None: the deadline, a kick, a void)
     winner: int | None
     outcome: str | None
     options: tuple[str, ...]  # the choices' texts, option n at index n - 1
@@ -135,6 +145,11 @@ class BallotState:
     def everyone_voted(self) -> bool:
         return self.voters > 0 and self.voters >= self.eligible
 
+    def counts_against(self, owner_id: int) -> int:
+        """Whose generation limit the winner's scene counts against: the closer's, else
+        the host's (``owner_id``)."""
+        return self.closer_id if self.closer_id is not None else owner_id
+
     def text_of(self, position: int) -> str:
         if position == ACTION_POSITION and self.action is not None:
             return self.action
@@ -148,6 +163,8 @@ class CastResult:
     state: BallotState
     by_owner: bool = False  # the story's owner (host) cast it
     after_no_votes: bool = False  # it opened a new round after a vote that nobody voted in
+    voter_id: int | None = None  # who cast it
+    closes: CloseReason | None = None  # this vote closes the ballot (everyone voted; the host, asked)
 
 
 @dataclass(frozen=True)
@@ -273,17 +290,23 @@ class VoteService:
             return await self._cast(s, variant_id, user_id, position, action)
 
     async def cast_as(self, variant_id: int, discord_id: int, display_name: str, position: int, *,
-                      action: str | None = None, may_vote: MayVote | None = None) -> CastResult:
+                      action: str | None = None, may_vote: MayVote | None = None, moderator: bool = False,
+                      may_close: MayClose | None = None) -> CastResult:
         """:meth:`cast` for a Discord user (created on first sight), in one transaction:
         a burst of votes costs one short write each. ``may_vote(story, user_id,
         member_status)`` is the front end's access check (core/access.py); it raises to
-        refuse, and then nothing is written, not even the user."""
+        refuse, and then nothing is written, not even the user. The result's ``closes``
+        says whether this vote closes the ballot (the caller then calls :meth:`close`):
+        everyone has voted, or the host (or a ``moderator``) voted in the round after a
+        vote nobody voted in; ``may_close(session, story, user_id)`` may refuse that
+        vote, as ``may_vote`` does."""
         async with self.db.transaction() as s:
             user = await repo.get_or_create_user(s, discord_id, display_name)
-            return await self._cast(s, variant_id, user.id, position, action, may_vote)
+            return await self._cast(s, variant_id, user.id, position, action, may_vote, moderator, may_close)
 
     async def _cast(self, s: AsyncSession, variant_id: int, user_id: int, position: int,
-                    action: str | None, may_vote: MayVote | None = None) -> CastResult:
+                    action: str | None, may_vote: MayVote | None = None, moderator: bool = False,
+                    may_close: MayClose | None = None) -> CastResult:
         story = await self._story_of(s, variant_id)
         member = await repo.get_member(s, story.id, user_id)
         if may_vote is not None:
@@ -312,8 +335,17 @@ class VoteService:
             await repo.set_member(s, story.id, user_id, MemberStatus.JOINED)
         counted = await self._record(s, ballot, user_id, position, action, settings, len(
             await repo.get_choices(s, variant_id)))
-        return CastResult(counted, joined, await self._state(s, ballot), by_owner=story.owner_id == user_id,
-                          after_no_votes=after_no_votes)
+        state = await self._state(s, ballot)
+        by_owner = story.owner_id == user_id
+        closes = None
+        if counted is not None and after_no_votes and (by_owner or moderator):
+            closes = CloseReason.HOST  # the host was asked, and answered
+        elif state.everyone_voted:
+            closes = CloseReason.EVERYONE
+        if closes is not None and may_close is not None:
+            await may_close(s, story, user_id)  # raises: the vote is not recorded either
+        return CastResult(counted, joined, state, by_owner=by_owner, after_no_votes=after_no_votes,
+                          voter_id=user_id, closes=closes)
 
     async def withdraw_member(self, story_id: int, user_id: int) -> BallotState | None:
         """Remove a (kicked) member's vote from the story's open ballot; its state after."""
@@ -324,11 +356,14 @@ class VoteService:
             await s.execute(delete(Vote).where(Vote.ballot_id == ballot.id, Vote.user_id == user_id))
             return await self._state(s, ballot)
 
-    async def close(self, ballot_id: int, reason: CloseReason) -> Settled | None:
+    async def close(self, ballot_id: int, reason: CloseReason, *, closer_id: int | None = None,
+                    may_close: MayClose | None = None) -> Settled | None:
         """Close the ballot now (everyone voted, or the host closed it) and decide the
-        winner. None when it was already closed — by another process or timer."""
+        winner; ``closer_id`` is who closed it (the winner's scene counts against them).
+        None when it was already closed — by another process or timer. With a winner,
+        ``may_close(session, story, closer_id)`` may refuse (it raises; nothing closes)."""
         async with self.db.transaction() as s:
-            return await self._close(s, ballot_id, reason, due_only=False)
+            return await self._close(s, ballot_id, reason, due_only=False, closer_id=closer_id, may_close=may_close)
 
     async def settle_due(self, ballot_id: int) -> Settled | None:
         """A ballot at or past its deadline: extended once when nobody voted, else
@@ -486,19 +521,23 @@ class VoteService:
         await s.flush()
         return position
 
-    async def _close(self, s: AsyncSession, ballot_id: int, reason: CloseReason, *, due_only: bool) -> Settled | None:
+    async def _close(self, s: AsyncSession, ballot_id: int, reason: CloseReason, *, due_only: bool,
+                     closer_id: int | None = None, may_close: MayClose | None = None) -> Settled | None:
         now = self.clock()
         claim = update(Ballot).where(Ballot.id == ballot_id, Ballot.closed_at.is_(None))
         if due_only:
             claim = claim.where(Ballot.deadline <= now)
         # The claim: of every process and timer trying, exactly one gets the row back.
-        won = await s.scalar(claim.values(closed_at=now, closed_by=reason.value).returning(Ballot.id))
+        won = await s.scalar(claim.values(closed_at=now, closed_by=reason.value, closed_by_user_id=closer_id)
+                             .returning(Ballot.id))
         if won is None:
             return None
         ballot = await s.get_one(Ballot, ballot_id)
         await s.refresh(ballot)
         counts = await self._counts(s, ballot_id)
         ballot.winner_position, ballot.outcome = describe_outcome(counts, reason)
+        if ballot.winner_position is not None and closer_id is not None and may_close is not None:
+            await may_close(s, await repo.get_story(s, ballot.story_id), closer_id)  # raises: the claim is undone
         await s.flush()
         return Settled(await self._state(s, ballot))
 
@@ -518,8 +557,8 @@ class VoteService:
         return BallotState(
             ballot_id=ballot.id, story_id=ballot.story_id, variant_id=ballot.variant_id, deadline=ballot.deadline,
             extended=ballot.extended, closed_at=ballot.closed_at, closed_by=ballot.closed_by,
-            winner=ballot.winner_position, outcome=ballot.outcome, options=options, action=action,
-            counts=counts, voters=sum(counts.values()), eligible=max(eligible or 0, 1),
+            closer_id=ballot.closed_by_user_id, winner=ballot.winner_position, outcome=ballot.outcome,
+            options=options, action=action, counts=counts, voters=sum(counts.values()), eligible=max(eligible or 0, 1),
         )
 
 

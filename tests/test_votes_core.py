@@ -1,6 +1,6 @@
 """Group votes in the database (core/votes.py), on SQLite and PostgreSQL: casting,
-changing and withdrawing, ties, deadlines and the one extension, and the close claim
-raced by two connection pools."""
+changing and withdrawing, ties, deadlines and the one extension, the close claim
+raced by two connection pools, and who closed a vote (its winner counts against them)."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from core import privacy
 from core import repository as repo
 from core.db import Database
-from core.models import Ballot, InstructionKind, MemberStatus, StoryMode
-from core.votes import CloseReason, VoteRefused, VoteService, VoteSettings, pick_winner
+from core.errors import KahaniError
+from core.models import Ballot, InstructionKind, MemberStatus, Story, StoryMode
+from core.votes import TAKE_GRACE, CloseReason, VoteRefused, VoteService, VoteSettings, pick_winner
 from tests.clocks import FakeClock
 
 
@@ -200,3 +203,71 @@ async def test_two_processes_racing_to_close_a_ballot_close_it_once(database_url
     finally:
         await first.dispose()
         await second.dispose()
+
+
+# --- who closed it: the winner's scene counts against them ------------------------------
+
+
+class OverTheLimit(KahaniError):
+    pass
+
+
+async def refuse(session: AsyncSession, story: Story, user_id: int) -> None:
+    raise OverTheLimit(f"user {user_id} is at the limit")
+
+
+async def test_the_closer_is_stored_with_the_close_and_a_recovery_charges_them(db: Database, clock: FakeClock) -> None:
+    story_id, variant_id, users = await group_story(db, players=2)
+    host, guest = users
+    votes = VoteService(db, clock=clock)
+    async with db.transaction() as s:
+        await repo.set_member(s, story_id, guest, MemberStatus.JOINED)
+    first = await votes.cast_as(variant_id, 1000, "p0", 2)
+    assert first.closes is None and first.voter_id == host
+    last = await votes.cast_as(variant_id, 1001, "p1", 2)  # everyone has voted now
+    assert last.closes == CloseReason.EVERYONE and last.voter_id == guest
+    settled = await votes.close(last.state.ballot_id, last.closes, closer_id=guest)
+    assert settled is not None and settled.state.closer_id == guest
+    assert settled.state.counts_against(host) == guest
+    # The closer's process died before it took the winner: whoever recovers it (another
+    # process, or this one restarted) reads the closer from the database.
+    clock.advance(TAKE_GRACE.total_seconds() + 1)
+    [recovered] = await VoteService(db, clock=clock).recover()
+    assert recovered.state.closer_id == guest and recovered.state.counts_against(host) == guest
+    # Forgetting the closer (/privacy delete-me) leaves the winner to the host.
+    async with db.transaction() as s:
+        await privacy.forget(s, 1001)
+    assert (await votes.state(settled.state.ballot_id)).counts_against(host) == host
+
+
+async def test_a_ballot_closed_by_its_deadline_counts_against_the_host(db: Database, clock: FakeClock) -> None:
+    _, variant_id, users = await group_story(db, players=3)
+    votes = VoteService(db, clock=clock)
+    cast = await votes.cast(variant_id, users[1], 3)
+    clock.advance(60)
+    settled = await votes.settle_due(cast.state.ballot_id)
+    assert settled is not None and settled.winner == 3
+    assert settled.state.closer_id is None and settled.state.counts_against(users[0]) == users[0]
+
+
+async def test_a_closer_over_the_limit_is_refused_and_nothing_is_written(db: Database, clock: FakeClock) -> None:
+    story_id, variant_id, users = await group_story(db, players=2)
+    votes = VoteService(db, clock=clock)
+    # The host alone at the table: their vote would close it, and they may not start a scene.
+    with pytest.raises(OverTheLimit):
+        await votes.cast_as(variant_id, 1000, "p0", 1, may_close=refuse)
+    state = await votes.open_ballot(variant_id)
+    assert state is not None and state.open and state.voters == 0
+    # A vote that closes nothing is not asked about.
+    async with db.transaction() as s:
+        await repo.set_member(s, story_id, users[1], MemberStatus.JOINED)
+    counted = await votes.cast_as(variant_id, 1000, "p0", 1, may_close=refuse)
+    assert counted.position == 1 and counted.closes is None
+    # Close vote by someone over the limit: refused, the ballot stays open.
+    with pytest.raises(OverTheLimit):
+        await votes.close(state.ballot_id, CloseReason.HOST, closer_id=users[1], may_close=refuse)
+    assert (await votes.state(state.ballot_id)).open
+    # Closing without a winner starts no scene: nobody's limit is asked about.
+    await votes.cast(variant_id, users[0], 1)  # withdrawn
+    settled = await votes.close(state.ballot_id, CloseReason.HOST, closer_id=users[1], may_close=refuse)
+    assert settled is not None and settled.winner is None and settled.state.closer_id == users[1]
