@@ -34,6 +34,7 @@ from bot.ui.common import (
     within_the_deadline,
 )
 from bot.ui.memory import memory_embed
+from bot.ui.render import post_paced, within_global_budget
 from cogs.chapters import SummaryView
 from cogs.votes import settings_text
 from core import access, cooldowns, stories
@@ -188,7 +189,7 @@ class Stories(commands.Cog):
         await interaction.followup.send(msg.STORY_STARTED.format(title=title, where=where),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
         intro = msg.STORY_INTRO.format(title=title, genre=genre or "—", tone=tone or "—")
-        await channel.send(intro, allowed_mentions=NO_PINGS)
+        await post_paced(channel, intro, scheduler=self.bot.scheduler)
         self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
             story_id, user_id=user_id, frontend_ref=ref), retry=("open", story_id, None)))
 
@@ -216,16 +217,19 @@ class Stories(commands.Cog):
         if not isinstance(parent, discord.TextChannel):
             raise KahaniError(msg.STORY_NEEDS_TEXT_CHANNEL)
         kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
+        # Thread, player and title card pass the global limit the scene streams share
+        # (many /story new at once would draw a 429 otherwise).
+        gate = self.bot.scheduler
         try:
             # invitable only matters for a private thread: players are added by the bot
-            thread = await parent.create_thread(name=title[:100], type=kind, auto_archive_duration=10080,
-                                                invitable=not private)
+            thread = await within_global_budget(gate, lambda: parent.create_thread(
+                name=title[:100], type=kind, auto_archive_duration=10080, invitable=not private))
         except discord.Forbidden as exc:
             # Asked for privacy: say so rather than open a thread everyone can read.
             refused = msg.STORY_NO_PRIVATE_THREAD_PERMISSION if private else msg.STORY_NO_THREAD_PERMISSION
             raise KahaniError(refused.format(channel=parent.mention)) from exc
         try:
-            await thread.add_user(interaction.user)
+            await within_global_budget(gate, lambda: thread.add_user(interaction.user))
         except discord.Forbidden as exc:
             with contextlib.suppress(discord.HTTPException):
                 await thread.delete()  # no empty thread left behind

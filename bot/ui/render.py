@@ -59,15 +59,16 @@ import math
 import re
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum, IntEnum
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Clock = Callable[[], float]
 AnyMessage = discord.Message | discord.PartialMessage
@@ -874,6 +875,29 @@ class SceneStreamer:
             self._done.set()
 
 
+async def _room(scheduler: StreamScheduler, ready_at: Callable[[float], float]) -> float:
+    """Wait until ``ready_at(now)`` is now; returns now."""
+    while True:
+        now = scheduler.clock()
+        ready = ready_at(now)
+        if ready <= now:
+            return now
+        await scheduler.changed(ready)  # the budget opens then, or when a request in flight is answered
+
+
+async def within_global_budget(scheduler: StreamScheduler, request: Callable[[], Awaitable[T]]) -> T:
+    """Send one REST request that no stream or channel budget counts (creating a thread,
+    adding its player) within the bot's global limit, which the streams share: a burst of
+    them (30 ``/story new`` at once) waits for room instead of drawing a 429."""
+    now = await _room(scheduler, scheduler.global_budget.ready_at)
+    counted = scheduler.global_budget.take(now)
+    try:
+        return await request()
+    finally:
+        scheduler.global_budget.answered(counted, scheduler.clock())
+        scheduler.poke()
+
+
 async def post_paced(channel: discord.abc.Messageable, content: str, *,
                      scheduler: StreamScheduler | None = None, **kwargs: Any) -> discord.Message:
     """Post a message outside a stream (e.g. a "the storyteller is writing…" placeholder)
@@ -881,12 +905,7 @@ async def post_paced(channel: discord.abc.Messageable, content: str, *,
     the bot's global limit instead of drawing a 429 when many scenes start at once."""
     scheduler = scheduler or StreamScheduler.shared()
     budget = scheduler.budget(channel.id)  # type: ignore[attr-defined]
-    while True:
-        now = scheduler.clock()
-        ready = max(budget.create_ready_at(now), scheduler.global_budget.ready_at(now))
-        if ready <= now:
-            break
-        await scheduler.changed(ready)  # the budget opens then, or when a request in flight is answered
+    now = await _room(scheduler, lambda now: max(budget.create_ready_at(now), scheduler.global_budget.ready_at(now)))
     ticket = budget.take_create(now)
     counted = scheduler.global_budget.take(now)
     try:
