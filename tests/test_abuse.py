@@ -32,7 +32,7 @@ from core import messages as msg
 from core import repository as repo
 from core.models import Ballot, GenerationStart, Scene, Story, User, utcnow
 from core.votes import TAKE_GRACE, CloseReason, VoteService
-from tests.discord_standin import Channel, DiscordStandin
+from tests.discord_standin import AdjustableClock, Channel, DiscordStandin
 from tests.discord_standin import User as DiscordUser
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import InteractionRecord, Message
@@ -129,6 +129,7 @@ async def new_story(world: World, who: DiscordUser, title: str, **options: objec
     assert (await ephemeral_answer(world.standin, submitted)).startswith(f"**{title}** begins")
     thread = await world.standin.wait_until(lambda: next(iter(threads_named(world, title)), None),
                                             what="the story's thread")
+    assert thread is not None
     return thread, await wait_scene(world.standin, thread)
 
 
@@ -144,6 +145,7 @@ async def test_thirty_new_stories_in_a_minute_make_the_hourly_limit_and_no_orpha
     rex = world.standin.add_user("rex", guild=world.guild)
     # The players come after start-up: the bot's start-up requests (not paced: a few,
     # once) are out of Discord's one-second window by then.
+    assert isinstance(world.standin.clock, AdjustableClock)
     world.standin.clock.advance(1.0)
     forms = []
     for _ in range(30):  # thirty forms open at once…
@@ -171,6 +173,7 @@ async def test_thirty_new_stories_in_a_minute_make_the_hourly_limit_and_no_orpha
         first = await world.standin.wait_until(
             lambda t=thread: next((m for m in t.messages if finished_scene(m) or limited in m.content), None),
             what="a first scene or the limit's message")
+        assert first is not None
         retry = any(c.get("label") == "Retry" for c in first.component_items())
         outcomes["scene" if finished_scene(first) else "limited, with Retry" if retry else "limited"] += 1
     assert outcomes == Counter({"scene": PER_MINUTE, "limited, with Retry": PER_HOUR - PER_MINUTE}), outcomes
