@@ -34,8 +34,9 @@ from bot.ui.common import (
     within_the_deadline,
 )
 from bot.ui.memory import memory_embed
-from bot.ui.render import post_paced, within_global_budget
-from cogs.chapters import SummaryView
+from bot.ui.reader import ReaderView, tree_text
+from bot.ui.render import post_paced, split_text, within_global_budget
+from cogs.chapters import SummaryView, autocomplete_chapter, chapter_name
 from cogs.votes import settings_text
 from core import access, cooldowns, stories
 from core import messages as msg
@@ -43,7 +44,9 @@ from core import repository as repo
 from core.access import Need
 from core.engine import StoryEngine
 from core.errors import KahaniError, NotFound
+from core.ids import MAX_ID
 from core.models import Chapter, SceneLength, Story, StoryMode, StoryStatus, utcnow
+from core.reading import ReadScene, reader_pages
 from core.stories import AUTHOR_NOTE_MAX
 from core.text import storable
 from core.votes import MAX_DURATION, MIN_DURATION, VoteService, VoteSettings
@@ -341,6 +344,45 @@ class Stories(commands.Cog):
                            can_undo=await self.engine.summary_edited(found.id, chapter.id))
         view.message = await interaction.followup.send(msg.MEMORY_EDIT_HINT, embed=embed, view=view, ephemeral=True,
                                                        allowed_mentions=NO_PINGS, wait=True)
+
+    @story.command(name="read", description="Read the story so far, page by page (only you see it)")
+    @app_commands.describe(chapter="Start at this chapter (its number)", story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(chapter=autocomplete_chapter)  # one call per choice type (int, int)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def read(self, interaction: Interaction, chapter: app_commands.Range[int, 1, MAX_ID] | None = None,
+                   story: StoryOption | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.db.transaction() as s:
+            found, _ = await story_for(s, interaction, story, Need.SEE)
+            path = await repo.active_path(s, found.id)
+            chapters = [c.chapter for c in await repo.path_chapters(s, found.id)]
+        if not path:
+            await answer(interaction, msg.READER_EMPTY)
+            return
+        position = {c.id: n for n, c in enumerate(chapters, 1)}
+        names = [chapter_name(c) for c in chapters]
+        scenes = [ReadScene(n, position.get(p.chapter_id, 1), names[position.get(p.chapter_id, 1) - 1],
+                            shorten(p.variant.instruction, 200), p.variant.content)
+                  for n, p in enumerate(path, 1)]
+        view = ReaderView(found.title, reader_pages(scenes, split_text), names)
+        if chapter is not None:
+            wanted = next((n for n, c in enumerate(chapters, 1) if c.number == chapter), None)
+            if wanted is None:
+                await answer(interaction, msg.READER_NO_CHAPTER.format(number=chapter, count=len(chapters)))
+                return
+            view = ReaderView(found.title, view.pages, names, start=view.first_page_of(wanted))
+        view.message = await interaction.followup.send(embed=view.embed(), view=view, ephemeral=True,
+                                                       allowed_mentions=NO_PINGS, wait=True)
+
+    @story.command(name="tree", description="The story's branches: which scenes have other versions")
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def tree(self, interaction: Interaction, story: StoryOption | None = None) -> None:
+        await interaction.response.defer(ephemeral=True, thinking=True)
+        async with self.db.transaction() as s:
+            found, _ = await story_for(s, interaction, story, Need.SEE)
+            outline = await repo.story_outline(s, found.id)
+        embed = discord.Embed(title=shorten(found.title, 256), description=tree_text(outline))
+        await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
 
     @story.command(name="note", description="The author's note: steers every scene (\"keep it grim\")")
     @app_commands.describe(text="The note to the storyteller (not part of the story)",

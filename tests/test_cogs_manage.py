@@ -450,3 +450,62 @@ async def test_autocompletes_read_and_write_nothing(world: World) -> None:
             assert [c["value"] for c in choices] == ["Mara"]  # a public group story: the server may read it
     async with world.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(StoredUser)) == users
+
+
+# --- /story read and /story tree -------------------------------------------------------------
+
+
+async def test_a_50_scene_story_reads_back_page_by_page_and_by_chapter(world: World) -> None:
+    thread = world.standin.add_thread(world.general, "The Long Tide", owner=world.alice)
+    texts = [f"Scene {n} begins. " + " ".join(f"tide{n}w{i}" for i in range(180)) + "." for n in range(1, 51)]
+    async with world.db.transaction() as s:
+        owner = await repo.get_or_create_user(s, world.alice.id, world.alice.name)
+        story = await repo.create_story(s, owner, "The Long Tide", guild_id=world.guild.id,
+                                        channel_id=world.general.id, thread_id=thread.id)
+        parent = None
+        for n, text in enumerate(texts, 1):
+            _, variant = await repo.add_scene(s, story.id, parent, text, [repo.ChoiceSpec("Go on")],
+                                              instruction="Go on" if parent else "")
+            parent = variant.id
+            if n in (20, 35):
+                await repo.open_chapter(s, story.id, variant.id, summary="So far.", title="")
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, thread, "story read"))
+    assert answer.embeds[0]["footer"]["text"].startswith("Page 1 of ")
+    pages = [answer.embeds[0]["description"]]
+    while not answer.find_component("▶").get("disabled"):
+        rec = await world.standin.click(world.alice, answer, "▶")
+        assert (await rec.wait_response()).type == 7  # the same private message turns its page
+        pages.append(answer.embeds[0]["description"])
+    read = "\n".join(pages)
+    assert all(len(p) <= 4096 for p in pages) and len(pages) >= 10
+    positions = [read.index(text) for text in texts]  # every scene, whole, in order
+    assert positions == sorted(positions)
+    assert read.count("-# Scene ") == 50 and "-# Scene 2 · → Go on" in read
+
+    # Jump to chapter 3 from the menu, and open the reader at chapter 2 with the option.
+    rec = await world.standin.select(world.alice, answer, ["3"])
+    await rec.wait_response()
+    assert answer.embeds[0]["description"].startswith("__**Chapter 3**__\n\n-# Scene 36")
+    at_two = await only_answer(world.standin, await world.standin.slash(world.alice, thread, "story read", chapter=2))
+    assert at_two.embeds[0]["description"].startswith("__**Chapter 2**__\n\n-# Scene 21")
+    nowhere = await only_answer(world.standin, await world.standin.slash(world.alice, thread, "story read", chapter=9))
+    assert nowhere.content == msg.READER_NO_CHAPTER.format(number=9, count=3)
+    world.standin.assert_clean()
+
+
+async def test_the_tree_shows_a_rewound_story_and_its_other_versions(world: World) -> None:
+    seeded = await seed_story(world, "The Forked Path", scenes=6)
+    async with world.db.transaction() as s:
+        path = await repo.active_path(s, seeded.story_id)
+        await repo.rewind(s, seeded.story_id, path[2].scene_id)
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "story tree"))
+    text = answer.embeds[0]["description"]
+    assert text.startswith("**3** scenes on the current path · 6 scenes")
+    assert msg.TREE_REWOUND.format(count=3) in text and msg.TREE_NO_FORKS in text
+    async with world.db.transaction() as s:
+        await repo.add_scene(s, seeded.story_id, path[2].variant.id, "A new fourth scene.", [repo.ChoiceSpec("On")])
+    answer = await only_answer(world.standin, await world.standin.slash(world.alice, seeded.thread, "story tree"))
+    assert "Scene **4**: 2 versions, version 2 shown; also v1 (original, 2 more scene(s))" in answer.embeds[0]["description"]
+    # Someone who may not see a solo story learns nothing about it.
+    refused = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "story tree"))
+    assert "Forked" not in refused.content and not refused.embeds

@@ -49,6 +49,7 @@ FILLERS: dict[str, Any] = {"format": "markdown", "name": "Mara", "entry": "Bell"
 OTHER_OPTIONS = {
     ("chapter summary", "chapter"): lambda v: msg.CHAPTER_UNKNOWN.format(number=v),
     ("story vote-settings", "seconds"): lambda v: msg.VOTE_BAD_DURATION.format(seconds=v),
+    ("story read", "chapter"): lambda v: msg.READER_NO_CHAPTER.format(number=v, count=1),
 }
 OPTION_VALUES = (0, -1, 2**31, 2**53, 2**63)
 
