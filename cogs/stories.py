@@ -27,6 +27,7 @@ from bot.ui.common import (
     StoryOption,
     answer,
     autocomplete_story,
+    before_a_modal,
     caller,
     checked_text,
     fitted_embed,
@@ -66,12 +67,11 @@ POV_CHOICES = [app_commands.Choice(name=n, value=v) for n, v in
                (("second person (you)", "second"), ("first person (I)", "first"), ("third person", "third"))]
 
 
-class NewStoryModal(KahaniModal):
-    """``/story new``: the story's title, genre, tone, world and premise."""
+class StoryDetailsModal(KahaniModal):
+    """A story's title, genre, tone, world and premise (``/story new``, ``/story edit``)."""
 
-    def __init__(self, cog: Stories, *, scene_length: str | None, mode: str, private: bool) -> None:
-        super().__init__(title="A new story", timeout=900)
-        self.cog, self.scene_length, self.mode, self.private = cog, scene_length, mode, private
+    def __init__(self, title: str, story: Story | None = None) -> None:
+        super().__init__(title=title, timeout=900)
         self.story_title = discord.ui.TextInput(label="Title", max_length=TITLE_MAX,
                                                 placeholder="The Lighthouse Keeper")
         self.genre = discord.ui.TextInput(label="Genre", max_length=SHORT_FIELD_MAX, required=False,
@@ -82,15 +82,48 @@ class NewStoryModal(KahaniModal):
                                           max_length=LONG_FIELD_MAX, required=False)
         self.premise = discord.ui.TextInput(label="Premise: how does it start?", style=discord.TextStyle.paragraph,
                                             max_length=LONG_FIELD_MAX, required=False)
+        if story is not None:  # the story's details as they are, to change
+            for item, value in ((self.story_title, story.title), (self.genre, story.genre), (self.tone, story.tone),
+                                (self.world, story.world_setting), (self.premise, story.premise)):
+                item.default = (value or "")[:item.max_length]
         for item in (self.story_title, self.genre, self.tone, self.world, self.premise):
             self.add_item(item)
 
-    async def on_submit(self, interaction: Interaction) -> None:
-        await self.cog.create_story(
-            interaction, title=str(self.story_title.value), genre=str(self.genre.value), tone=str(self.tone.value),
-            world_setting=str(self.world.value), premise=str(self.premise.value),
-            scene_length=self.scene_length, mode=self.mode, private=self.private,
+    def details(self) -> stories.StoryDetails:
+        """What was sent, re-checked: a client need not keep to the form's limits."""
+        title = " ".join(checked_text(storable(str(self.story_title.value)), msg.FIELD_STORY_TITLE, TITLE_MAX).split())
+        if not title:
+            raise KahaniError(msg.STORY_NEEDS_TITLE)
+        return stories.StoryDetails(
+            title=title,
+            genre=checked_text(storable(str(self.genre.value)), msg.FIELD_GENRE, SHORT_FIELD_MAX),
+            tone=checked_text(storable(str(self.tone.value)), msg.FIELD_TONE, SHORT_FIELD_MAX),
+            world_setting=checked_text(storable(str(self.world.value)), msg.FIELD_WORLD, LONG_FIELD_MAX),
+            premise=checked_text(storable(str(self.premise.value)), msg.FIELD_PREMISE, LONG_FIELD_MAX),
         )
+
+
+class NewStoryModal(StoryDetailsModal):
+    """``/story new``: the story's title, genre, tone, world and premise."""
+
+    def __init__(self, cog: Stories, *, scene_length: str | None, mode: str, private: bool) -> None:
+        super().__init__("A new story")
+        self.cog, self.scene_length, self.mode, self.private = cog, scene_length, mode, private
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.cog.create_story(interaction, self.details(), scene_length=self.scene_length, mode=self.mode,
+                                    private=self.private)
+
+
+class EditStoryModal(StoryDetailsModal):
+    """``/story edit``: the story's details, filled in as they are."""
+
+    def __init__(self, cog: Stories, story: Story) -> None:
+        super().__init__("Edit the story", story)
+        self.cog, self.story_id = cog, story.id
+
+    async def on_submit(self, interaction: Interaction) -> None:
+        await self.cog.edit_story(interaction, self.story_id, self.details())
 
 
 class ConfirmDelete(KahaniView):
@@ -149,17 +182,9 @@ class Stories(commands.Cog):
             NewStoryModal(self, scene_length=length, mode=mode or default_mode, private=private)
         )
 
-    async def create_story(self, interaction: Interaction, *, title: str, genre: str, tone: str,
-                           world_setting: str, premise: str, scene_length: str | None, mode: str,
-                           private: bool) -> None:
-        # Re-checked here: a client need not keep to the form's limits.
-        title = " ".join(checked_text(storable(title), msg.FIELD_STORY_TITLE, TITLE_MAX).split())
-        if not title:
-            raise KahaniError(msg.STORY_NEEDS_TITLE)
-        genre = checked_text(storable(genre), msg.FIELD_GENRE, SHORT_FIELD_MAX)
-        tone = checked_text(storable(tone), msg.FIELD_TONE, SHORT_FIELD_MAX)
-        world_setting = checked_text(storable(world_setting), msg.FIELD_WORLD, LONG_FIELD_MAX)
-        premise = checked_text(storable(premise), msg.FIELD_PREMISE, LONG_FIELD_MAX)
+    async def create_story(self, interaction: Interaction, details: stories.StoryDetails, *,
+                           scene_length: str | None, mode: str, private: bool) -> None:
+        title, genre, tone = details.title, details.genre, details.tone
         await interaction.response.defer(ephemeral=True, thinking=True)
         in_guild = interaction.guild_id is not None
         if in_guild:
@@ -173,8 +198,8 @@ class Stories(commands.Cog):
             if scene_length is None:
                 scene_length = (await repo.get_user_settings(s, who.user.id)).scene_length
             story = await repo.create_story(
-                s, who.user, title, genre=genre, tone=tone, world_setting=world_setting,
-                premise=premise, scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
+                s, who.user, title, genre=genre, tone=tone, world_setting=details.world_setting,
+                premise=details.premise, scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
                 guild_id=interaction.guild_id, private=private and in_guild,
             )
             story_id, user_id = story.id, who.user.id
@@ -383,6 +408,36 @@ class Stories(commands.Cog):
             outline = await repo.story_outline(s, found.id)
         embed = discord.Embed(title=shorten(found.title, 256), description=tree_text(outline))
         await interaction.followup.send(embed=embed, ephemeral=True, allowed_mentions=NO_PINGS)
+
+    @story.command(name="edit", description="Change a story's title, genre, tone, world or premise")
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def edit(self, interaction: Interaction, story: StoryOption | None = None) -> None:
+        async def read() -> Story:
+            async with self.db.transaction() as s:
+                return (await story_for(s, interaction, story, Need.MODERATE))[0]
+
+        found = await before_a_modal(read())
+        await interaction.response.send_modal(EditStoryModal(self, found))
+
+    async def edit_story(self, interaction: Interaction, story_id: int, details: stories.StoryDetails) -> None:
+        async def work() -> Story:
+            async with self.db.transaction() as s:
+                found, who = await story_for(s, interaction, story_id, Need.MODERATE)
+                return await stories.edit_details(s, found.id, who.actor, details)
+
+        story = await within_the_deadline(interaction, work())
+        renamed = ""
+        try:
+            thread = await self.player.channel_of(story) if story.thread_id else None
+        except NotFound:
+            thread = None  # the thread is gone: nothing to rename
+        if isinstance(thread, discord.Thread) and thread.name != story.title[:100]:
+            try:  # the thread's name follows the title
+                await within_global_budget(self.bot.scheduler, lambda: thread.edit(name=story.title[:100]))
+            except discord.HTTPException as exc:
+                log.info("could not rename thread %s: %s", thread.id, exc)
+                renamed = " " + msg.STORY_EDIT_NOT_RENAMED
+        await answer(interaction, msg.STORY_EDITED.format(title=story.title) + renamed)
 
     @story.command(name="note", description="The author's note: steers every scene (\"keep it grim\")")
     @app_commands.describe(text="The note to the storyteller (not part of the story)",

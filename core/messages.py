@@ -600,3 +600,7 @@ TREE_NO_FORKS = "No scene of the current path has another version yet."
 TREE_FORK = "• Scene **{scene}**: {versions} versions, version {active} shown; also {others}"
 TREE_OTHER = "v{number} ({kind}, {after} more scene(s))"
 TREE_OTHER_ENDS = "v{number} ({kind}, ends there)"
+
+# --- /story edit ------------------------------------------------------------------------------
+STORY_EDITED = "Saved: **{title}**. The next scene follows the new details; scenes already written stay as they are."
+STORY_EDIT_NOT_RENAMED = "(The thread keeps its old name: Kahani may not rename it here.)"

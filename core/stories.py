@@ -9,6 +9,7 @@ changes anything — so a front end cannot forget the check. Closing a chapter i
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -63,6 +64,29 @@ async def check_new_story_limit(session: AsyncSession, user_id: int, *, per_hour
     if len(recent) >= per_hour:
         wait = recent[0] + timedelta(hours=1) - now
         raise KahaniError(msg.STORY_LIMIT.format(count=per_hour, minutes=max(1, math.ceil(wait.total_seconds() / 60))))
+
+
+@dataclass(frozen=True)
+class StoryDetails:
+    """What the story form holds, checked and storable (bot/ui: the form's limits)."""
+
+    title: str
+    genre: str = ""
+    tone: str = ""
+    world_setting: str = ""
+    premise: str = ""
+
+
+async def edit_details(session: AsyncSession, story_id: int, actor: Actor, details: StoryDetails) -> Story:
+    """Change the story's title, genre, tone, world and premise (the next scene's prompt
+    uses them; scenes already written stay as they are)."""
+    story = await moderated(session, story_id, actor)
+    story.title = storable(details.title).strip() or story.title
+    story.genre = storable(details.genre).strip()
+    story.tone = storable(details.tone).strip()
+    story.world_setting = storable(details.world_setting).strip()
+    story.premise = storable(details.premise).strip()
+    return story
 
 
 async def set_author_note(session: AsyncSession, story_id: int, actor: Actor, note: str) -> Story:

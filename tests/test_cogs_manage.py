@@ -509,3 +509,43 @@ async def test_the_tree_shows_a_rewound_story_and_its_other_versions(world: Worl
     # Someone who may not see a solo story learns nothing about it.
     refused = await only_answer(world.standin, await world.standin.slash(world.bob, seeded.thread, "story tree"))
     assert "Forked" not in refused.content and not refused.embeds
+
+
+# --- /story edit ------------------------------------------------------------------------------
+
+
+async def test_story_edit_changes_the_details_and_the_thread_follows_the_title(world: World) -> None:
+    seeded = await seed_story(world, "The Salt Road")
+    seeded.thread.owner_id = world.standin.bot_user.id  # as /story new makes it: the bot may rename it
+    form = await open_form(world.standin, world.alice, seeded.thread, "story edit")
+    assert [c.get("value", "") for c in form.text_inputs()][:1] == ["The Salt Road"]  # filled in as it is
+    rec = await world.standin.submit_modal(world.alice, form, {
+        "Title": "The Drowned\x00 Road", "Genre": "gothic", "Tone": "bleak",
+        "World / setting": "A flooded coast.", "Premise: how does it start?": "The road is under water."})
+    answer = await only_answer(world.standin, rec)
+    assert answer.content.startswith("Saved: **The Drowned Road**")
+    async with world.db.read() as s:
+        story = await repo.get_story(s, seeded.story_id)
+    assert (story.title, story.genre, story.tone, story.world_setting, story.premise) == (
+        "The Drowned Road", "gothic", "bleak", "A flooded coast.", "The road is under water.")
+    assert seeded.thread.name == "The Drowned Road"
+
+    # A client that ignores the form's limits changes nothing; nor can bob open the form.
+    form = await open_form(world.standin, world.alice, seeded.thread, "story edit")
+    for top in form.components:
+        (top.get("component") or top["components"][0])["max_length"] = 4000
+    rec = await world.standin.submit_modal(world.alice, form, {"Title": "T" * 300})
+    assert (await only_answer(world.standin, rec)).content == msg.TEXT_TOO_LONG.format(
+        field=msg.FIELD_STORY_TITLE, limit=100, length=300)
+    refused = await world.standin.slash(world.bob, seeded.thread, "story edit")
+    assert (await refused.wait_response()).type == 4 and not world.standin.modals_for(world.bob)
+    async with world.db.read() as s:
+        assert (await repo.get_story(s, seeded.story_id)).title == "The Drowned Road"
+
+    # Where the bot may not rename the thread, the story is renamed and the answer says so.
+    seeded.thread.owner_id = world.alice.id
+    form = await open_form(world.standin, world.alice, seeded.thread, "story edit")
+    rec = await world.standin.submit_modal(world.alice, form, {"Title": "The Dry Road"})
+    assert msg.STORY_EDIT_NOT_RENAMED in (await only_answer(world.standin, rec)).content
+    assert seeded.thread.name == "The Drowned Road"
+    world.standin.assert_clean()
