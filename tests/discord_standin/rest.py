@@ -58,11 +58,15 @@ class Request:
 
 @dataclass
 class Fault:
+    """An injected answer to the next ``times`` requests to a route (those ``when`` accepts)."""
+
     method: str
     template: str
     times: int
     status: int = 500
     delay: float = 0.0
+    when: Callable[[Request], bool] | None = None  # e.g. one message's edits, or only final ones
+    served: int = 0  # requests answered with this fault so far
 
 
 Handler = Callable[[Request], Awaitable[Any]]
@@ -131,7 +135,10 @@ class RestApi:
         if not token_route and http.headers.get("Authorization") != f"Bot {self.s.token}":
             return json_response({"message": "401: Unauthorized", "code": 0}, 401)
 
-        fault = self._take_fault(method, template)
+        req = Request(method, path, template, params, dict(http.query),
+                      peer=http.transport.get_extra_info("peername") if http.transport else None)
+        await self._read_body(http, req)  # (read first: a fault may match on the body)
+        fault = self._take_fault(req)
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)  # an injected slow response, not a wait for state
         if fault is not None and fault.status:
@@ -145,10 +152,7 @@ class RestApi:
                     "global": decision.is_global}
             return json_response(body, 429, decision.headers)
 
-        req = Request(method, path, template, params, dict(http.query),
-                      peer=http.transport.get_extra_info("peername") if http.transport else None)
         try:
-            await self._read_body(http, req)
             if spec_template is not None and req.body is not None and method in ("POST", "PUT", "PATCH"):
                 self._reject(req, self.s.spec.validate(spec_template, method, req.body), "schema")
             if isinstance(req.body, dict) and method in ("POST", "PATCH"):
@@ -184,10 +188,13 @@ class RestApi:
             self.s.violate(rule, str(err), str(req))
         raise DiscordError(400, 50035, "Invalid Form Body", rules.form_error_body(errors))
 
-    def _take_fault(self, method: str, template: str) -> Fault | None:
+    def _take_fault(self, req: Request) -> Fault | None:
         for fault in self.faults:
-            if fault.method == method and fault.template == template and fault.times > 0:
+            if (fault.method == req.method and fault.template == req.template and fault.times > 0
+                    and (fault.when is None or fault.when(req))):
                 fault.times -= 1
+                fault.served += 1
+                self.s._notify()  # a test may wait for its fault to be served
                 return fault
         return None
 

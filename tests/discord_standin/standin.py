@@ -19,7 +19,7 @@ from .models import (
     Overwrite, Permissions, RateLimitHit, Revision, Role, User, Violation, VoiceState, iso_now, snowflake,
 )
 from .ratelimits import RateLimiter
-from .rest import Fault, RestApi
+from .rest import Fault, Request, RestApi
 
 log = logging.getLogger("discord_standin")
 T = TypeVar("T")
@@ -630,9 +630,14 @@ class DiscordStandin:
         self.delete_channel(thread)
 
     # ------------------------------------------------------------------- faults ---
-    def fail_next(self, method: str, route: str, *, times: int = 1, status: int = 500) -> None:
-        """Answer the next `times` requests to `route` (an OpenAPI template) with `status`."""
-        self.rest.faults.append(Fault(method, route, times, status=status))
+    def fail_next(self, method: str, route: str, *, times: int = 1, status: int = 500,
+                  when: Callable[[Request], bool] | None = None) -> Fault:
+        """Answer the next `times` requests to `route` (an OpenAPI template) with `status`;
+        with `when`, only the requests it accepts (`req.params`, `req.body`). The fault's
+        `served` counts them (waiters are told); set its `times` to 0 to call it off."""
+        fault = Fault(method, route, times, status=status, when=when)
+        self.rest.faults.append(fault)
+        return fault
 
     def slow_next(self, method: str, route: str, delay: float, *, times: int = 1) -> None:
         """Delay the next `times` answers to `route` by `delay` seconds."""

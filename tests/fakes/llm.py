@@ -10,7 +10,8 @@ exactly as they would to LM Studio. Streamed replies follow LM Studio's SSE shap
     data: [DONE]
 
 Each test scripts its replies (``fake.script("text")``), with faults on demand
-(:class:`Fault`), or answers them from a function (``responder``); unscripted requests
+(:class:`Fault`) or held at chosen points until the test lets them go on (``gates``),
+or answers them from a function (``responder``); unscripted requests
 get a plausible scene, the ``### Choices`` marker and four choices. A summary request
 (core/prompts.py's summary prompt) gets a summary that names the **scene tags** (``[#17]``)
 it was given, as ranges (``Covers #1-#17.``), so a test can tell which scenes any prompt's
@@ -94,6 +95,9 @@ class Reply:
     prompt_tokens: int | None = None
     status: int | None = None  # with `body`: answer this error response instead
     body: Any = None
+    # Before delta i (reasoning first, then content) is sent, wait until gates[i] is set:
+    # a test holds the stream at a point of its choosing (or until the server closes).
+    gates: dict[int, asyncio.Event] = field(default_factory=dict)
 
     def content_pieces(self) -> list[str]:
         return list(self.chunks) if self.chunks is not None else _PIECE.findall(self.text)
@@ -471,6 +475,9 @@ class FakeLLM(LocalServer):
                     elif fault is Fault.ERROR_EVENT:
                         await send({"error": {"message": "Model unloaded during generation",
                                               "type": "server_error"}})
+                if i in reply.gates:
+                    await self._gate(reply.gates[i])
+                    start = asyncio.get_running_loop().time() - i / rate if rate else start
                 if fault is Fault.MALFORMED and i % 3 == 1:
                     await send(chunk(None))
                     await send({**chunk({}), "choices": [{"index": 0}]})
@@ -501,6 +508,16 @@ class FakeLLM(LocalServer):
                 self.client_gone.set()
             raise
         return response
+
+    async def _gate(self, gate: asyncio.Event) -> None:
+        """Wait for ``gate``, or until the server is closing (teardown never hangs on it)."""
+        closing = asyncio.ensure_future(self._closing.wait())
+        opened = asyncio.ensure_future(gate.wait())
+        try:
+            await asyncio.wait({closing, opened}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closing.cancel()
+            opened.cancel()
 
     def _drop(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
         # Close the socket mid-body: the client sees an incomplete chunked response.
