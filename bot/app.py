@@ -316,6 +316,7 @@ class KahaniBot(commands.AutoShardedBot):
         if tasks:
             await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE)
         await self.summaries.close()
+        await self.engine.close()
         await self.llm_queue.close()
         await super().close()
 

@@ -21,7 +21,7 @@ import math
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
@@ -29,7 +29,7 @@ import discord
 from bot.errors import new_reference
 from bot.types import Interaction
 from bot.ui import scene as ui
-from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text
+from bot.ui.render import SceneStreamer, StreamScheduler, post_paced, show_text, within_global_budget
 from core import db as dbmod
 from core import messages as msg
 from core import repository as repo
@@ -223,7 +223,7 @@ class ScenePlayer:
                         await streamer.aclose()
                         await on_fail(event)
                     else:
-                        await streamer.fail(event.reason, view=ui.retry_view(kind, target, n))
+                        await self.fail(streamer, event.reason, ui.retry_view(kind, target, n))
                     return
         except asyncio.CancelledError:
             # The bot is shutting down: the engine has given the lease back; say so on
@@ -233,7 +233,7 @@ class ScenePlayer:
                     if on_fail is not None:
                         await on_fail(Failed(msg.INTERRUPTED_SHUTDOWN, "shutdown"))
                     else:
-                        await streamer.fail(msg.INTERRUPTED_SHUTDOWN, view=ui.retry_view(kind, target, n))
+                        await self.fail(streamer, msg.INTERRUPTED_SHUTDOWN, ui.retry_view(kind, target, n))
             raise
         except Exception as exc:
             # Whatever failed (the database, Discord, a bug), the message says so with a
@@ -251,7 +251,7 @@ class ScenePlayer:
                     if on_fail is not None and not stored:
                         await on_fail(Failed(reason, "error"))
                     else:
-                        await streamer.fail(reason, view=None if stored else ui.retry_view(kind, target, n))
+                        await self.fail(streamer, reason, None if stored else ui.retry_view(kind, target, n))
         finally:
             await streamer.aclose()
 
@@ -284,10 +284,44 @@ class ScenePlayer:
         # at once); the final edit may add or drop a tail message, so record again after.
         await self.record(done.variant_id, streamer.messages)
         ballot = await self.ballots.scene_ready(done.variant_id)  # a group story votes on it
-        messages = await streamer.finish(done.content, view=view, footer="\n\n" + ui.choices_footer(done.choices))
-        await self.record(done.variant_id, messages)
+        footer = "\n\n" + ui.choices_footer(done.choices)
+        messages = await streamer.finish(done.content, view=view, footer=footer)
+        if streamer.gave_up:
+            await self._post_again(streamer, lambda fresh: fresh.finish(done.content, view=view, footer=footer),
+                                   variant_id=done.variant_id)
+        else:
+            await self.record(done.variant_id, messages)
         if ballot is not None:
             await self.ballots.repaint(ballot)
+
+    async def fail(self, streamer: SceneStreamer, reason: str, view: discord.ui.View | None) -> None:
+        """End a scene's messages with why it failed and ``view`` (Retry), in new
+        messages if Discord keeps failing the edits of the old ones."""
+        await streamer.fail(reason, view=view)
+        if streamer.gave_up:
+            await self._post_again(streamer, lambda fresh: fresh.fail(reason, view=view))
+
+    async def _post_again(self, streamer: SceneStreamer, show: Callable[[SceneStreamer], Awaitable[list[AnyMessage]]],
+                          *, variant_id: int | None = None) -> None:
+        """Discord kept failing the final edit of a scene's messages (server errors,
+        time-outs; docs/architecture.md, "Streaming a scene"): ``show`` the outcome in new
+        messages (recorded as the variant's, if one is given), then take the unfinished
+        ones away if Discord lets us. Raises what stopped the new messages, if anything did."""
+        unfinished = streamer.messages
+        fresh = SceneStreamer(streamer.channel, header=streamer.header, scheduler=self.scheduler)
+        try:
+            shown = await show(fresh)
+        finally:
+            await fresh.aclose()
+        if fresh.error is not None or not shown:
+            raise fresh.error or RuntimeError("the scene could not be posted again")
+        log.warning("the final edit of message(s) %s failed; posted again as %s",
+                    [m.id for m in unfinished], [m.id for m in shown])
+        if variant_id is not None:
+            await self.record(variant_id, shown)
+        for message in unfinished:
+            with contextlib.suppress(discord.HTTPException):
+                await within_global_budget(self.scheduler, message.delete)
 
     def continue_story(self, channel: discord.abc.Messageable, story_id: int, variant_id: int,
                        kind: InstructionKind, instruction: str, *, retry: tuple[str, int, int | None],

@@ -16,7 +16,8 @@ How a generation runs:
 
 Any failure (server down, timeouts, a cut stream, an empty or garbage reply, a lost
 lease, the caller cancelling) ends with :class:`Failed` and leaves the database exactly
-as it was: nothing is written before step 3, and the lease is always released.
+as it was: nothing is written before step 3, and the lease is always released (when
+the database itself is unreachable, as soon as it answers again).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from core.choices import (
     parse_choices,
     parse_choices_reply,
 )
-from core.db import Database
+from core.db import Database, unreachable
 from core.errors import Conflict, KahaniError, NotFound
 from core.llm import Finish, LLMClient, LLMError, TextDelta, Usage
 from core.llmqueue import GenerationLimits, LLMQueue, RateLimited, Ticket, admit, check_limits, lane_for
@@ -231,6 +232,9 @@ class EngineConfig:
     lore_share: float = 0.15  # of the budget, for the lore a scene calls up
     lore_recent_scenes: int = 3  # whose text triggers lore (with the player's action)
     summary_claim_ttl: timedelta = timedelta(minutes=2)
+    # A lease that could not be given back (the database was unreachable when the
+    # generation ended) is tried again this often until it is: till then the story is busy.
+    give_back_every: float = 1.0
 
 
 def default_holder_prefix() -> str:
@@ -386,6 +390,15 @@ class StoryEngine:
         )
         self._summary_due: list[Callable[[], None]] = []
         self._lore_proposed: list[Callable[[int, list[str]], Awaitable[None]]] = []
+        self._owed: dict[str, int] = {}  # leases not given back yet: holder → story
+        self._giving_back: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Stop trying to give back leases the database did not take back (they expire)."""
+        if self._giving_back is not None:
+            self._giving_back.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._giving_back
 
     def on_summary_due(self, callback: Callable[[], None]) -> None:
         """Call ``callback`` whenever a summary job is recorded (a worker wakes up)."""
@@ -1086,8 +1099,26 @@ class StoryEngine:
         try:
             # Shielded: a cancelled generation still gives its lease back.
             await asyncio.shield(self._release_now(story_id, holder))
-        except Exception:
-            log.exception("story %s: could not release lease %s (it expires on its own)", story_id, holder)
+        except Exception as exc:
+            # The database went away (the generation probably failed for that reason):
+            # give the lease back as soon as it answers, not when the lease expires, so
+            # Retry works at once when it is back.
+            log.warning("story %s: could not give lease %s back (%r); trying again every %.0f s",
+                        story_id, holder, exc, self.config.give_back_every, exc_info=not unreachable(exc))
+            self._owed[holder] = story_id
+            if self._giving_back is None or self._giving_back.done():
+                self._giving_back = asyncio.create_task(self._give_back(), name="kahani-give-back-leases")
+
+    async def _give_back(self) -> None:
+        while self._owed:
+            await asyncio.sleep(self.config.give_back_every)
+            for holder, story_id in list(self._owed.items()):
+                try:
+                    await self._release_now(story_id, holder)
+                except Exception:
+                    break  # still unreachable: all of them wait for the next round
+                del self._owed[holder]
+                log.info("story %s: lease %s given back", story_id, holder)
 
     async def _release_now(self, story_id: int, holder: str) -> None:
         async with self.db.transaction() as s:

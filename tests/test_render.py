@@ -21,8 +21,8 @@ import pytest
 import pytest_asyncio
 
 from bot.ui.render import (
-    FAILED_LINE, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer, StreamScheduler,
-    Urgency, post_paced, show_text, split_text,
+    FAILED_LINE, FINAL_TRIES, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer,
+    StreamScheduler, Urgency, post_paced, show_text, split_text,
 )
 from tests.discord_standin import Channel, DiscordStandin, Guild, Message, Permissions, run_client
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
@@ -307,6 +307,24 @@ async def test_a_transient_server_error_is_retried_once(world: World) -> None:
     await stream(streamer, text, rate=200)
     await streamer.finish(text)
     assert streamer.error is None and channel.messages[0].content == text
+
+
+@e2e
+async def test_a_final_text_discord_keeps_failing_is_tried_three_times_then_given_up(world: World) -> None:
+    """The caller is told (``gave_up``), and what still exists is returned: it shows the
+    text another way (bot/player.py posts the scene again)."""
+    channel = world.channel()
+    placeholder = await world.placeholder(channel)
+    streamer = SceneStreamer(world.messageable(channel), first_message=placeholder)
+    await stream(streamer, "The first words.", rate=200)
+    refused = world.standin.fail_next(*EDIT, times=10, status=503)
+    try:
+        messages = await streamer.finish(scene(200))
+    finally:
+        refused.times = 0
+    assert refused.served == FINAL_TRIES and streamer.gave_up
+    assert isinstance(streamer.error, discord.DiscordServerError)
+    assert [m.id for m in messages] == [placeholder.id] and channel.messages[0].content != scene(200)
 
 
 @e2e

@@ -45,8 +45,11 @@ Using it from a cog
 ``streamer.messages`` is the ordered list of messages that show the text (store their
 ids, docs/architecture.md "Scene components"; components sit on the last one). A message or channel deleted under
 the streamer, or a permission taken away, stops it quietly: ``streamer.error`` holds
-the exception and ``finish``/``fail`` return what still exists. To show another text
-over existing messages (variant switching) use :func:`show_text`.
+the exception and ``finish``/``fail`` return what still exists. A server error or a
+time-out only skips a running update; the final text is tried :data:`FINAL_TRIES` times,
+and if Discord still fails it, ``streamer.gave_up`` is set (the caller posts the text
+again: bot/player.py). To show another text over existing messages (variant
+switching) use :func:`show_text`.
 
 Model text never pings: every request carries ``AllowedMentions.none()``.
 """
@@ -77,6 +80,7 @@ MESSAGE_LIMIT = 2000  # characters of content per message
 WRITING = " ▌"  # the "still writing" cursor at the end of the live message
 FAILED_LINE = "⚠️ {reason}"  # appended to what was written when a scene fails
 EMPTY_TEXT = "…"  # Discord refuses a message without content
+FINAL_TRIES = 3  # attempts at a final text that Discord fails with a server error or a time-out
 FIRST_CHARS = 20  # the first update waits for this much text…
 FIRST_WAIT = 0.3  # …or at most this long after the first delta
 # When the global budget is short, requests take turns, the longest-waiting first; a
@@ -582,7 +586,7 @@ class _Part:
     sent_len: int = -1  # live part: length of the streamed text its last request carried
     drop: bool = False  # the final text needs fewer messages: delete it
     gone: bool = False  # deleted (by us, or found deleted)
-    tries: int = 0  # failed attempts of the current change (a transient error is retried once)
+    tries: int = 0  # failed attempts at its final text (server errors, time-outs)
 
 
 class _State(Enum):
@@ -620,6 +624,9 @@ class SceneStreamer:
         if self.first_room <= 0:
             raise ValueError("the header leaves no room for text")
         self.error: Exception | None = None  # why streaming stopped (discord.NotFound, .Forbidden…)
+        # Discord kept failing the final text (server errors, time-outs): it is not shown,
+        # and the messages may still show the text as it was while being written.
+        self.gave_up = False
         self.first_delta_at: float | None = None
         self._scheduler = scheduler or StreamScheduler.shared()
         self._clock = self._scheduler.clock
@@ -808,13 +815,22 @@ class SceneStreamer:
             if op.kind is not _Kind.DELETE:
                 self._stop(exc)
         except (TimeoutError, discord.DiscordServerError, discord.RateLimited, aiohttp.ClientError, OSError) as exc:
-            part.tries += 1
+            # Discord failed this request but may take the next (discord.py has already
+            # retried a 500 or 502). A running update is only skipped: the next one
+            # carries the text, newer. The final text is tried FINAL_TRIES times; then the
+            # stream gives up and says so (``gave_up``): its caller shows it another way.
             if live:
                 part.sent_len = -1
-            if part.tries > 1:
-                self._stop(exc)
+            if op.urgency is not Urgency.FINAL:
+                log.info("scene message %s in channel %s: %s; the next update carries it",
+                         op.kind.value, self.channel_id, exc)
             else:
-                log.info("scene message %s in channel %s: %s; trying once more", op.kind.value, self.channel_id, exc)
+                part.tries += 1
+                if part.tries >= FINAL_TRIES:
+                    self.gave_up = True
+                    self._stop(exc)
+                else:
+                    log.info("scene message %s in channel %s: %s; trying again", op.kind.value, self.channel_id, exc)
         except discord.HTTPException as exc:  # 403 and anything else Discord refuses
             self._stop(exc)
         except Exception as exc:  # a bug here must not pass silently, nor reach the caller
