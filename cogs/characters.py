@@ -7,6 +7,7 @@ story (its owner, or a member with Manage Threads). Every reply is ephemeral.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,7 @@ from bot.ui.common import (
     story_to_manage,
     story_to_view,
 )
+from bot.ui.voices import autocomplete_voice, checked_voice_name
 from core import messages as msg
 from core import repository as repo
 from core.errors import Conflict
@@ -64,12 +66,13 @@ def character_details(character: Character) -> str:
 class CharacterModal(KahaniModal):
     """The form that adds a character, or (with ``character``) edits one, prefilled."""
 
-    def __init__(self, story_id: int, *, voice: str | None, character: Character | None = None) -> None:
+    def __init__(self, story_id: int, *, voice: str | None, character: Character | None = None,
+                 voice_checked: bool = True) -> None:
         title = (msg.CHARACTER_MODAL_EDIT.format(name=shorten(character.name, 35)) if character
                  else msg.CHARACTER_MODAL_ADD)
         super().__init__(title=title, timeout=MODAL_TIMEOUT)
         self.story_id = story_id
-        self.voice = voice
+        self.voice, self.voice_checked = voice, voice_checked
         self.original_id = character.id if character else None
         self.name = discord.ui.TextInput(
             max_length=NAME_MAX, default=character.name if character else None, custom_id="name"
@@ -109,6 +112,8 @@ class CharacterModal(KahaniModal):
                 await repo.edit_character(session, story.id, self.original_id, name=name, description=description,
                                           personality=personality, voice=self.voice)
                 text = msg.CHARACTER_UPDATED.format(name=name)
+        if self.voice and not self.voice_checked:
+            text += " " + msg.VOICE_UNCHECKED.format(voice=self.voice)
         await interaction.response.send_message(text, ephemeral=True, allowed_mentions=NO_PINGS)
 
 
@@ -163,13 +168,14 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     @app_commands.command(name="add", description="Add a character to the story (opens a form)")
     @app_commands.describe(voice="Narration voice for this character", story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(voice=autocomplete_voice)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def add(self, interaction: Interaction,
                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
                   story: StoryOption | None = None) -> None:
-        voice = checked_voice(voice)
-        story_id = await before_a_modal(self._story_to_manage(interaction, story))
-        await interaction.response.send_modal(CharacterModal(story_id, voice=voice))
+        story_id, (voice, checked) = await asyncio.gather(
+            before_a_modal(self._story_to_manage(interaction, story)), self._voice(voice))
+        await interaction.response.send_modal(CharacterModal(story_id, voice=voice, voice_checked=checked))
 
     @app_commands.command(name="list", description="The story's characters")
     @app_commands.describe(story=STORY_OPTION_HELP)
@@ -191,14 +197,23 @@ class Characters(commands.GroupCog, group_name="character", group_description="T
 
     @app_commands.command(name="edit", description="Change a character (opens a form)")
     @app_commands.describe(name="The character to change", voice="A new narration voice", story=STORY_OPTION_HELP)
-    @app_commands.autocomplete(name=autocomplete_character)  # one call per choice type (str, int)
+    @app_commands.autocomplete(name=autocomplete_character, voice=autocomplete_voice)
     @app_commands.autocomplete(story=autocomplete_story)
     async def edit(self, interaction: Interaction, name: app_commands.Range[str, 1, NAME_MAX],
                    voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
                    story: StoryOption | None = None) -> None:
+        (found, character), (voice, checked) = await asyncio.gather(
+            before_a_modal(self._character_to_manage(interaction, story, name)), self._voice(voice))
+        await interaction.response.send_modal(CharacterModal(found.id, voice=voice, character=character,
+                                                             voice_checked=checked))
+
+    async def _voice(self, voice: str | None) -> tuple[str | None, bool]:
+        """The voice option, checked with Kokoro in time for the form (an unknown voice is
+        refused; Kokoro not answering keeps it unchecked)."""
         voice = checked_voice(voice)
-        found, character = await before_a_modal(self._character_to_manage(interaction, story, name))
-        await interaction.response.send_modal(CharacterModal(found.id, voice=voice, character=character))
+        if voice is None:
+            return None, True
+        return await checked_voice_name(self.bot.tts, voice)
 
     @app_commands.command(name="remove", description="Remove a character from the story")
     @app_commands.describe(name="The character to remove", story=STORY_OPTION_HELP)

@@ -50,6 +50,7 @@ from bot.ui.common import (
     story_to_manage,
     within_the_deadline,
 )
+from bot.ui.voices import DEFERRED_CHECK_SECONDS, autocomplete_voice, checked_voice_name
 from cogs.settings import (
     DEFAULT_VOICE_WORD,
     SPEED_MAX,
@@ -78,7 +79,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 15.0  # seconds to join a voice channel
-AUTOCOMPLETE_SECONDS = 1.5  # Discord drops autocomplete answers after 3 s
 FILE_LIMIT = 8 * 1024 * 1024  # a DM narration file: at most this, or the DM's own limit
 HEALTH_SECONDS = 5.0
 # /narrate voice|speed: the user's own setting, or a group story's (read by whoever narrates it).
@@ -270,27 +270,13 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
 
     # --- /narrate voice | speed -------------------------------------------------------------
 
-    async def voice_autocomplete(self, interaction: Interaction,
-                                 current: str) -> list[app_commands.Choice[str]]:
-        """The Kokoro server's voices; after a "+", the mix so far plus each voice."""
-        try:
-            async with asyncio.timeout(AUTOCOMPLETE_SECONDS):
-                voices = await self.tts.voices()
-        except (TTSError, TimeoutError):
-            return []
-        head, plus, last = "".join(current.split()).rpartition("+")
-        prefix = f"{head}{plus}"
-        matches = [v for v in voices if last.lower() in v.lower()]
-        matches.sort(key=lambda v: (not v.lower().startswith(last.lower()), v))
-        return [app_commands.Choice(name=f"{prefix}{v}"[:100], value=f"{prefix}{v}"[:100]) for v in matches[:25]]
-
     @app_commands.command(name="voice",
                           description="Your narration voice, or a group story's (a Kokoro voice, or a mix)")
     @app_commands.describe(voice="e.g. af_bella, or a mix such as af_bella(2)+af_sky(1); "
                                  f"\u201c{DEFAULT_VOICE_WORD}\u201d for the default",
                            scope=SCOPE_HELP, story=STORY_OPTION_HELP)
     @app_commands.choices(scope=SCOPES)
-    @app_commands.autocomplete(voice=voice_autocomplete)  # one call per choice type (str, int)
+    @app_commands.autocomplete(voice=autocomplete_voice)  # one call per choice type (str, int)
     @app_commands.autocomplete(story=autocomplete_story)
     async def voice(self, interaction: Interaction, voice: app_commands.Range[str, 1, VOICE_MAX],
                     scope: str = SCOPE_ME, story: StoryOption | None = None) -> None:
@@ -302,12 +288,7 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
         checked = True
         if chosen is not None:
             await interaction.response.defer(ephemeral=True, thinking=True)
-            try:
-                chosen = await self.tts.check_voice(chosen)
-            except TTSError as exc:
-                if exc.kind in ("bad_voice", "unknown_voice", "rejected"):
-                    raise
-                checked = False  # Kokoro down: keep it anyway
+            chosen, checked = await checked_voice_name(self.tts, chosen, within=DEFERRED_CHECK_SECONDS)
         if for_story:
             changes = {STORY_VOICE_KEY: chosen} if chosen is not None else {STORY_VOICE_KEY: None,
                                                                             STORY_SPEED_KEY: None}

@@ -12,7 +12,8 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.types import Interaction
-from bot.ui.common import NO_PINGS, caller, checked_text
+from bot.ui.common import NO_PINGS, answer, caller, checked_text
+from bot.ui.voices import DEFERRED_CHECK_SECONDS, autocomplete_voice, checked_voice_name
 from core import messages as msg
 from core import repository as repo
 from core.errors import KahaniError
@@ -82,16 +83,23 @@ class PlayerSettings(commands.GroupCog, group_name="settings", group_description
     )
     @app_commands.choices(scene_length=[app_commands.Choice(name=length.value, value=length.value)
                                         for length in SceneLength])
+    @app_commands.autocomplete(voice=autocomplete_voice)
     async def change(self, interaction: Interaction, scene_length: str | None = None,
                   voice: app_commands.Range[str, 1, VOICE_MAX] | None = None,
                   speed: app_commands.Range[float, SPEED_MIN, SPEED_MAX] | None = None,
                   auto_narrate: bool | None = None) -> None:
         changes = changes_from(scene_length, voice, speed, auto_narrate)
+        saved = msg.SETTINGS_SAVED
+        if changes.get("tts_voice"):  # an unknown voice is refused here, not when a scene is read
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            changes["tts_voice"], checked = await checked_voice_name(self.bot.tts, changes["tts_voice"],
+                                                                     within=DEFERRED_CHECK_SECONDS)
+            if not checked:
+                saved += " " + msg.VOICE_UNCHECKED.format(voice=changes["tts_voice"])
         async with self.bot.db.transaction() as session:
             who = await caller(session, interaction)
             settings = await repo.update_user_settings(session, who.user.id, **changes)
-        await interaction.response.send_message(msg.SETTINGS_SAVED, embed=settings_embed(settings),
-                                                ephemeral=True, allowed_mentions=NO_PINGS)
+        await answer(interaction, saved, embed=settings_embed(settings))
 
 
 async def setup(bot: KahaniBot) -> None:

@@ -377,6 +377,7 @@ NARRATE_VOICE_SAVED = "Your narration voice is now **{voice}**."
 NARRATE_VOICE_SAVED_UNCHECKED = (
     "Your narration voice is now **{voice}** (Kokoro could not be asked whether it has that voice)."
 )
+VOICE_UNCHECKED = "(Kokoro could not be asked whether it has the voice **{voice}**; it is kept.)"
 NARRATE_VOICE_DEFAULT = "Your narration voice is back to the default ({voice})."
 NARRATE_SPEED_SAVED = "Your narration speed is now {speed:g}×."
 NARRATE_FAILED_MIDWAY = "⚠️ {reason}"

@@ -111,7 +111,9 @@ async def test_a_character_added_through_the_form_is_listed_with_its_details(wor
     seeded = await seed_story(world, "The Lighthouse")
     answer = await add_character(world, seeded, "Mira <@&1>", "The keeper's daughter.", "Dry, fearless.",
                                  voice="af_bella")
-    assert answer.content == msg.CHARACTER_ADDED.format(name="Mira <@&1>", story="The Lighthouse")
+    # No Kokoro in this world: the voice is kept, and the answer says it could not be checked.
+    assert answer.content == msg.CHARACTER_ADDED.format(name="Mira <@&1>", story="The Lighthouse") + " " + \
+        msg.VOICE_UNCHECKED.format(voice="af_bella")
     (mira,) = await cast(world, seeded.story_id)
     assert (mira.name, mira.description, mira.personality, mira.voice) == (
         "Mira <@&1>", "The keeper's daughter.", "Dry, fearless.", "af_bella")
@@ -128,7 +130,8 @@ async def test_the_edit_form_is_prefilled_and_saves_a_rename(world: World) -> No
     form = await open_form(world.standin, world.alice, seeded.thread, "character edit", name="tomas", voice="bm_george")
     assert form_values(form) == {"name": "Tomas", "description": "A gardener.", "personality": "Patient."}
     rec = await world.standin.submit_modal(world.alice, form, {"name": "Old Tomas", "personality": "Impatient now."})
-    assert (await only_answer(world.standin, rec)).content == msg.CHARACTER_UPDATED.format(name="Old Tomas")
+    assert (await only_answer(world.standin, rec)).content == msg.CHARACTER_UPDATED.format(name="Old Tomas") + " " + \
+        msg.VOICE_UNCHECKED.format(voice="bm_george")
     (tomas,) = await cast(world, seeded.story_id)
     assert (tomas.name, tomas.description, tomas.personality, tomas.voice) == (
         "Old Tomas", "A gardener.", "Impatient now.", "bm_george")
@@ -251,7 +254,8 @@ async def test_settings_set_then_show(world: World) -> None:
 
     rec = await world.standin.slash(world.bob, world.general, "settings set", scene_length="long",
                                     voice="af_bella", speed=1.25, auto_narrate=True)
-    assert (await only_answer(world.standin, rec)).content == msg.SETTINGS_SAVED
+    assert (await only_answer(world.standin, rec)).content == msg.SETTINGS_SAVED + " " + \
+        msg.VOICE_UNCHECKED.format(voice="af_bella")
     dm = await world.standin.dm(world.bob)  # per user: the same settings in a DM
     shown = await only_answer(world.standin, await world.standin.slash(world.bob, dm, "settings show"))
     assert shown.embeds[0]["description"] == msg.SETTINGS_BODY.format(

@@ -206,6 +206,37 @@ async def test_an_unknown_voice_or_a_bad_mix_is_refused_and_default_resets(world
         assert (await repo.get_user_settings(s, user.id)).tts_voice is None
 
 
+async def test_every_voice_option_offers_kokoros_voices_and_refuses_an_unknown_one(world: World) -> None:
+    world.llm.script(scene("The lamps are lit."))
+    thread = await new_story(world, world.alice, world.general, "Voices Everywhere")  # type: ignore[arg-type]
+    await wait_scene(world, thread)  # type: ignore[arg-type]
+    for command in ("settings set", "character add", "character edit"):
+        rec = await world.standin.autocomplete(world.alice, thread, command, option="voice", value="af_b")  # type: ignore[arg-type]
+        assert (await rec.wait_response()).data["choices"][0] == {"name": "af_bella", "value": "af_bella"}, command
+
+    # /settings set: refused, nothing stored; a known voice is stored.
+    rec = await world.standin.slash(world.alice, thread, "settings set", voice="xx_nobody")  # type: ignore[arg-type]
+    assert await text_of(world, rec) == msg.TTS_UNKNOWN_VOICE.format(voice="xx_nobody")
+    rec = await world.standin.slash(world.alice, thread, "settings set", voice="af_bella")  # type: ignore[arg-type]
+    assert (await text_of(world, rec)).startswith(msg.SETTINGS_SAVED)
+    async with world.db.read() as s:
+        user = await repo.get_or_create_user(s, world.alice.id, "alice")
+        assert (await repo.get_user_settings(s, user.id)).tts_voice == "af_bella"
+
+    # /character add: refused before the form opens; a known voice goes with the character.
+    modals = len(world.standin.modals_for(world.alice))
+    rec = await world.standin.slash(world.alice, thread, "character add", voice="xx_nobody")  # type: ignore[arg-type]
+    assert await text_of(world, rec) == msg.TTS_UNKNOWN_VOICE.format(voice="xx_nobody")
+    assert len(world.standin.modals_for(world.alice)) == modals
+    rec = await world.standin.slash(world.alice, thread, "character add", voice="am_adam")  # type: ignore[arg-type]
+    assert (await rec.wait_response()).type == 9
+    form = world.standin.modals_for(world.alice)[-1]
+    await text_of(world, await world.standin.submit_modal(world.alice, form, {"name": "Mara"}))
+    async with world.db.read() as s:
+        story = next(st for st in await repo.list_stories(s) if st.title == "Voices Everywhere")
+        assert [(c.name, c.voice) for c in await repo.list_characters(s, story.id)] == [("Mara", "am_adam")]
+
+
 # --- voice channels ---------------------------------------------------------------------------
 
 
