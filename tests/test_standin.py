@@ -26,6 +26,7 @@ from discord.http import Route
 from tests.discord_standin import (
     GUILD_VOICE, AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User, run_client,
 )
+from tests.discord_standin import rules
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -525,6 +526,129 @@ async def test_rejects_a_body_that_does_not_match_the_schema(world: World) -> No
     async with world.standin.expect_violation("schema"):
         with pytest.raises(discord.HTTPException):
             await world.client.http.request(route, json={"content": 42})
+
+
+# --- Components V2 (IS_COMPONENTS_V2, 1 << 15) -----------------------------------------
+
+V2 = 1 << 15
+
+
+def _card(*texts: str, rows: int = 1, accent: int = 0x3B7DD8) -> discord.ui.LayoutView:
+    """A container with ``texts`` in text displays and ``rows`` action rows of persistent buttons."""
+    container = discord.ui.Container(*(discord.ui.TextDisplay(t) for t in texts), accent_colour=accent)
+    for r in range(rows):
+        container.add_item(discord.ui.ActionRow(*(Choose(n) for n in range(r * 5 + 1, min(r * 5 + 6, 10)))))
+    view = discord.ui.LayoutView(timeout=None)
+    view.add_item(container)
+    return view
+
+
+async def _raw(world: World, method: str, path: str, body: dict[str, Any], **params: Any) -> Any:
+    return await world.client.http.request(Route(method, path, **params), json=body)
+
+
+async def test_a_components_v2_message_is_accepted_and_its_dynamic_items_answer(world: World) -> None:
+    channel = world.channel("v2-card")
+    sent = await world.client.get_partial_messageable(channel.id).send(view=_card("The door is open.", "**1.** In"))
+    (message,) = channel.messages
+    assert message.flags & V2 and message.content == "" and message.text == "The door is open.\n\n**1.** In"
+    assert sent.flags.components_v2
+    click = await world.standin.click(world.alice, message, "test:v1:choose:3")  # inside container › action row
+    await click.wait_response()
+    assert click.original is not None and click.original.content == "you chose 3"
+
+
+async def test_rejects_content_or_embeds_beside_components_v2(world: World) -> None:
+    channel = world.channel("v2-content")
+    components = _card("text").to_components()
+    for extra in ({"content": "legacy text"}, {"embeds": [{"description": "an embed"}]}):
+        async with world.standin.expect_violation("cannot be used with the IS_COMPONENTS_V2 flag"):
+            with pytest.raises(discord.HTTPException) as err:
+                await _raw(world, "POST", "/channels/{channel_id}/messages",
+                           {**extra, "components": components, "flags": V2}, channel_id=channel.id)
+        assert err.value.code == 50035
+    assert channel.messages == []
+
+
+async def test_rejects_buttons_outside_action_rows_and_v2_types_without_the_flag(world: World) -> None:
+    channel = world.channel("v2-layout")
+    button = {"type": 2, "style": 1, "label": "loose", "custom_id": "loose"}
+    cases = [
+        ({"components": [button], "flags": V2}, "not allowed at the top level"),
+        ({"components": [{"type": 17, "components": [button]}], "flags": V2}, "not allowed in a container"),
+        ({"components": [{"type": 17, "components": [{"type": 17, "components": [
+            {"type": 10, "content": "nested"}]}]}], "flags": V2}, "not allowed in a container"),
+        ({"components": [{"type": 10, "content": "no flag"}]}, "need IS_COMPONENTS_V2"),
+        ({"components": [{"type": 10, "content": ""}], "flags": V2}, "components.0.content"),
+    ]
+    for body, match in cases:
+        # The stand-in's own rules say why (they hold without the OpenAPI spec, which may
+        # refuse first where it covers the case).
+        assert any(match in str(err) for err in rules.check_message(body)), (body, match)
+        async with world.standin.expect_violation(f"POST /channels/{channel.id}/messages"):
+            with pytest.raises(discord.HTTPException) as refused:
+                await _raw(world, "POST", "/channels/{channel_id}/messages", body, channel_id=channel.id)
+        assert refused.value.status == 400 and refused.value.code == 50035
+    assert channel.messages == []
+
+
+async def test_counts_nested_components_to_40_and_text_displays_to_4000_characters(world: World) -> None:
+    channel = world.channel("v2-limits")
+    send = world.client.get_partial_messageable(channel.id).send
+    await send(view=_card("a" * 2000, "b" * 2000))  # exactly 4,000 characters: fine
+    # 1 container + 30 text displays + 2 rows of 5 buttons = 43 > 40 (discord.py refuses to
+    # build it; a hand-made body must be refused by the stand-in all the same)
+    rows = [{"type": 1, "components": [{"type": 2, "style": 2, "label": f"{r}{n}", "custom_id": f"b{r}{n}"}
+                                       for n in range(5)]} for r in range(2)]
+    texts = [{"type": 10, "content": f"line {n}"} for n in range(30)]
+    async with world.standin.expect_violation("40 components at most"):
+        with pytest.raises(discord.HTTPException):
+            await _raw(world, "POST", "/channels/{channel_id}/messages",
+                       {"components": [{"type": 17, "components": texts + rows}], "flags": V2},
+                       channel_id=channel.id)
+    async with world.standin.expect_violation("4000 characters at most"):
+        with pytest.raises(discord.HTTPException):
+            await send(view=_card("a" * 2000, "b" * 2001))
+    (accepted,) = channel.messages
+    assert len(accepted.text) == 4002  # the two displays and the blank line between them
+
+
+async def test_the_v2_flag_may_be_added_by_an_edit_and_never_removed(world: World) -> None:
+    channel = world.channel("v2-edit")
+    send = world.client.get_partial_messageable(channel.id).send
+    old = await send("classic text", view=WaveView())
+    path = "/channels/{channel_id}/messages/{message_id}"
+    components = _card("now a card").to_components()
+    # Adding the flag without clearing the content: refused, the message stays as it was.
+    async with world.standin.expect_violation("an edit adding the flag sets it to null"):
+        with pytest.raises(discord.HTTPException):
+            await _raw(world, "PATCH", path, {"components": components, "flags": V2},
+                       channel_id=channel.id, message_id=old.id)
+    (message,) = channel.messages
+    assert message.content == "classic text" and not message.flags & V2
+    # discord.py's way: the layout with content and embeds cleared.
+    await old.edit(content=None, embed=None, view=_card("now a card"))
+    assert message.flags & V2 and message.text == "now a card"
+    # Later edits without flags keep it; content or a flag without the bit is refused.
+    await _raw(world, "PATCH", path, {"components": _card("still a card").to_components()},
+               channel_id=channel.id, message_id=old.id)
+    assert message.flags & V2 and message.text == "still a card"
+    for body, match in (({"content": "back to text"}, "content cannot be used"),
+                        ({"components": [_row("classic")], "flags": 0}, "cannot be removed")):
+        async with world.standin.expect_violation(match):
+            with pytest.raises(discord.HTTPException):
+                await _raw(world, "PATCH", path, body, channel_id=channel.id, message_id=old.id)
+    assert message.flags & V2 and message.text == "still a card"
+
+
+async def test_a_ping_in_a_text_display_is_seen(world: World) -> None:
+    channel = world.channel("v2-pings")
+    await world.client.get_partial_messageable(channel.id).send(
+        view=_card("@everyone look"), allowed_mentions=discord.AllowedMentions.none())
+    assert world.standin.pings == []
+    await world.client.get_partial_messageable(channel.id).send(view=_card(f"hi <@{world.bob.id}>"))
+    assert world.standin.pings and world.standin.pings[-1][1] == f"user:{world.bob.id}"
+    world.standin.pings.clear()
 
 
 async def test_a_burst_of_edits_is_rate_limited_and_discord_py_waits_it_out(world: World) -> None:

@@ -10,6 +10,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from .rules import text_displays
+
 DISCORD_EPOCH_MS = 1420070400000
 
 # Channel types (https://discord.com/developers/docs/resources/channel#channel-object-channel-types)
@@ -256,6 +258,12 @@ class Revision:
     flags: int = 0
     at: str = field(default_factory=iso_now)
 
+    @property
+    def text(self) -> str:
+        """What users read: the content, or (Components V2) every text display, in order,
+        a blank line between them."""
+        return "\n\n".join(t for t in [self.content, *text_displays(self.components)] if t)
+
 
 @dataclass(eq=False)
 class Message:
@@ -275,6 +283,11 @@ class Message:
     @property
     def content(self) -> str:
         return self.current.content
+
+    @property
+    def text(self) -> str:
+        """What users read (:attr:`Revision.text`): the content or the text displays."""
+        return self.current.text
 
     @property
     def embeds(self) -> list[dict[str, Any]]:

@@ -72,6 +72,11 @@ class Fault:
 Handler = Callable[[Request], Awaitable[Any]]
 
 
+def _as_is(message: Message) -> dict[str, Any]:
+    """What an edit's checks need of the message it changes (rules.check_message)."""
+    return {"flags": message.flags, "content": message.content, "embeds": message.embeds}
+
+
 class RestApi:
     def __init__(self, standin: DiscordStandin) -> None:
         self.s = standin
@@ -326,7 +331,7 @@ class RestApi:
     async def edit_message(self, req: Request) -> Any:
         channel = self._channel(req.params["channel_id"])
         message = self._message(channel, req.params["message_id"])
-        self._reject(req, rules.check_message(req.body or {}, creating=False), "message")
+        self._reject(req, rules.check_message(req.body or {}, creating=False, was=_as_is(message)), "message")
         if message.author is not self.s.bot_user:
             raise DiscordError(403, 50005, "Cannot edit a message authored by another user")
         return self.s.edit_message(message, req.body or {}, req.files).payload()
@@ -459,7 +464,7 @@ class RestApi:
             assert rec.message is not None
             rec.original = rec.message
             if kind == 7:
-                self._reject(req, rules.check_message(data, creating=False), "message")
+                self._reject(req, rules.check_message(data, creating=False, was=_as_is(rec.message)), "message")
                 self.s.edit_message(rec.message, data, req.files)
                 return rec.message
             return None
@@ -515,7 +520,7 @@ class RestApi:
 
     async def edit_webhook_message(self, req: Request) -> Any:
         _, message = self._webhook_message(req)
-        self._reject(req, rules.check_message(req.body or {}, creating=False), "message")
+        self._reject(req, rules.check_message(req.body or {}, creating=False, was=_as_is(message)), "message")
         return self.s.edit_message(message, req.body or {}, req.files).payload()
 
     async def delete_webhook_message(self, req: Request) -> Any:

@@ -21,6 +21,13 @@ SPEC_PATH = Path(__file__).resolve().parents[2] / ".." / "shared" / "discord-ope
 
 SELECT_TYPES = {3, 5, 6, 7, 8}
 BUTTON, TEXT_INPUT, LABEL = 2, 4, 18
+# Components V2 (https://discord.com/developers/docs/components/reference)
+IS_COMPONENTS_V2 = 1 << 15
+ACTION_ROW, SECTION, TEXT_DISPLAY, THUMBNAIL, MEDIA_GALLERY, FILE, SEPARATOR, CONTAINER = 1, 9, 10, 11, 12, 13, 14, 17
+V2_TOP_LEVEL = {ACTION_ROW, SECTION, TEXT_DISPLAY, MEDIA_GALLERY, FILE, SEPARATOR, CONTAINER}
+V2_IN_CONTAINER = V2_TOP_LEVEL - {CONTAINER}
+V2_MAX_COMPONENTS = 40  # in all, nested ones counted
+V2_MAX_TEXT = 4000  # characters over every text display of a message
 
 
 @dataclass
@@ -144,43 +151,133 @@ def _check_interactive(comp: dict[str, Any], path: tuple, seen: set[str], errors
 
 
 def check_components(components: list[dict[str, Any]] | None, flags: int = 0) -> list[FormError]:
-    """Classic message components: ≤ 5 action rows; ≤ 5 buttons or 1 select per row."""
+    """Classic message components: ≤ 5 action rows; ≤ 5 buttons or 1 select per row.
+    With the IS_COMPONENTS_V2 flag, the layout of :func:`check_v2_components`."""
     errors: list[FormError] = []
     if not components:
         return errors
     seen: set[str] = set()
-    if flags & (1 << 15):  # Components V2: a different layout; check what is shared
-        stack = [(c, ("components", i)) for i, c in enumerate(components)]
-        while stack:
-            comp, path = stack.pop()
-            _check_interactive(comp, path, seen, errors)
-            stack += [(c, path + ("components", j)) for j, c in enumerate(comp.get("components") or [])]
-            for key in ("accessory", "component"):
-                if key in comp:
-                    stack.append((comp[key], path + (key,)))
-        return errors
+    if flags & IS_COMPONENTS_V2:
+        return check_v2_components(components)
     _max_items(components, 5, ("components",), errors)
     for i, row in enumerate(components):
         path = ("components", i)
-        if row.get("type") != 1:
-            errors.append(FormError(path + ("type",), "UNION_TYPE_CHOICES", "Top-level components must be action rows"))
+        if row.get("type") != ACTION_ROW:
+            errors.append(FormError(path + ("type",), "UNION_TYPE_CHOICES",
+                                    "Top-level components must be action rows (other types need IS_COMPONENTS_V2)"))
             continue
-        children = row.get("components") or []
-        _max_items(children, 5, path + ("components",), errors, minimum=1)
-        if any(c.get("type") in SELECT_TYPES for c in children) and len(children) > 1:
-            errors.append(FormError(path + ("components",), "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
-                                    "The specified component exceeds the maximum width"))
-        for j, comp in enumerate(children):
-            _check_interactive(comp, path + ("components", j), seen, errors)
+        _check_action_row(row, path, seen, errors)
     return errors
 
 
-def check_message(body: dict[str, Any], *, files: int = 0, creating: bool = True) -> list[FormError]:
-    """A message create or edit body (also interaction messages and followups)."""
+def _check_action_row(row: dict[str, Any], path: tuple, seen: set[str], errors: list[FormError]) -> None:
+    children = row.get("components") or []
+    _max_items(children, 5, path + ("components",), errors, minimum=1)
+    if any(c.get("type") in SELECT_TYPES for c in children) and len(children) > 1:
+        errors.append(FormError(path + ("components",), "COMPONENT_LAYOUT_WIDTH_EXCEEDED",
+                                "The specified component exceeds the maximum width"))
+    for j, comp in enumerate(children):
+        if comp.get("type") != BUTTON and comp.get("type") not in SELECT_TYPES:
+            errors.append(FormError(path + ("components", j, "type"), "UNION_TYPE_CHOICES",
+                                    "An action row holds buttons or one select menu"))
+        _check_interactive(comp, path + ("components", j), seen, errors)
+
+
+def check_v2_components(components: list[dict[str, Any]]) -> list[FormError]:
+    """A Components V2 layout: top level containers, text displays, action rows, sections,
+    separators, media galleries and files (a container holds the same but containers);
+    buttons and selects only inside action rows (or as a section's accessory); at most
+    40 components in all, nested ones counted; at most 4,000 characters over all text
+    displays."""
     errors: list[FormError] = []
-    _max_len(body.get("content"), 2000, ("content",), errors)
-    errors += check_embeds(body.get("embeds"))
-    errors += check_components(body.get("components"), body.get("flags") or 0)
+    seen: set[str] = set()
+    count = 0
+    text = 0
+
+    def visit(comp: dict[str, Any], path: tuple, allowed: set[int], where: str) -> None:
+        nonlocal count, text
+        count += 1
+        kind = comp.get("type")
+        if kind not in allowed:
+            errors.append(FormError(path + ("type",), "UNION_TYPE_CHOICES",
+                                    f"Component type {kind} is not allowed {where}"))
+            return
+        if kind == ACTION_ROW:
+            _check_action_row(comp, path, seen, errors)
+            count += len(comp.get("components") or [])
+        elif kind == CONTAINER:
+            children = comp.get("components") or []
+            _max_items(children, V2_MAX_COMPONENTS, path + ("components",), errors, minimum=1)
+            for j, child in enumerate(children):
+                visit(child, path + ("components", j), V2_IN_CONTAINER, "in a container")
+        elif kind == SECTION:
+            children = comp.get("components") or []
+            _max_items(children, 3, path + ("components",), errors, minimum=1)
+            for j, child in enumerate(children):
+                visit(child, path + ("components", j), {TEXT_DISPLAY}, "in a section")
+            if "accessory" not in comp:
+                errors.append(FormError(path + ("accessory",), "BASE_TYPE_REQUIRED", "This field is required"))
+            else:
+                visit(comp["accessory"], path + ("accessory",), {BUTTON, THUMBNAIL}, "as a section's accessory")
+        elif kind == TEXT_DISPLAY:
+            content = comp.get("content")
+            _max_len(content, V2_MAX_TEXT, path + ("content",), errors, minimum=1)
+            if content is None:
+                errors.append(FormError(path + ("content",), "BASE_TYPE_REQUIRED", "This field is required"))
+            text += len(content) if isinstance(content, str) else 0
+        elif kind == BUTTON:
+            _check_interactive(comp, path, seen, errors)
+
+    for i, comp in enumerate(components):
+        visit(comp, ("components", i), V2_TOP_LEVEL, "at the top level of a message")
+    if count > V2_MAX_COMPONENTS:
+        errors.append(FormError(("components",), "COMPONENT_MAX_TOTAL_COMPONENTS_EXCEEDED",
+                                f"A message holds {V2_MAX_COMPONENTS} components at most, nested ones counted "
+                                f"(this one has {count})"))
+    if text > V2_MAX_TEXT:
+        errors.append(FormError(("components",), "COMPONENT_MAX_TOTAL_TEXT_EXCEEDED",
+                                f"The text displays of a message hold {V2_MAX_TEXT} characters at most "
+                                f"(these hold {text})"))
+    return errors
+
+
+def text_displays(components: list[dict[str, Any]]) -> list[str]:
+    """The text of every text display, in layout order (through containers and sections)."""
+    found: list[str] = []
+    for comp in components:
+        if comp.get("type") == TEXT_DISPLAY and isinstance(comp.get("content"), str):
+            found.append(comp["content"])
+        found += text_displays(comp.get("components") or [])
+    return found
+
+
+def check_message(body: dict[str, Any], *, files: int = 0, creating: bool = True,
+                  was: dict[str, Any] | None = None) -> list[FormError]:
+    """A message create or edit body (also interaction messages and followups). ``was``
+    is the message an edit changes, as it is (its ``flags``, ``content`` and ``embeds``).
+
+    With the IS_COMPONENTS_V2 flag (1 << 15) a message has no content, embeds, poll or
+    stickers: its text is in text displays. The flag may be added by an edit (which then
+    clears the content and embeds), never removed."""
+    errors: list[FormError] = []
+    old_flags = (was or {}).get("flags") or 0
+    flags = body.get("flags") if body.get("flags") is not None else old_flags
+    if old_flags & IS_COMPONENTS_V2 and not flags & IS_COMPONENTS_V2:
+        errors.append(FormError(("flags",), "MESSAGE_CANNOT_REMOVE_COMPONENTS_V2_FLAG",
+                                "The IS_COMPONENTS_V2 flag cannot be removed from a message"))
+    v2 = bool((flags | old_flags) & IS_COMPONENTS_V2)
+    if v2:
+        for key in ("content", "embeds", "poll", "sticker_ids"):
+            after = body[key] if key in body else (was or {}).get(key)
+            if after:
+                errors.append(FormError((key,), "MESSAGE_CANNOT_USE_LEGACY_FIELDS_WITH_COMPONENTS_V2",
+                                        f"{key} cannot be used with the IS_COMPONENTS_V2 flag"
+                                        + ("" if key in body else " (an edit adding the flag sets it to null)")))
+        errors += check_v2_components(body.get("components") or [])
+    else:
+        _max_len(body.get("content"), 2000, ("content",), errors)
+        errors += check_embeds(body.get("embeds"))
+        errors += check_components(body.get("components"))
     empty = not (body.get("content") or body.get("embeds") or body.get("components") or files
                  or body.get("sticker_ids") or body.get("poll"))
     if creating and empty:
@@ -352,10 +449,11 @@ _EVERYONE = re.compile(r"@(everyone|here)\b")
 
 
 def pings(message: dict[str, Any]) -> list[str]:
-    """The mentions in a message's content that Discord would turn into pings, given its
-    ``allowed_mentions`` (absent: Discord parses every kind)."""
-    content = message.get("content")
-    if not isinstance(content, str) or not content:
+    """The mentions in a message's content and text displays that Discord would turn into
+    pings, given its ``allowed_mentions`` (absent: Discord parses every kind)."""
+    texts = [message.get("content")] + text_displays(message.get("components") or [])
+    content = "\n".join(t for t in texts if isinstance(t, str) and t)
+    if not content:
         return []
     allowed = message.get("allowed_mentions")
     parse = set(allowed.get("parse") or []) if isinstance(allowed, dict) else {"users", "roles", "everyone"}
