@@ -50,7 +50,7 @@ from core.models import Chapter, SceneLength, Story, StoryMode, StoryStatus, utc
 from core.reading import ReadScene, reader_pages
 from core.stories import AUTHOR_NOTE_MAX
 from core.text import storable
-from core.votes import MAX_DURATION, MIN_DURATION, VoteService, VoteSettings
+from core.votes import MAX_DURATION, MAX_MIN_OPEN, MIN_DURATION, VoteService, VoteSettings
 
 if TYPE_CHECKING:
     from bot.app import KahaniBot
@@ -635,12 +635,15 @@ class Stories(commands.Cog):
         own_actions="Players may propose their own action as a 5th option",
         host_closes="Only the host (or a moderator) may close a vote early",
         invite_only="Only invited players may vote (see /story invite)",
+        readers_wait="Seconds after a scene appears before \"everyone voted\" may close its vote (default 10)",
         story="Which story (default: the story of this thread)")
     @app_commands.autocomplete(story=autocomplete_story)
     async def vote_settings(self, interaction: Interaction,
                             seconds: app_commands.Range[int, MIN_DURATION, MAX_DURATION] | None = None,
                             own_actions: bool | None = None, host_closes: bool | None = None,
-                            invite_only: bool | None = None, story: StoryOption | None = None) -> None:
+                            invite_only: bool | None = None,
+                            readers_wait: app_commands.Range[int, 0, MAX_MIN_OPEN] | None = None,
+                            story: StoryOption | None = None) -> None:
         async def work() -> str:
             async with self.db.transaction() as s:
                 found, _ = await story_for(s, interaction, story, Need.MODERATE)
@@ -648,7 +651,7 @@ class Stories(commands.Cog):
                     raise KahaniError(msg.GROUP_ONLY)
             settings = await VoteService(self.db).update_settings(
                 found.id, duration=seconds, own_actions=own_actions, host_closes=host_closes,
-                open_table=None if invite_only is None else not invite_only)
+                open_table=None if invite_only is None else not invite_only, min_open=readers_wait)
             return settings_text(found.title, settings)
 
         await send_ephemeral(interaction, await within_the_deadline(interaction, work()))

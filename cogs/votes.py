@@ -325,6 +325,8 @@ class Votes(commands.Cog):
 
         result, settled = await within_the_deadline(interaction, record())
         state = result.state
+        if settled is None and state.everyone_voted:
+            self.wake()  # everyone voted before the vote's first seconds were up: its deadline moved up
         if settled is not None and await self._answer_with_outcome(interaction, settled):
             # The click that closed the vote is answered by updating the scene message
             # with the outcome (type 7: no channel budget spent).
@@ -470,14 +472,17 @@ class Votes(commands.Cog):
 
     async def after_kick(self, story_id: int, user_id: int) -> None:
         """A kicked member's vote no longer counts; everyone else may have voted now."""
-        state = await self.votes.withdraw_member(story_id, user_id)
-        if state is None:
+        withdrawn = await self.votes.withdraw_member(story_id, user_id)
+        if withdrawn is None:
             return
-        if state.everyone_voted:
-            settled = await self._close(state.ballot_id, CloseReason.EVERYONE)
+        state, closes = withdrawn
+        if closes is not None:
+            settled = await self._close(state.ballot_id, closes)
             if settled is not None:
                 await self.after_settle(settled)
                 return
+        if state.everyone_voted:
+            self.wake()  # everyone voted early: the deadline moved up
         await self.repaint(state)
 
 
@@ -487,6 +492,7 @@ def settings_text(title: str, settings: VoteSettings) -> str:
         actions=msg.VOTE_SETTINGS_ON if settings.own_actions else msg.VOTE_SETTINGS_OFF,
         closer=msg.VOTE_SETTINGS_HOST if settings.host_closes else msg.VOTE_SETTINGS_ANYONE,
         table=msg.VOTE_SETTINGS_OPEN if settings.open_table else msg.VOTE_SETTINGS_INVITE,
+        min_open=settings.min_open,
     )
 
 

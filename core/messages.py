@@ -331,8 +331,10 @@ MEMBER_KICKED = "{user} was removed from **{title}**'s table; their vote no long
 MEMBER_KICK_OWNER = "The host cannot be removed from their own story."
 VOTE_SETTINGS = (
     "**{title}** votes: {duration} s to vote · own actions {actions} · early close by {closer} · "
-    "table {table}."
+    "table {table} · when everyone at a table of two or more has voted, the vote closes, but no "
+    "sooner than {min_open} s after the scene appeared."
 )
+VOTE_BAD_MIN_OPEN = "{seconds} s is not a wait for readers Kahani can use: 0 to {most} seconds."
 VOTE_SETTINGS_ON = "on"
 VOTE_SETTINGS_OFF = "off"
 VOTE_SETTINGS_HOST = "the host only"

@@ -2,7 +2,10 @@
 
 A group story's latest scene (its tip variant) has a **ballot**: one vote per member,
 changeable, withdrawn by voting for the same option again. A ballot closes at its
-deadline, when every joined member has voted, or when the host closes it; the winner
+deadline, when every joined member has voted — only at a table of two or more, and never
+in the first :attr:`VoteSettings.min_open` seconds after the scene appeared, so players
+still reading can join by voting (all votes in before then: the deadline moves up to
+that moment) — or when the host closes it; the winner
 is the option with the most votes, a tie going to the **earliest option** among the
 tied (1 before 2 …; a proposed own action, option 5, comes last).
 
@@ -65,6 +68,7 @@ from core.models import (
 
 MIN_DURATION = 10  # seconds
 MAX_DURATION = 24 * 3600
+MAX_MIN_OPEN = 3600  # seconds "everyone voted" may wait for readers to join
 ACTION_POSITION = 5  # a proposed own action joins the ballot as option 5
 SETTINGS_KEY = "votes"  # Story.settings["votes"]
 # The front end's access check for a vote: (story, user id, membership status) -> raises.
@@ -99,6 +103,8 @@ class VoteSettings:
     own_actions: bool = True  # players may propose their own action (option 5)
     host_closes: bool = True  # only the host (or a moderator) may close a vote early
     open_table: bool = True  # anyone who sees the thread may vote; False: invited members only
+    # "Everyone voted" closes a ballot no sooner than this many seconds after it opened.
+    min_open: int = 10
 
     @classmethod
     def of(cls, story: Story) -> VoteSettings:
@@ -111,6 +117,8 @@ class VoteSettings:
         new = replace(self, **{k: v for k, v in changes.items() if v is not None})
         if not MIN_DURATION <= new.duration <= MAX_DURATION:
             raise VoteRefused(msg.VOTE_BAD_DURATION.format(seconds=new.duration))
+        if not 0 <= new.min_open <= MAX_MIN_OPEN:
+            raise VoteRefused(msg.VOTE_BAD_MIN_OPEN.format(seconds=new.min_open, most=MAX_MIN_OPEN))
         return new
 
     def as_json(self) -> dict[str, Any]:
@@ -124,6 +132,7 @@ class BallotState:
     ballot_id: int
     story_id: int
     variant_id: int
+    opened_at: datetime
     deadline: datetime
     extended: bool
     closed_at: datetime | None
@@ -143,7 +152,10 @@ class BallotState:
 
     @property
     def everyone_voted(self) -> bool:
-        return self.voters > 0 and self.voters >= self.eligible
+        """Every joined player voted, at a table of at least two: a table of one closes
+        only by its timer or **Close vote** (the host voting first must not end the vote
+        before anyone else could vote)."""
+        return self.eligible >= 2 and self.voters >= self.eligible
 
     def counts_against(self, owner_id: int) -> int:
         """Whose generation limit the winner's scene counts against: the closer's, else
@@ -341,20 +353,40 @@ class VoteService:
         if counted is not None and after_no_votes and (by_owner or moderator):
             closes = CloseReason.HOST  # the host was asked, and answered
         elif state.everyone_voted:
-            closes = CloseReason.EVERYONE
+            closes, state = await self._everyone_voted(s, ballot, state, settings)
         if closes is not None and may_close is not None:
             await may_close(s, story, user_id)  # raises: the vote is not recorded either
         return CastResult(counted, joined, state, by_owner=by_owner, after_no_votes=after_no_votes,
                           voter_id=user_id, closes=closes)
 
-    async def withdraw_member(self, story_id: int, user_id: int) -> BallotState | None:
-        """Remove a (kicked) member's vote from the story's open ballot; its state after."""
+    async def withdraw_member(self, story_id: int, user_id: int) -> tuple[BallotState, CloseReason | None] | None:
+        """Remove a (kicked) member's vote from the story's open ballot: its state after,
+        and :attr:`CloseReason.EVERYONE` when everyone left has voted and it may close now."""
         async with self.db.transaction() as s:
             ballot = await s.scalar(select(Ballot).where(Ballot.story_id == story_id, Ballot.closed_at.is_(None)))
             if ballot is None:
                 return None
             await s.execute(delete(Vote).where(Vote.ballot_id == ballot.id, Vote.user_id == user_id))
-            return await self._state(s, ballot)
+            state = await self._state(s, ballot)
+            if not state.everyone_voted:
+                return state, None
+            story = await repo.get_story(s, ballot.story_id)
+            reason, state = await self._everyone_voted(s, ballot, state, VoteSettings.of(story))
+            return state, reason
+
+    async def _everyone_voted(self, s: AsyncSession, ballot: Ballot, state: BallotState,
+                              settings: VoteSettings) -> tuple[CloseReason | None, BallotState]:
+        """Everyone voted: close now (EVERYONE) if the ballot has been open for
+        ``min_open`` seconds, else move its deadline up to that moment (the timer closes
+        it then, unless someone joins and votes first)."""
+        early = ballot.opened_at + timedelta(seconds=settings.min_open)
+        if self.clock() >= early:
+            return CloseReason.EVERYONE, state
+        if ballot.deadline > early:
+            ballot.deadline = early
+            await s.flush()
+            state = replace(state, deadline=early)
+        return None, state
 
     async def close(self, ballot_id: int, reason: CloseReason, *, closer_id: int | None = None,
                     may_close: MayClose | None = None) -> Settled | None:
@@ -555,7 +587,8 @@ class VoteService:
             StoryMember.story_id == ballot.story_id, StoryMember.status == MemberStatus.JOINED.value))
         options = tuple(c.text for c in await repo.get_choices(s, ballot.variant_id))[:4]
         return BallotState(
-            ballot_id=ballot.id, story_id=ballot.story_id, variant_id=ballot.variant_id, deadline=ballot.deadline,
+            ballot_id=ballot.id, story_id=ballot.story_id, variant_id=ballot.variant_id, opened_at=ballot.opened_at,
+            deadline=ballot.deadline,
             extended=ballot.extended, closed_at=ballot.closed_at, closed_by=ballot.closed_by,
             closer_id=ballot.closed_by_user_id, winner=ballot.winner_position, outcome=ballot.outcome,
             options=options, action=action, counts=counts, voters=sum(counts.values()), eligible=max(eligible or 0, 1),

@@ -146,24 +146,27 @@ async def test_the_place_in_line_is_shown_without_flooding_discord() -> None:
 
 async def test_a_group_table_of_one_cannot_write_past_the_limit_by_voting(world: World) -> None:
     """The scene a vote chose counts against whoever closed the vote: a one-player group
-    story whose every vote closes at once is held to GENERATIONS_PER_USER_PER_MINUTE too,
-    and the vote over the limit is refused privately, as a solo choice is (tests/test_abuse.py
-    clicks 50 times)."""
+    story (whose votes close by **Close vote** or the timer, never by "everyone voted") is
+    held to GENERATIONS_PER_USER_PER_MINUTE too, and the close over the limit is refused
+    privately, as a solo choice is (tests/test_abuse.py clicks 50 times)."""
     hal = world.standin.add_user("hal", guild=world.guild)
     thread = await new_story(world, hal, world.general, "Table for one", mode="group")  # generation 1
     first = await wait_scene(world, thread)
     def vote(scene: Any) -> str:
         return next(c["custom_id"] for c in scene.component_items() if c.get("custom_id", "").endswith(":1"))
 
-    await world.standin.click(hal, first, vote(first))  # a vote; the winner is generation 2
+    voted = await ephemeral(world, await world.standin.click(hal, first, vote(first)))
+    assert voted.startswith("You voted for 1")  # a table of one: the vote stays open
+    await world.standin.click(hal, first, "Close vote")  # the winner is generation 2
     second = await wait_scene(world, thread, after=1)
     story = await story_of(world, "Table for one")
+    await ephemeral(world, await world.standin.click(hal, second, vote(second)))
     messages_before = len(thread.messages)
-    text = await ephemeral(world, await world.standin.click(hal, second, vote(second)))  # generation 3: over
+    text = await ephemeral(world, await world.standin.click(hal, second, "Close vote"))  # generation 3: over
     assert text.startswith(msg.RATE_LIMITED_USER.split("{")[0]) and f"{PER_USER} scenes a minute" in text
     assert len(thread.messages) == messages_before  # nothing posted
     assert any(c.get("custom_id") == vote(second) and not c.get("disabled") for c in second.component_items())
     async with world.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(Scene).where(Scene.story_id == story.id)) == 2
-        assert await s.scalar(select(func.count()).select_from(Vote).join(Ballot).where(
-            Ballot.story_id == story.id, Ballot.closed_at.is_(None))) == 0  # the refused vote was not recorded
+        assert await s.scalar(select(func.count()).select_from(Ballot).where(
+            Ballot.story_id == story.id, Ballot.closed_at.is_(None))) == 1  # the refused close closed nothing

@@ -224,6 +224,7 @@ async def test_the_closer_is_stored_with_the_close_and_a_recovery_charges_them(d
         await repo.set_member(s, story_id, guest, MemberStatus.JOINED)
     first = await votes.cast_as(variant_id, 1000, "p0", 2)
     assert first.closes is None and first.voter_id == host
+    clock.advance(10)  # past the vote's first seconds, when readers may still join
     last = await votes.cast_as(variant_id, 1001, "p1", 2)  # everyone has voted now
     assert last.closes == CloseReason.EVERYONE and last.voter_id == guest
     settled = await votes.close(last.state.ballot_id, last.closes, closer_id=guest)
@@ -253,11 +254,16 @@ async def test_a_ballot_closed_by_its_deadline_counts_against_the_host(db: Datab
 async def test_a_closer_over_the_limit_is_refused_and_nothing_is_written(db: Database, clock: FakeClock) -> None:
     story_id, variant_id, users = await group_story(db, players=2)
     votes = VoteService(db, clock=clock)
-    # The host alone at the table: their vote would close it, and they may not start a scene.
+    async with db.transaction() as s:
+        await repo.set_member(s, story_id, users[1], MemberStatus.JOINED)
+    await votes.cast_as(variant_id, 1001, "p1", 2)
+    clock.advance(10)
+    # The host's vote would close it (everyone voted), and they may not start a scene.
     with pytest.raises(OverTheLimit):
         await votes.cast_as(variant_id, 1000, "p0", 1, may_close=refuse)
     state = await votes.open_ballot(variant_id)
-    assert state is not None and state.open and state.voters == 0
+    assert state is not None and state.open and state.voters == 1
+    await votes.cast(variant_id, users[1], 2)  # withdrawn: nobody has voted
     # A vote that closes nothing is not asked about.
     async with db.transaction() as s:
         await repo.set_member(s, story_id, users[1], MemberStatus.JOINED)
@@ -271,3 +277,40 @@ async def test_a_closer_over_the_limit_is_refused_and_nothing_is_written(db: Dat
     await votes.cast(variant_id, users[0], 1)  # withdrawn
     settled = await votes.close(state.ballot_id, CloseReason.HOST, closer_id=users[1], may_close=refuse)
     assert settled is not None and settled.winner is None and settled.state.closer_id == users[1]
+
+
+async def test_the_host_voting_first_does_not_end_the_vote_and_late_joiners_change_the_result(
+        db: Database, clock: FakeClock) -> None:
+    """#19: the natural first minute of a group story — the host votes at once, the others
+    join by voting while they read."""
+    _, variant_id, users = await group_story(db, players=3)
+    votes = VoteService(db, clock=clock)
+    opened = await votes.open_ballot(variant_id)
+    assert opened is not None
+    host_vote = await votes.cast(variant_id, users[0], 1)
+    assert host_vote.closes is None and host_vote.state.open  # a table of one: not "everyone voted"
+    clock.advance(3)
+    bob = await votes.cast(variant_id, users[1], 2)  # joins by voting: 1 of 2... then 2 of 2
+    assert bob.joined and bob.state.eligible == 2 and bob.state.everyone_voted
+    # Everyone voted within the first 10 s: the vote closes 10 s after it opened, not now.
+    assert bob.closes is None and bob.state.deadline == opened.opened_at + timedelta(seconds=10)
+    clock.advance(2)
+    carol = await votes.cast(variant_id, users[2], 2)  # a third reader joins in time: 3 must vote
+    assert carol.state.eligible == 3 and carol.state.voters == 3 and carol.closes is None
+    assert await votes.settle_due(opened.ballot_id) is None  # not due before those 10 s
+    clock.advance(5)
+    settled = await votes.settle_due(opened.ballot_id)
+    assert settled is not None and settled.winner == 2  # the players who joined decided it
+
+
+async def test_a_table_of_one_closes_only_by_its_timer_or_close_vote(db: Database, clock: FakeClock) -> None:
+    _, variant_id, users = await group_story(db, players=1)
+    votes = VoteService(db, clock=clock)
+    cast = await votes.cast(variant_id, users[0], 3)
+    clock.advance(30)
+    again = await votes.cast(variant_id, users[0], 4)  # changing the vote later does not close it either
+    assert cast.closes is None and again.closes is None and again.state.open
+    assert again.state.deadline == cast.state.opened_at + timedelta(seconds=60)
+    clock.advance(30)
+    settled = await votes.settle_due(cast.state.ballot_id)
+    assert settled is not None and settled.winner == 4 and settled.state.closed_by == CloseReason.DEADLINE

@@ -81,7 +81,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         host = standin.add_user("host", guild=guild)
         players = [standin.add_user(name, guild=guild) for name in ("bob", "carol", "dave", "erin")]
         crowd = [standin.add_user(f"fan{n}", guild=guild) for n in range(200)]
-        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
+        # The host starts a story per test: more than the hourly limit of new stories.
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url,
+                               stories_per_user_per_hour=0) as running:
             clock = FakeClock()
             running.bot.get_cog("Votes").votes.clock = clock
             yield World(standin, running.bot, llm, clock, guild, general, host, players, crowd)
@@ -189,6 +191,40 @@ async def test_five_members_vote_change_and_withdraw_and_the_host_closes_early(w
     assert (closed.closed_by, closed.winner_position) == ("host", 2) and opened.closed_at is None
 
 
+async def test_the_host_voting_first_leaves_the_vote_open_for_the_players_who_are_reading(world: World) -> None:
+    """#19: a group story's natural first minute — the host votes at once; two players read
+    on, vote, and change the result."""
+    thread, first = await group_story(world, "First Minute", join=0)
+    bob, carol = world.players[:2]
+    assert (await vote(world, world.host, first, 1)).startswith("You voted for 1")
+    await wait_tally(world, first, "**1.** Climb the stair — 1", "1 of 1")  # a table of one: still open
+    world.advance(3)
+    assert (await vote(world, bob, first, 2)).startswith("You voted for 2")
+    assert (await vote(world, carol, first, 2)).startswith("You voted for 2")  # everyone voted, 5 s in
+    await wait_tally(world, first, "**2.** Call out — 2", "3 of 3")
+    story = await story_named(world, "First Minute")
+    [ballot] = await ballots(world, story.id)
+    assert ballot.closed_at is None and ballot.deadline == ballot.opened_at + timedelta(seconds=10)
+    world.llm.script(scene("Your voice carries over the water."))
+    world.advance(7)  # the 10 s for readers are over: the vote closes, the players' choice wins
+    second = await wait_scene(world, thread, after=1)
+    assert second.content.startswith("-# → Call out\n")
+
+
+async def test_a_table_of_one_closes_by_close_vote_not_by_its_own_vote(world: World) -> None:
+    thread, first = await group_story(world, "Alone At The Table", join=0)
+    await vote(world, world.host, first, 3)
+    world.advance(30)
+    await vote(world, world.host, first, 4)  # still open after 30 s: only the timer or Close vote end it
+    await wait_tally(world, first, "**4.** Close the door — 1", "1 of 1")
+    assert live_scene(first)
+    world.llm.script(scene("The door shuts with a boom."))
+    rec = await world.standin.click(world.host, first, "Close vote")
+    assert (await rec.wait_response()).type == 7
+    second = await wait_scene(world, thread, after=1)
+    assert second.content.startswith("-# → Close the door\n")
+
+
 async def test_a_tie_at_the_deadline_goes_to_the_earliest_option(world: World) -> None:
     thread, first = await group_story(world, "Tie")
     bob, carol, dave, erin = world.players
@@ -208,6 +244,7 @@ async def test_everyone_voted_closes_the_vote_at_the_last_vote(world: World) -> 
     thread, first = await group_story(world, "Everyone")
     for player in world.players:
         await vote(world, player, first, 4)
+    world.advance(10)  # "everyone voted" closes no sooner than 10 s after the scene appeared
     world.llm.script(scene("The door slams shut behind you."))
     rec = await world.standin.click(world.host, first, "3. Light the lantern")
     assert (await rec.wait_response()).type == 7

@@ -26,7 +26,7 @@ from core.votes import MAX_TAKES, RETAKE_AFTER, TAKE_GRACE, CloseReason, VoteSer
 from tests.discord_standin import Channel, DiscordStandin, User
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM, Fault, Reply
-from tests.harness import BotProcess
+from tests.harness import BotProcess, ephemeral_answer
 from tests.test_votes_core import FakeClock, group_story
 from tests.test_votes_restart import choice_buttons, scene
 
@@ -167,6 +167,9 @@ async def test_a_bot_killed_while_writing_the_winning_scene_writes_it_once_after
         first_bot = await BotProcess(standin, sqlite_url, llm_base_url=llm.base_url).start()
         try:
             thread, first = await start_group_story(standin, host, general, "Tides")
+            # The host lets "everyone voted" close at once (no 10 s for readers to join).
+            rec = await standin.slash(host, thread, "story vote-settings", readers_wait=0)
+            assert "no sooner than 0 s" in await ephemeral_answer(standin, rec)
             await (await standin.click(bob, first, "2. Call out")).wait_response()
             await (await standin.click(host, first, "2. Call out")).wait_response()  # everyone voted: closed
             await standin.wait_until(lambda: len(llm.chat_requests) == 2, timeout=10,
