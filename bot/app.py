@@ -60,6 +60,7 @@ EXTENSIONS: tuple[str, ...] = (
     "cogs.votes",  # group play: votes, the vote timer, Join and Close vote
     "cogs.narration",  # /narrate and the Narrate button
     "cogs.privacy",  # /privacy show|delete-me
+    "cogs.server",  # /server content-notes|default-mode
 )
 
 # Seconds a shutdown waits for background work (generations) to wind down.

@@ -39,7 +39,7 @@ from bot.ui.reader import ReaderView, tree_text
 from bot.ui.render import post_paced, split_text, within_global_budget
 from cogs.chapters import SummaryView, autocomplete_chapter, chapter_name
 from cogs.votes import settings_text
-from core import access, cooldowns, stories
+from core import access, cooldowns, servers, stories
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
@@ -106,7 +106,7 @@ class StoryDetailsModal(KahaniModal):
 class NewStoryModal(StoryDetailsModal):
     """``/story new``: the story's title, genre, tone, world and premise."""
 
-    def __init__(self, cog: Stories, *, scene_length: str | None, mode: str, private: bool) -> None:
+    def __init__(self, cog: Stories, *, scene_length: str | None, mode: str | None, private: bool) -> None:
         super().__init__("A new story")
         self.cog, self.scene_length, self.mode, self.private = cog, scene_length, mode, private
 
@@ -176,15 +176,15 @@ class Stories(commands.Cog):
                                                        app_commands.Choice(name="group", value="group")])
     async def new(self, interaction: Interaction, length: str | None = None,
                   mode: str | None = None, private: bool = False) -> None:
-        # The modal must be the first response: no database work before it.
-        default_mode = StoryMode.GROUP.value if interaction.guild_id else StoryMode.SOLO.value
-        await interaction.response.send_modal(
-            NewStoryModal(self, scene_length=length, mode=mode or default_mode, private=private)
-        )
+        # The modal must be the first response: no database work before it (the server's
+        # default mode, when the player names none, is read when the form comes back).
+        await interaction.response.send_modal(NewStoryModal(self, scene_length=length, mode=mode, private=private))
 
     async def create_story(self, interaction: Interaction, details: stories.StoryDetails, *,
-                           scene_length: str | None, mode: str, private: bool) -> None:
+                           scene_length: str | None, mode: str | None, private: bool) -> None:
         title, genre, tone = details.title, details.genre, details.tone
+        if mode is not None and mode not in {m.value for m in StoryMode}:
+            raise KahaniError(msg.SERVER_BAD_MODE)
         await interaction.response.defer(ephemeral=True, thinking=True)
         in_guild = interaction.guild_id is not None
         if in_guild:
@@ -197,9 +197,13 @@ class Stories(commands.Cog):
                                                 now=utcnow())
             if scene_length is None:
                 scene_length = (await repo.get_user_settings(s, who.user.id)).scene_length
+            if not in_guild:
+                mode = StoryMode.SOLO.value
+            elif mode is None:  # the server's default (/server default-mode), group unless set
+                mode = await servers.default_mode(s, interaction.guild_id or 0)
             story = await repo.create_story(
                 s, who.user, title, genre=genre, tone=tone, world_setting=details.world_setting,
-                premise=details.premise, scene_length=scene_length, mode=mode if in_guild else StoryMode.SOLO.value,
+                premise=details.premise, scene_length=scene_length, mode=mode,
                 guild_id=interaction.guild_id, private=private and in_guild,
             )
             story_id, user_id = story.id, who.user.id
@@ -330,6 +334,7 @@ class Stories(commands.Cog):
         async with self.db.transaction() as s:
             found, _ = await story_for(s, interaction, story, Need.SEE)
             path = await repo.active_path(s, found.id, limit=1)
+            notes = await servers.content_notes(s, found.guild_id)
         report = await self.engine.context_report(found.id)
         so_far = await self.engine.story_so_far(found.id)
         facts = [
@@ -341,6 +346,8 @@ class Stories(commands.Cog):
         ]
         if found.mode == StoryMode.GROUP.value:
             facts.append(settings_text(found.title, VoteSettings.of(found)))
+        if notes:
+            facts.append(msg.INFO_CONTENT_NOTES.format(notes=notes))
         premise = shorten(found.premise or "", 1500)
         chapters = [(c.title or f"Chapter {c.number}", summary or "—") for c, summary in so_far]
         shown = chapters[-EMBED_FIELDS:]

@@ -36,7 +36,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import logctx, stories
+from core import logctx, servers, stories
 from core import messages as msg
 from core import repository as repo
 from core.access import Actor
@@ -346,6 +346,7 @@ class _Context:
     rolling: dict[int, Summary]  # chapter id → its newest rolling summary on this path
     closing: dict[int, int]  # closed chapter id → the variant it closed at
     lore: list[Lore]
+    content_notes: str = ""  # the server's (core/servers.py)
 
     def summarised(self, chapter_id: int) -> bool:
         return any(c.chapter.id == chapter_id and c.summary is not None for c in self.chapters)
@@ -542,7 +543,7 @@ class StoryEngine:
         async with self.db.read() as s:
             due = len(await jobs.pending_jobs(s, story_id))
         count = self.counter.count
-        frame = _frame(ctx.story)
+        frame = _frame(ctx.story, ctx.content_notes)
         chapters: list[tuple[str, int | None]] = []
         for c in ctx.chapters:
             if c.chapter.id == ctx.chapter_id:
@@ -706,6 +707,7 @@ class StoryEngine:
             for c in await repo.list_characters(s, story.id)
         ]
         lore = [Lore.of(entry) for entry in await repo.list_lore(s, story.id)]
+        notes = await servers.content_notes(s, story.guild_id)
         reads = [limit] if limit else [min(self.config.first_read, self.config.max_recent_scenes),
                                        self.config.max_recent_scenes]
         for n, read in enumerate(reads):
@@ -717,7 +719,8 @@ class StoryEngine:
                     if found is not None:
                         rolling[c.chapter.id] = found
             ctx = _Context(story=story, path=path, chapter_id=chapter_id, chapters=chapters,
-                           characters=characters, rolling=rolling, closing=closing, lore=lore)
+                           characters=characters, rolling=rolling, closing=closing, lore=lore,
+                           content_notes=notes)
             if n == len(reads) - 1 or len(path) < read or not _unread(ctx):
                 break
         return ctx
@@ -752,7 +755,7 @@ class StoryEngine:
         ``max_recent_scenes``), the fit names the summary to write first (``need``);
         the prompt then holds the newest that fit, for the report.
         """
-        frame = _frame(ctx.story)
+        frame = _frame(ctx.story, ctx.content_notes)
         max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
         budget = max(256, context_length - max_tokens - self.config.safety_margin)
         lore = select_lore(
@@ -805,7 +808,7 @@ class StoryEngine:
         enough that the rest fill at most ``fold_target`` of the budget (the next scenes
         then fit for a while instead of folding one scene every time). The newest scene
         always stays."""
-        frame = _frame(ctx.story)
+        frame = _frame(ctx.story, ctx.content_notes)
         max_tokens = scene_max_tokens(frame.scene_length, reasoning_headroom=self.config.reasoning_headroom)
         budget = max(256, context_length - max_tokens - self.config.safety_margin)
         fixed = self.counter.count_messages(
@@ -839,7 +842,7 @@ class StoryEngine:
             story_id=ctx.story.id,
             purpose=purpose,
             model=facts.model,
-            frame=_frame(ctx.story),
+            frame=_frame(ctx.story, ctx.content_notes),
             messages=fit.messages,
             estimated_tokens=fit.estimate,
             max_tokens=fit.max_tokens,
@@ -1267,8 +1270,9 @@ def _specs(choices: Sequence[Choice]) -> list[repo.ChoiceSpec]:
     return [repo.ChoiceSpec(c.text, c.label) for c in choices]
 
 
-def _frame(story: Story) -> StoryFrame:
+def _frame(story: Story, content_notes: str = "") -> StoryFrame:
     return StoryFrame(
+        content_notes=content_notes,
         title=story.title,
         genre=story.genre,
         tone=story.tone,

@@ -607,3 +607,15 @@ TREE_OTHER_ENDS = "v{number} ({kind}, ends there)"
 # --- /story edit ------------------------------------------------------------------------------
 STORY_EDITED = "Saved: **{title}**. The next scene follows the new details; scenes already written stay as they are."
 STORY_EDIT_NOT_RENAMED = "(The thread keeps its old name: Kahani may not rename it here.)"
+
+# --- /server (core/servers.py, cogs/server.py) --------------------------------------------------
+FIELD_CONTENT_NOTES = "Content notes"
+SERVER_BAD_MODE = "A story is either solo or group."
+SERVER_NOTES_SET = "Every story in this server now follows these content notes:\n> {notes}"
+SERVER_NOTES_CLEARED = "This server's content notes are cleared."
+SERVER_NOTES_NONE = "This server has no content notes. Moderators set them with `/server content-notes`."
+SERVER_NOTES_SHOWN = "This server's content notes (every story here follows them):\n> {notes}"
+SERVER_MODE_SET = "`/story new` in this server now starts a **{mode}** story unless the player chooses."
+SERVER_MODERATORS_ONLY = "Only the server's moderators (Manage Server or Manage Threads) can change this."
+SERVER_ONLY = "This is a server setting: use it in a server."
+INFO_CONTENT_NOTES = "**Content notes (this server):** {notes}"

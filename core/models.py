@@ -238,6 +238,8 @@ class StoryMember(Base):
     role: Mapped[str] = mapped_column(String(10), default=MemberRole.MEMBER.value)
     status: Mapped[str] = mapped_column(String(10), default=MemberStatus.JOINED.value)
     joined_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # /story notify: a DM when a vote opens or the next scene is up (off unless asked).
+    notify: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
 
 
 class Chapter(Base):
@@ -603,6 +605,19 @@ class RateEvent(Base):
     kind: Mapped[str] = mapped_column(String(20))
     user_id: Mapped[int] = mapped_column(_fk("users.id"))
     at: Mapped[datetime]
+
+
+class GuildSettings(Base):
+    """A server's own settings (/server): content notes every story there follows, and
+    whether /story new starts a solo or a group story when the player does not say."""
+
+    __tablename__ = "guild_settings"
+    __table_args__ = (CheckConstraint(_in("default_mode", StoryMode), name="default_mode"),)
+
+    guild_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    content_notes: Mapped[str] = mapped_column(Text, default="")
+    default_mode: Mapped[str] = mapped_column(String(10), default=StoryMode.GROUP.value)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class AppState(Base):

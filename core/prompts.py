@@ -43,6 +43,7 @@ class StoryFrame:
     premise: str = ""
     point_of_view: str = "second"
     scene_length: str = SceneLength.MEDIUM
+    content_notes: str = ""  # the server's (core/servers.py): every story there follows them
 
 
 @dataclass(frozen=True)
@@ -95,10 +96,15 @@ def system_message(frame: StoryFrame) -> str:
         "out of the story.",
         "- Keep characters, places and facts consistent with the story so far.",
         "- Markdown (bold, italics, paragraphs) is fine; no headings inside the scene.",
-        "",
-        CHOICES_FORMAT_INSTRUCTION,
     ]
+    if frame.content_notes.strip():
+        lines.append(CONTENT_NOTES_RULE.format(notes=frame.content_notes.strip()))
+    lines += ["", CHOICES_FORMAT_INSTRUCTION]
     return "\n".join(lines)
+
+
+# The server's content notes (its table's limits): part of every scene's rules.
+CONTENT_NOTES_RULE = "- This table's content notes, always respected (steer around them, never into them): {notes}"
 
 
 def characters_block(characters: Sequence[CharacterNote]) -> str:

@@ -19,12 +19,13 @@ from core import repository as repo
 from core.db import Database
 from core.models import Character, utcnow
 from core.models import User as StoredUser
+from core.prompts import CONTENT_NOTES_RULE
 from core.repository import jobs
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Permissions, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM, Fault
-from tests.harness import fields, form_values, only_answer, open_form, running_bot
+from tests.harness import fields, form_values, only_answer, open_form, running_bot, submit_new_story, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -552,4 +553,46 @@ async def test_story_edit_changes_the_details_and_the_thread_follows_the_title(w
     rec = await world.standin.submit_modal(world.alice, form, {"Title": "The Dry Road"})
     assert msg.STORY_EDIT_NOT_RENAMED in (await only_answer(world.standin, rec)).content
     assert seeded.thread.name == "The Drowned Road"
+    world.standin.assert_clean()
+
+
+# --- /server ----------------------------------------------------------------------------------
+
+
+async def test_server_content_notes_steer_every_story_and_only_moderators_set_them(world: World) -> None:
+    rec = await world.standin.slash(world.bob, world.general, "server content-notes", notes="anything goes")
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_MODERATORS_ONLY
+    rec = await world.standin.slash(world.bob, world.general, "server content-notes")
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_NOTES_NONE
+    rec = await world.standin.slash(world.mod, world.general, "server content-notes",
+                                    notes="No spiders.\x00 No   graphic gore.")
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_NOTES_SET.format(
+        notes="No spiders. No graphic gore.")
+    rec = await world.standin.slash(world.mod, world.general, "server default-mode", mode="solo")
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_MODE_SET.format(mode="solo")
+
+    # A new story here (no mode chosen): solo, and its storyteller is told the notes.
+    world.llm.script("The cellar is dry and quiet.\n\n### Choices\n1. Go up\n2. Wait\n3. Listen\n4. Light a match")
+    submitted = await submit_new_story(world.standin, world.alice, world.general, "The Dry Cellar")
+    await only_answer(world.standin, submitted)
+    thread = await world.standin.wait_until(
+        lambda: next((c for c in world.standin.channels.values() if c.name == "The Dry Cellar"), None),
+        what="the story's thread")
+    await wait_scene(world.standin, thread)
+    system = world.llm.chat_requests[-1]["messages"][0]["content"]
+    assert CONTENT_NOTES_RULE.format(notes="No spiders. No graphic gore.") in system
+    async with world.db.read() as s:
+        story = next(st for st in await repo.list_stories(s) if st.title == "The Dry Cellar")
+    assert story.mode == "solo"
+    info = await only_answer(world.standin, await world.standin.slash(world.alice, thread, "story info"))
+    assert msg.INFO_CONTENT_NOTES.format(notes="No spiders. No graphic gore.") in info.embeds[0]["description"]
+
+    # Cleared: the next prompt has no content notes; in DMs there is no server to set.
+    rec = await world.standin.slash(world.mod, world.general, "server content-notes", clear=True)
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_NOTES_CLEARED
+    rec = await world.standin.slash(world.mod, world.general, "server default-mode", mode="group")
+    await only_answer(world.standin, rec)
+    dm = world.standin.dm_channel(world.alice)
+    rec = await world.standin.slash(world.alice, dm, "server content-notes", notes="x")
+    assert (await only_answer(world.standin, rec)).content == msg.SERVER_ONLY
     world.standin.assert_clean()
