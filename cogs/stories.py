@@ -39,7 +39,7 @@ from bot.ui.reader import ReaderView, tree_text
 from bot.ui.render import post_paced, split_text, within_global_budget
 from cogs.chapters import SummaryView, autocomplete_chapter, chapter_name
 from cogs.votes import settings_text
-from core import access, cooldowns, servers, stories
+from core import access, cooldowns, recap, servers, stories
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
@@ -446,6 +446,23 @@ class Stories(commands.Cog):
                 renamed = " " + msg.STORY_EDIT_NOT_RENAMED
         await answer(interaction, msg.STORY_EDITED.format(title=story.title) + renamed)
 
+    @story.command(name="notify", description="A DM when a group story you play has a new scene (off by default)")
+    @app_commands.describe(on="True: a DM for every new scene and vote; False: none (leave out to see)",
+                           story=STORY_OPTION_HELP)
+    @app_commands.autocomplete(story=autocomplete_story)
+    async def notify(self, interaction: Interaction, on: bool | None = None, story: StoryOption | None = None) -> None:
+        async def work() -> str:
+            async with self.db.transaction() as s:
+                found, who = await story_for(s, interaction, story, Need.PLAY if on is not None else Need.SEE)
+                if on is None:
+                    member = await repo.get_member(s, found.id, who.user.id)
+                    asked = member is not None and member.notify
+                    return (msg.NOTIFY_STATE_ON if asked else msg.NOTIFY_STATE_OFF).format(title=found.title)
+                await stories.set_notify(s, found.id, who.user.id, on)
+                return (msg.NOTIFY_ON if on else msg.NOTIFY_OFF).format(title=found.title)
+
+        await answer(interaction, await within_the_deadline(interaction, work()))
+
     @story.command(name="note", description="The author's note: steers every scene (\"keep it grim\")")
     @app_commands.describe(text="The note to the storyteller (not part of the story)",
                            clear="Remove the author's note", story=STORY_OPTION_HELP)
@@ -490,17 +507,24 @@ class Stories(commands.Cog):
         await answer(interaction, msg.STORY_DELETE_CONFIRM.format(title=found.title),
                      view=ConfirmDelete(self, found.id, interaction.user.id))
 
-    @story.command(name="settings", description="Change a story's scene length or point of view")
+    @story.command(name="settings", description="Change a story's scene length, point of view or recaps")
+    @app_commands.describe(recap_after="Hours of quiet after which \"Previously on…\" comes before the next scene "
+                                       f"(0: never; default {recap.DEFAULT_HOURS})")
     @app_commands.choices(length=LENGTH_CHOICES, pov=POV_CHOICES)
     @app_commands.autocomplete(story=autocomplete_story)
     async def settings(self, interaction: Interaction, length: str | None = None,
-                       pov: str | None = None, story: StoryOption | None = None) -> None:
+                       pov: str | None = None, recap_after: app_commands.Range[int, 0, recap.MAX_HOURS] | None = None,
+                       story: StoryOption | None = None) -> None:
         async def work() -> str:
             async with self.db.transaction() as s:
                 found, who = await story_for(s, interaction, story, Need.MODERATE)
-                found = await stories.change_settings(s, found.id, who.actor, scene_length=length, point_of_view=pov)
+                found = await stories.change_settings(s, found.id, who.actor, scene_length=length, point_of_view=pov,
+                                                      recap_after_hours=recap_after)
                 text = msg.STORY_SETTINGS.format(title=found.title, length=found.scene_length,
                                                  pov=found.point_of_view)
+                after = recap.recap_after(found)
+                text += "\n" + msg.RECAP_SETTING.format(
+                    hours=f"{after.total_seconds() / 3600:g} h" if after else msg.RECAP_OFF)
                 if found.mode == StoryMode.GROUP.value:  # where the vote settings are (/story vote-settings)
                     text += "\n" + settings_text(found.title, VoteSettings.of(found))
                 return text

@@ -619,3 +619,15 @@ SERVER_MODE_SET = "`/story new` in this server now starts a **{mode}** story unl
 SERVER_MODERATORS_ONLY = "Only the server's moderators (Manage Server or Manage Threads) can change this."
 SERVER_ONLY = "This is a server setting: use it in a server."
 INFO_CONTENT_NOTES = "**Content notes (this server):** {notes}"
+
+# --- /story notify and recaps (#19, async tables) ----------------------------------------------
+NOTIFY_JOIN_FIRST = "Join the story's table first (press **Join**, or vote): notices are for its players."
+NOTIFY_ON = "You'll get a DM when **{title}** has a new scene and its vote opens. `/story notify on:False` stops them."
+NOTIFY_OFF = "No more DMs about **{title}**."
+NOTIFY_STATE_ON = "You get a DM when **{title}** has a new scene. `/story notify on:False` stops them."
+NOTIFY_STATE_OFF = "You get no DMs about **{title}**. `/story notify on:True` asks for one when a new scene is up."
+NOTIFY_DM = "📜 **{title}** has a new scene and its vote is open: {link}\n-# You asked for this with /story notify."
+RECAP = "📜 **Previously on {title}…**\n{recap}"
+RECAP_SETTING = "Recap after a break: {hours}"
+RECAP_OFF = "off"
+RECAP_BAD_HOURS = "{hours} h is not a break Kahani can use: 0 (off) to {most} hours."

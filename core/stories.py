@@ -15,12 +15,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import access
+from core import access, recap
 from core import messages as msg
 from core import repository as repo
 from core.access import Actor, Need
 from core.errors import KahaniError
-from core.models import MemberStatus, Story, StoryMode, StoryStatus
+from core.models import MemberStatus, Story, StoryMember, StoryMode, StoryStatus, User
 from core.text import storable
 
 AUTHOR_NOTE_MAX = 1000
@@ -42,13 +42,18 @@ async def end(session: AsyncSession, story_id: int, actor: Actor) -> Story:
 
 
 async def change_settings(session: AsyncSession, story_id: int, actor: Actor, *, scene_length: str | None = None,
-                          point_of_view: str | None = None) -> Story:
-    """Change the story's scene length and point of view (None keeps a setting)."""
+                          point_of_view: str | None = None, recap_after_hours: int | None = None) -> Story:
+    """Change the story's scene length, point of view and the break after which a recap
+    comes (core/recap.py; 0: never) — None keeps a setting."""
     story = await moderated(session, story_id, actor)
     if scene_length:
         story.scene_length = scene_length
     if point_of_view:
         story.point_of_view = point_of_view
+    if recap_after_hours is not None:
+        if not 0 <= recap_after_hours <= recap.MAX_HOURS:
+            raise KahaniError(msg.RECAP_BAD_HOURS.format(hours=recap_after_hours, most=recap.MAX_HOURS))
+        story.settings = {**(story.settings or {}), recap.SETTINGS_KEY: recap_after_hours}
     return story
 
 
@@ -124,3 +129,27 @@ async def kick(session: AsyncSession, story_id: int, actor: Actor, user_id: int)
         raise KahaniError(msg.MEMBER_KICK_OWNER)
     await repo.set_member(session, story.id, user_id, MemberStatus.KICKED)
     return story
+
+
+async def set_notify(session: AsyncSession, story_id: int, user_id: int, on: bool) -> Story:
+    """A joined player's opt-in to a DM when the story's next scene is up (its vote open)."""
+    story = await repo.get_story(session, story_id)
+    if story.mode != StoryMode.GROUP.value:
+        raise KahaniError(msg.GROUP_ONLY)
+    member = await repo.get_member(session, story.id, user_id)
+    if member is None or member.status != MemberStatus.JOINED.value:
+        raise KahaniError(msg.NOTIFY_JOIN_FIRST)
+    member.notify = on
+    return story
+
+
+async def notified(session: AsyncSession, story_id: int, *, besides: int | None = None) -> list[int]:
+    """The Discord ids of the story's joined players who asked for a DM (``/story
+    notify``), but ``besides`` (a user id: whoever made the scene come)."""
+    rows = await session.execute(
+        select(User.discord_id).join(StoryMember, StoryMember.user_id == User.id).where(
+            StoryMember.story_id == story_id, StoryMember.status == MemberStatus.JOINED.value,
+            StoryMember.notify.is_(True), User.discord_id.is_not(None),
+            *([StoryMember.user_id != besides] if besides is not None else []))
+    )
+    return [discord_id for (discord_id,) in rows if discord_id is not None]

@@ -24,6 +24,7 @@ from sqlalchemy import text
 from bot.app import KahaniBot
 from bot.ui import scene as ui
 from core import messages as msg
+from core import recap
 from core import repository as repo
 from core.db import Database
 from core.ids import MAX_ID
@@ -51,6 +52,7 @@ OTHER_OPTIONS = {
     ("story vote-settings", "seconds"): lambda v: msg.VOTE_BAD_DURATION.format(seconds=v),
     ("story read", "chapter"): lambda v: msg.READER_NO_CHAPTER.format(number=v, count=1),
     ("story vote-settings", "readers_wait"): lambda v: msg.VOTE_BAD_MIN_OPEN.format(seconds=v, most=MAX_MIN_OPEN),
+    ("story settings", "recap_after"): lambda v: msg.RECAP_BAD_HOURS.format(hours=v, most=recap.MAX_HOURS),
 }
 OPTION_VALUES = (0, -1, 2**31, 2**53, 2**63)
 

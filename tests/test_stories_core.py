@@ -69,3 +69,64 @@ async def test_the_owner_and_a_moderator_of_its_thread_may(db: Database) -> None
     with pytest.raises(Hidden):
         async with db.transaction() as s:
             await stories.change_settings(s, story_id, Actor(None, GUILD + 1, manages_thread=True))
+
+
+# --- async tables: /story notify and "Previously on…" (#19) ----------------------------------
+
+
+async def test_only_joined_players_who_asked_are_notified(db: Database) -> None:
+    story_id, _, player, stranger = await group_story(db)
+    async with db.transaction() as s:
+        with pytest.raises(KahaniError):  # not at the table: join first
+            await stories.set_notify(s, story_id, stranger, True)
+        await stories.set_notify(s, story_id, player, True)
+    async with db.read() as s:
+        assert await stories.notified(s, story_id) == [501]  # the player's Discord id; not the owner's
+        assert await stories.notified(s, story_id, besides=player) == []  # they made the scene come
+    async with db.transaction() as s:
+        await repo.set_member(s, story_id, player, MemberStatus.KICKED)
+    async with db.read() as s:
+        assert await stories.notified(s, story_id) == []  # kicked: no more notices
+
+
+async def test_a_recap_comes_after_the_break_and_not_before(db: Database) -> None:
+    from datetime import timedelta
+
+    from core import recap
+    from core.models import SummaryKind
+
+    story_id, owner, _, _ = await group_story(db)
+    async with db.transaction() as s:
+        _, first = await repo.add_scene(s, story_id, None, "The tide went out. Gulls cried over the flats.",
+                                        [repo.ChoiceSpec("Walk out")])
+        scene, second = await repo.add_scene(
+            s, story_id, first.id, "You walked out onto the sand. A bell rang under the water. Mara turned back. "
+            "The lantern guttered.", [repo.ChoiceSpec("Dig")])
+        written = second.created_at
+    async with db.read() as s:
+        story = await repo.get_story(s, story_id)
+        assert await recap.recap_due(s, story, written + timedelta(minutes=5)) is None
+        # 12 hours later, with no summaries yet: the last scene's last sentences.
+        assert await recap.recap_due(s, story, written + timedelta(hours=12)) == (
+            "A bell rang under the water. Mara turned back. The lantern guttered.")
+    async with db.transaction() as s:
+        path = await repo.active_path(s, story_id)
+        await repo.set_summary(s, second.id, path[-1].chapter_id, SummaryKind.ROLLING,
+                               "Mara and you crossed the flats. A drowned bell rang. You dug where it rang.",
+                               through_depth=1)
+    async with db.transaction() as s:
+        story = await repo.get_story(s, story_id)
+        recapped = await recap.recap_due(s, story, written + timedelta(hours=13))
+        assert recapped == "Mara and you crossed the flats. A drowned bell rang. You dug where it rang."
+        await stories.change_settings(s, story_id, Actor(owner, GUILD, sees_thread=True), recap_after_hours=0)
+    async with db.read() as s:
+        assert await recap.recap_due(s, await repo.get_story(s, story_id), written + timedelta(days=9)) is None
+
+
+def test_last_sentences_keep_whole_sentences_within_the_limit() -> None:
+    from core.recap import last_sentences
+
+    assert last_sentences("One. Two! Three? Four…") == "Two! Three? Four…"
+    assert last_sentences("No end at all") == "No end at all"
+    long = "word " * 300
+    assert len(last_sentences(long)) <= 600 and last_sentences(long).endswith("…")
