@@ -207,8 +207,9 @@ class Stories(commands.Cog):
                 guild_id=interaction.guild_id, private=private and in_guild,
             )
             story_id, user_id = story.id, who.user.id
+        intro = msg.STORY_INTRO.format(title=title, genre=genre or "—", tone=tone or "—")
         try:
-            channel = await self._story_channel(interaction, title, private)
+            channel, intro_posted = await self._story_channel(interaction, title, private, intro)
         except BaseException:
             async with self.db.transaction() as s:
                 await repo.delete_story(s, story_id)
@@ -220,8 +221,8 @@ class Stories(commands.Cog):
         where = channel.mention if isinstance(channel, discord.Thread) else msg.HERE_IN_DMS
         await interaction.followup.send(msg.STORY_STARTED.format(title=title, where=where),
                                         ephemeral=True, allowed_mentions=NO_PINGS)
-        intro = msg.STORY_INTRO.format(title=title, genre=genre or "—", tone=tone or "—")
-        await post_paced(channel, intro, scheduler=self.bot.scheduler)
+        if not intro_posted:
+            await post_paced(channel, intro, scheduler=self.bot.scheduler)
         self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
             story_id, user_id=user_id, frontend_ref=ref), retry=("open", story_id, None)))
 
@@ -235,23 +236,34 @@ class Stories(commands.Cog):
             where = getattr(interaction.channel, "mention", "this channel")
             raise KahaniError(msg.STORY_YOU_CANNOT_CREATE_THREADS.format(channel=where))
 
-    async def _story_channel(self, interaction: Interaction, title: str,
-                             private: bool) -> discord.Thread | discord.DMChannel | discord.GroupChannel:
-        """In a server: a new thread for the story. In DMs: the DM channel."""
+    async def _story_channel(self, interaction: Interaction, title: str, private: bool,
+                             intro: str) -> tuple[discord.Thread | discord.DMChannel | discord.GroupChannel, bool]:
+        """In a server: a new thread for the story (in a forum: a new post, ``intro`` its
+        first message). In DMs: the DM channel. The bool says whether ``intro`` was posted."""
         if interaction.guild is None:
             dm = interaction.channel
             if isinstance(dm, discord.DMChannel | discord.GroupChannel):
-                return dm
-            return await interaction.user.create_dm()
+                return dm, False
+            return await interaction.user.create_dm(), False
         parent = interaction.channel
         if isinstance(parent, discord.Thread):
             parent = parent.parent
-        if not isinstance(parent, discord.TextChannel):
-            raise KahaniError(msg.STORY_NEEDS_TEXT_CHANNEL)
-        kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
         # Thread, player and title card pass the global limit the scene streams share
         # (many /story new at once would draw a 429 otherwise).
         gate = self.bot.scheduler
+        if isinstance(parent, discord.ForumChannel):  # a forum: a post per story, the title card its first message
+            forum = parent
+            if private:
+                raise KahaniError(msg.STORY_FORUM_NOT_PRIVATE.format(channel=forum.mention))
+            try:
+                made = await within_global_budget(gate, lambda: forum.create_thread(
+                    name=title[:100], content=intro, auto_archive_duration=10080, allowed_mentions=NO_PINGS))
+            except discord.Forbidden as exc:
+                raise KahaniError(msg.STORY_NO_THREAD_PERMISSION.format(channel=forum.mention)) from exc
+            return made.thread, True
+        if not isinstance(parent, discord.TextChannel):
+            raise KahaniError(msg.STORY_NEEDS_TEXT_CHANNEL)
+        kind = discord.ChannelType.private_thread if private else discord.ChannelType.public_thread
         try:
             # invitable only matters for a private thread: players are added by the bot
             thread = await within_global_budget(gate, lambda: parent.create_thread(
@@ -266,7 +278,7 @@ class Stories(commands.Cog):
             with contextlib.suppress(discord.HTTPException):
                 await thread.delete()  # no empty thread left behind
             raise KahaniError(msg.STORY_NO_THREAD_PERMISSION.format(channel=parent.mention)) from exc
-        return thread
+        return thread, False
 
     # --- /story list, resume, info, end, delete, settings --------------------------------
 
@@ -318,7 +330,8 @@ class Stories(commands.Cog):
         story: this DM). Nothing of the story was lost with the old one."""
         if (story.guild_id is None) != (interaction.guild_id is None):
             raise NotFound(msg.STORY_CHANNEL_GONE)
-        channel = await self._story_channel(interaction, story.title, private=story.private)
+        intro = msg.STORY_INTRO.format(title=story.title, genre=story.genre or "—", tone=story.tone or "—")
+        channel, _ = await self._story_channel(interaction, story.title, story.private, intro)
         async with self.db.transaction() as s:
             moved = await repo.get_story(s, story.id)
             if interaction.guild_id is not None:

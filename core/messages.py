@@ -243,7 +243,10 @@ FIELD_GENRE = "The genre"
 FIELD_TONE = "The tone"
 FIELD_WORLD = "The world"
 FIELD_PREMISE = "The premise"
-STORY_NEEDS_TEXT_CHANNEL = "Start stories in a text channel (the story gets its own thread there) or in my DMs."
+STORY_NEEDS_TEXT_CHANNEL = (
+    "Start stories in a text channel (the story gets its own thread there), in a forum post (the story "
+    "gets its own post) or in my DMs."
+)
 STORY_NO_THREAD_PERMISSION = (
     "I can't create a thread in {channel}. Ask a moderator to let me create threads there, "
     "or start the story in my DMs."
@@ -631,3 +634,4 @@ RECAP = "📜 **Previously on {title}…**\n{recap}"
 RECAP_SETTING = "Recap after a break: {hours}"
 RECAP_OFF = "off"
 RECAP_BAD_HOURS = "{hours} h is not a break Kahani can use: 0 (off) to {most} hours."
+STORY_FORUM_NOT_PRIVATE = "Posts in a forum such as {channel} are public: start a private story in a text channel."

@@ -387,7 +387,10 @@ async def ephemeral_answer(standin: DiscordStandin, rec: InteractionRecord, *, f
 
 async def submit_new_story(standin: DiscordStandin, user: User, channel: Channel, title: str,
                            **options: Any) -> InteractionRecord:
-    """/story new with ``options`` → the modal, filled in; the modal's interaction."""
+    """/story new with ``options`` → the modal, filled in; the modal's interaction. A solo
+    story unless ``mode`` says otherwise: a group story of one player closes a vote only
+    by its timer or Close vote (tests of group play say ``mode="group"``)."""
+    options.setdefault("mode", "solo")
     rec = await standin.slash(user, channel, "story new", **options)
     await rec.wait_response()
     [modal] = [m for m in standin.modals_for(user) if not m.submitted]

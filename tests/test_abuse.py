@@ -191,7 +191,7 @@ async def test_thirty_new_stories_in_a_minute_make_the_hourly_limit_and_no_orpha
 
 async def test_a_vote_winner_counts_against_the_closer_else_the_host_and_after_a_recovery(world: World) -> None:
     host, guest = world.alice, world.bob
-    thread, first = await new_story(world, host, "Who pays")
+    thread, first = await new_story(world, host, "Who pays", mode="group")
     story = (await stories_titled(world, "Who pays"))[0]
     assert "You joined" in await answer(world, await world.standin.click(guest, first, "Join"))
     host_id, guest_id = await user_id(world, host), await user_id(world, guest)
@@ -239,7 +239,7 @@ async def test_fifty_clicks_on_a_one_player_group_story_make_the_limit_one_scene
     una = world.standin.add_user("una", guild=world.guild)
     await world.standin.wait_until(lambda: world.llm.active == 0, what="earlier scenes to finish")
     world.llm.max_concurrent = 0
-    thread, live = await new_story(world, una, "Fifty clicks")  # a group story; generation 1
+    thread, live = await new_story(world, una, "Fifty clicks", mode="group")  # generation 1
     story = (await stories_titled(world, "Fifty clicks"))[0]
     limited = msg.RATE_LIMITED_USER.format(count=PER_MINUTE, seconds=0).split("about")[0]
     under, over = Counter[str](), Counter[str]()  # answers before and after the limit was reached

@@ -25,7 +25,7 @@ from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guil
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM, Fault
-from tests.harness import fields, form_values, only_answer, open_form, running_bot, submit_new_story, wait_scene
+from tests.harness import fields, form_values, only_answer, open_form, running_bot, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -62,7 +62,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         alice = standin.add_user("alice", guild=guild)
         bob = standin.add_user("bob", guild=guild)
         mod = standin.add_user("mod", guild=guild, roles=(moderators,))
-        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url) as running:
+        # alice owns every story the module seeds: more than the hourly limit of new stories.
+        async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url,
+                               stories_per_user_per_hour=0) as running:
             yield World(standin, running.bot, llm, guild, general, alice, bob, mod)
 
 
@@ -573,8 +575,8 @@ async def test_server_content_notes_steer_every_story_and_only_moderators_set_th
 
     # A new story here (no mode chosen): solo, and its storyteller is told the notes.
     world.llm.script("The cellar is dry and quiet.\n\n### Choices\n1. Go up\n2. Wait\n3. Listen\n4. Light a match")
-    submitted = await submit_new_story(world.standin, world.alice, world.general, "The Dry Cellar")
-    await only_answer(world.standin, submitted)
+    form = await open_form(world.standin, world.alice, world.general, "story new")  # no mode: the server's
+    await only_answer(world.standin, await world.standin.submit_modal(world.alice, form, {"Title": "The Dry Cellar"}))
     thread = await world.standin.wait_until(
         lambda: next((c for c in world.standin.channels.values() if c.name == "The Dry Cellar"), None),
         what="the story's thread")

@@ -88,7 +88,7 @@ async def test_a_played_scene_moves_the_counters_on_metrics(world: MetricsWorld)
     assert total(before, "kahani_generations_started_total") == 0
 
     world.llm.script(scene("The lighthouse door creaks open. Salt wind fills the stair."))
-    thread = await new_story(world, world.alice, world.general, "The Lighthouse")
+    thread = await new_story(world, world.alice, world.general, "The Lighthouse", mode="group")
     await wait_scene(world, thread)
 
     after = await world.samples()
@@ -110,10 +110,11 @@ async def test_a_vote_close_and_the_next_scene_are_counted(world: MetricsWorld) 
     first = await wait_scene(world, thread)
     world.llm.script(scene("You climb. The keeper's logbook lies open on the landing."))
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    await (await world.standin.click(world.alice, first, "Close vote")).wait_response()  # a table of one
     await wait_scene(world, thread, after=1)
 
     samples = await world.samples()
-    assert total(samples, "kahani_vote_closes_total", reason="everyone") == 1  # alice is the whole group
+    assert total(samples, "kahani_vote_closes_total", reason="host") == 1
     assert total(samples, "kahani_generations_finished_total", kind="choose") == 1
     assert total(samples, "kahani_generation_first_token_seconds_count") == 2
 

@@ -394,7 +394,8 @@ async def test_the_bot_disconnected_from_voice_stops_the_narration(world: World)
         await until(lambda: job.source.stats.audio_frames > 0)
         # Kicked from the channel: Discord sends the bot's voice state without a channel.
         world.standin._set_voice_state(world.guild, world.standin.bot_user, None, "gone")
-        await world.standin.wait_until(lambda: world.guild.id not in world.cog.sessions, what="the session closed")
+        # The cog's state, which the stand-in is not told about: polled, not event-driven.
+        await until(lambda: world.guild.id not in world.cog.sessions)
         await voice.players[-1].done(timeout=2)
         assert not job.running and not voice.connected
     finally:
@@ -452,7 +453,7 @@ async def narrate_into_fake_voice(world: World, user: User, scene_message: Messa
 
 async def test_a_group_story_is_read_with_its_own_voice_whoever_presses_narrate(world: World) -> None:
     world.llm.script(scene("Lanterns sway over the harbour. A bell rings from the fog."))
-    thread = await new_story(world, world.alice, world.general, "Harbour Lights")  # type: ignore[arg-type]
+    thread = await new_story(world, world.alice, world.general, "Harbour Lights", mode="group")  # type: ignore[arg-type]
     first = await wait_scene(world, thread)  # type: ignore[arg-type]
     rec = await world.standin.slash(world.bob, world.general, "narrate voice", voice="af_nicole")
     assert await text_of(world, rec) == msg.NARRATE_VOICE_SAVED.format(voice="af_nicole")
@@ -519,6 +520,7 @@ async def test_auto_narrate_reads_a_group_story_with_its_own_voice(world: World)
         world.llm.script(scene("The fog lifts. A ship's lamp blinks twice."))
         latest = await wait_scene(world, thread)  # type: ignore[arg-type]
         await (await world.standin.click(world.alice, latest, "1. Climb the stair")).wait_response()
+        await (await world.standin.click(world.alice, latest, "Close vote")).wait_response()  # a table of one
         await until(lambda: voice.players and voice.players[-1].finished.is_set(), timeout=10)
         asked = world.kokoro.speech_requests[before:]
         assert asked and {(r["voice"], r["speed"]) for r in asked} == {("bm_george", 1.25)}
@@ -534,7 +536,7 @@ async def test_auto_narrate_reads_a_group_story_with_its_own_voice(world: World)
 
 async def test_a_characters_quoted_line_is_read_with_the_characters_voice(world: World) -> None:
     world.llm.script(scene('Fog rolls in. Mara whispered, "Someone is on the pier." "Only the tide," said Tom.'))
-    thread = await new_story(world, world.alice, world.general, "Pier Fog")  # type: ignore[arg-type]
+    thread = await new_story(world, world.alice, world.general, "Pier Fog", mode="group")  # type: ignore[arg-type]
     first = await wait_scene(world, thread)  # type: ignore[arg-type]
     async with world.db.transaction() as s:
         story = await repo.story_for_thread(s, thread.id)

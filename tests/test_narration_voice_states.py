@@ -166,7 +166,8 @@ async def join_and_narrate(world: World, *listeners: User) -> Narrating:
 
 async def assert_stopped_cleanly(world: World, narrating: Narrating) -> None:
     """The narration and the voice connection are gone, and nothing of them is left."""
-    await world.standin.wait_until(lambda: world.guild.id not in world.cog.sessions, what="the narration closed")
+    # The cog's state, which the stand-in is not told about: polled, not event-driven.
+    await until(lambda: world.guild.id not in world.cog.sessions, what="the narration closed")
     job = narrating.narration.job
     assert job is not None
     await until(lambda: job.source.closed, what="discord.py to close the audio source")

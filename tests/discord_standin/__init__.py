@@ -52,14 +52,14 @@ One stand-in and one client per module (pytest-asyncio 1.5):
 
 from .clock import AdjustableClock, MonotonicClock
 from .models import (
-    DM, GUILD_TEXT, GUILD_VOICE, PRIVATE_THREAD, PUBLIC_THREAD, Channel, Guild, InteractionRecord, Message,
+    DM, GUILD_FORUM, GUILD_TEXT, GUILD_VOICE, PRIVATE_THREAD, PUBLIC_THREAD, Channel, Guild, InteractionRecord, Message,
     ModalRecord, Overwrite, Permissions, Role, User, Violation,
 )
 from .standin import DiscordStandin
 from .testing import patch_discord, run_client
 
 __all__ = [
-    "AdjustableClock", "Channel", "DM", "DiscordStandin", "GUILD_TEXT", "GUILD_VOICE", "Guild",
+    "AdjustableClock", "Channel", "DM", "DiscordStandin", "GUILD_FORUM", "GUILD_TEXT", "GUILD_VOICE", "Guild",
     "InteractionRecord", "Message", "ModalRecord", "MonotonicClock", "Overwrite", "PRIVATE_THREAD",
     "PUBLIC_THREAD", "Permissions", "Role", "User", "Violation", "patch_discord", "run_client",
 ]

@@ -15,7 +15,7 @@ from .rules import text_displays
 DISCORD_EPOCH_MS = 1420070400000
 
 # Channel types (https://discord.com/developers/docs/resources/channel#channel-object-channel-types)
-GUILD_TEXT, DM, GUILD_VOICE, PUBLIC_THREAD, PRIVATE_THREAD = 0, 1, 2, 11, 12
+GUILD_TEXT, DM, GUILD_VOICE, PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 0, 1, 2, 11, 12, 15
 THREAD_TYPES = (PUBLIC_THREAD, PRIVATE_THREAD)
 
 # Interaction types and message flags used below.
@@ -221,6 +221,9 @@ class Channel:
         })
         if self.type == GUILD_VOICE:
             data.update({"bitrate": 64000, "user_limit": 0, "rtc_region": None})
+        if self.type == GUILD_FORUM:  # a forum: its posts are threads, it has no messages of its own
+            data.update({"available_tags": [], "default_reaction_emoji": None, "default_thread_rate_limit_per_user": 0,
+                         "default_sort_order": None, "default_forum_layout": 0})
         if self.is_thread:
             data.update({
                 "owner_id": str(self.owner_id), "message_count": len(self.messages),

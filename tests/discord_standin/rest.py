@@ -13,7 +13,7 @@ from aiohttp import web
 
 from . import rules
 from .models import (
-    EPHEMERAL, LOADING, MESSAGE_COMPONENT, MODAL_SUBMIT, PRIVATE_THREAD, PUBLIC_THREAD, Attachment,
+    EPHEMERAL, GUILD_FORUM, LOADING, MESSAGE_COMPONENT, MODAL_SUBMIT, PRIVATE_THREAD, PUBLIC_THREAD, Attachment,
     Callback, Channel, InteractionRecord, Message, ModalRecord, Permissions, RateLimitHit, Revision, snowflake,
 )
 
@@ -311,6 +311,8 @@ class RestApi:
 
     async def create_message(self, req: Request) -> Any:
         channel = self._channel(req.params["channel_id"])
+        if channel.type == GUILD_FORUM:
+            raise DiscordError(400, 50024, "Cannot execute action on this channel type")
         body = req.body or {}
         self._reject(req, rules.check_message(body, files=len(req.files)), "message")
         self._require(channel, Permissions.SEND_MESSAGES_IN_THREADS if channel.is_thread else Permissions.SEND_MESSAGES)
@@ -365,10 +367,28 @@ class RestApi:
 
     async def thread_in_channel(self, req: Request) -> Any:
         parent = self._channel(req.params["channel_id"])
+        if parent.type == GUILD_FORUM:
+            return await self._forum_post(req, parent)
         kind = (req.body or {}).get("type", PRIVATE_THREAD)
         self._thread_checks(req, parent, private=kind == PRIVATE_THREAD)
         return self.s.create_thread(parent, req.body["name"], kind,
                                     auto_archive=req.body.get("auto_archive_duration")).payload()
+
+    async def _forum_post(self, req: Request, forum: Channel) -> Any:
+        """A forum post: a public thread and its starter message (the thread's id), made
+        together; Discord refuses one without a message and needs Send Messages (Create Posts)."""
+        body = req.body or {}
+        self._reject(req, rules.check_thread_name(body.get("name")), "thread-name")
+        starter = body.get("message")
+        if not isinstance(starter, dict):
+            raise DiscordError(400, 50035, "Invalid Form Body: message is required in a forum channel")
+        self._reject(req, rules.check_message(starter, files=len(req.files)), "message")
+        self._require(forum, Permissions.SEND_MESSAGES)
+        thread = self.s.create_thread(forum, body["name"], PUBLIC_THREAD, auto_archive=body.get("auto_archive_duration"))
+        revision = Revision(starter.get("content") or "", starter.get("embeds") or [], starter.get("components") or [],
+                            req.files, (starter.get("flags") or 0) & ~EPHEMERAL)
+        message = self.s.post_message(thread, self.s.bot_user, revision, message_id=thread.id)
+        return {**thread.payload(), "message": message.payload()}
 
     def _thread(self, req: Request) -> Channel:
         thread = self._channel(req.params["channel_id"])

@@ -234,9 +234,10 @@ class DiscordStandin:
         self._notify()
 
     def post_message(self, channel: Channel, author: User, revision: Revision, *,
-                     interaction: InteractionRecord | None = None, ephemeral: bool = False) -> Message:
+                     interaction: InteractionRecord | None = None, ephemeral: bool = False,
+                     message_id: int | None = None) -> Message:
         message = Message(
-            snowflake(), channel, author, [revision],
+            message_id or snowflake(), channel, author, [revision],
             ephemeral_for=interaction.user if ephemeral and interaction else None,
             interaction=interaction, webhook_id=self.application_id if interaction else None,
         )
