@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     # Seconds between two exports of one user, and exports built at once per process.
     export_cooldown_seconds: int = Field(30, ge=0, le=86_400)
     exports_at_once: int = Field(2, ge=1, le=100)
+    # Seconds between two narration files (Narrate in DMs) of one player, in every process.
+    audio_file_cooldown_seconds: int = Field(10, ge=0, le=86_400)
     # How long a summary job stays with a process that stopped answering (it crashed)
     # before another process takes it over (core/summaries.py).
     summary_claim_seconds: float = Field(120.0, ge=1, le=3600)

@@ -30,6 +30,7 @@ import importlib.util
 import io
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any, cast
 
 import discord
@@ -58,11 +59,12 @@ from cogs.settings import (
     VOICE_MAX,
     changes_from,
 )
+from core import cooldowns
 from core import messages as msg
 from core import repository as repo
 from core.access import Need
 from core.errors import KahaniError
-from core.models import StoryMode
+from core.models import StoryMode, utcnow
 from core.narration import (
     STORY_SPEED_KEY,
     STORY_VOICE_KEY,
@@ -386,14 +388,24 @@ class Narration(commands.GroupCog, group_name="narrate", group_description="Read
     async def _send_file(self, interaction: Interaction, text: str, voice: str | None,
                          speed: float, filename: str) -> None:
         user_id = interaction.user.id
-        if user_id in self._files_for:  # one audio file at a time per player
+        if user_id in self._files_for:  # one audio file at a time per player in this process…
             raise KahaniError(msg.NARRATE_FILE_BUSY)
         self._files_for.add(user_id)
         try:
             if not interaction.response.is_done():
                 await interaction.response.defer(ephemeral=True, thinking=True)
+            taken = utcnow()
+            async with self.db.transaction() as s:  # …and a cooldown in the database, for every process
+                who = await caller(s, interaction)
+                await cooldowns.take(s, "audio", who.user.id, now=taken,
+                                     every=timedelta(seconds=self.bot.settings.audio_file_cooldown_seconds))
             limit = min(getattr(interaction, "filesize_limit", FILE_LIMIT) or FILE_LIMIT, FILE_LIMIT)
-            audio = await self.tts.synthesize(text.strip(), voice=voice, speed=speed, max_bytes=limit)
+            try:
+                audio = await self.tts.synthesize(text.strip(), voice=voice, speed=speed, max_bytes=limit)
+            except BaseException:  # no file: the player may ask again at once
+                async with self.db.transaction() as s:
+                    await cooldowns.give_back(s, "audio", who.user.id, at=taken)
+                raise
         finally:
             self._files_for.discard(user_id)
         await interaction.followup.send(msg.NARRATE_FILE, file=discord.File(io.BytesIO(audio), filename=filename),

@@ -37,3 +37,9 @@ async def take(session: AsyncSession, kind: str, user_id: int, *, every: timedel
     await session.execute(delete(RateEvent).where(RateEvent.kind == kind, RateEvent.user_id == user_id,
                                                   RateEvent.at < now - KEEP))
     session.add(RateEvent(kind=kind, user_id=user_id, at=now))
+
+
+async def give_back(session: AsyncSession, kind: str, user_id: int, *, at: datetime) -> None:
+    """Undo :func:`take` at ``at``: what it allowed failed, so it does not count."""
+    await session.execute(delete(RateEvent).where(RateEvent.kind == kind, RateEvent.user_id == user_id,
+                                                  RateEvent.at == at))

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from sqlalchemy import func, select
 
 from bot.app import KahaniBot
 from bot.ui.audio import FRAME_BYTES, SILENCE
@@ -22,6 +23,7 @@ from cogs.narration import Narration
 from core import messages as msg
 from core import repository as repo
 from core.db import Database
+from core.models import RateEvent
 from core.narration import chunk_text, narration_text
 from tests.discord_standin import (
     GUILD_VOICE,
@@ -90,8 +92,9 @@ async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path)
         cellar = standin.add_channel(guild, "Cellar", type=GUILD_VOICE)
         alice = standin.add_user("alice", guild=guild)
         bob = standin.add_user("bob", guild=guild)
+        # The tests narrate one after another: no cooldown between files unless a test sets one.
         async with running_bot(standin, f"sqlite+aiosqlite:///{path}", llm_base_url=llm.base_url,
-                               kokoro_url=kokoro.base_url) as running:
+                               kokoro_url=kokoro.base_url, audio_file_cooldown_seconds=0) as running:
             yield World(standin, running.bot, llm, kokoro, guild, general, lounge, cellar, alice, bob)
 
 
@@ -146,10 +149,28 @@ async def test_narrate_in_dms_sends_the_scene_as_mp3_with_the_players_voice_and_
     assert body["input"] == narration_text(SCENE).strip()
     assert "https://" not in body["input"] and "**" not in body["input"] and "Choices" not in body["input"]
 
+    # Another file at once: refused for AUDIO_FILE_COOLDOWN_SECONDS, counted in the database
+    # (another process, or this one restarted, refuses it too), and nothing is synthesised.
+    world.bot.settings.audio_file_cooldown_seconds = 10
+    try:
+        asked = len(world.kokoro.speech_requests)
+        rec = await world.standin.click(world.alice, first, "Narrate")
+        assert (await text_of(world, rec)).startswith(msg.COOLDOWN.split("{")[0])
+        assert len(world.kokoro.speech_requests) == asked
+        async with world.db.read() as s:
+            assert await s.scalar(select(func.count()).select_from(RateEvent).where(RateEvent.kind == "audio")) == 1
+    finally:
+        world.bot.settings.audio_file_cooldown_seconds = 0
+
 
 async def test_kokoro_down_gives_a_clear_message_and_the_story_goes_on(world: World) -> None:
     dm = await world.standin.dm(world.alice)
     first = await wait_scene(world, dm)  # type: ignore[arg-type]
+    async def files_counted() -> int:
+        async with world.db.read() as s:
+            return await s.scalar(select(func.count()).select_from(RateEvent).where(RateEvent.kind == "audio")) or 0
+
+    counted = await files_counted()
     await world.kokoro.pause()
     try:
         rec = await world.standin.click(world.alice, first, "Narrate")
@@ -157,10 +178,11 @@ async def test_kokoro_down_gives_a_clear_message_and_the_story_goes_on(world: Wo
         assert text == msg.TTS_UNREACHABLE.format(url=world.kokoro.base_url)
     finally:
         await world.kokoro.resume()
+    assert await files_counted() == counted  # no file: it does not count against the cooldown
     world.llm.script(scene("You climb the stair. The lamp is cold."))
     await world.standin.click(world.alice, first, "1. Climb the stair")
     second = await wait_scene(world, dm, after=1)  # type: ignore[arg-type]
-    assert "The lamp is cold." in second.content
+    assert "The lamp is cold." in second.text
     # Kokoro is back: narration works again.
     rec = await world.standin.click(world.alice, second, "Narrate")
     assert (await answer(world, rec)).attachments
