@@ -253,7 +253,10 @@ STORY_NO_THREAD_PERMISSION = (
 )
 STORY_STARTED = "**{title}** begins in {where}."
 HERE_IN_DMS = "this conversation"
-STORY_INTRO = "📖 **{title}**\n-# {genre} · {tone}"
+STORY_INTRO = (
+    "📖 **{title}**\n-# {genre} · {tone}\n"
+    "-# Kahani can't read what is typed here: to write what happens next, press **Your action** under a scene."
+)
 CHOICE_GONE = "That choice does not exist any more."
 VARIANT_GONE = "That version of the scene does not exist any more."
 ALREADY_STARTED = "This story has already begun: act on its latest scene."

@@ -80,3 +80,9 @@ async def test_a_private_story_is_refused_in_a_forum_and_nothing_is_made(world: 
     assert sum(1 for c in standin.channels.values() if c.is_thread) == posts
     async with world.db.read() as s:
         assert [st.title for st in await repo.list_stories(s)] == ["The Rain Inn"]  # no story row left behind
+
+
+async def test_the_title_card_tells_players_to_use_your_action(world: PlayWorld) -> None:
+    """The bot cannot read what players type: the story's first message says what to do instead."""
+    post = next(c for c in world.standin.channels.values() if c.is_thread and c.name == "The Rain Inn")
+    assert "press **Your action** under a scene" in post.messages[0].text
