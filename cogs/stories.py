@@ -499,15 +499,38 @@ class Stories(commands.Cog):
     @story.command(name="end", description="End a story (it stays readable; nothing is deleted)")
     @app_commands.autocomplete(story=autocomplete_story)
     async def end(self, interaction: Interaction, story: StoryOption | None = None) -> None:
-        async def work() -> str:
+        async def work() -> Story:
             async with self.db.transaction() as s:
                 found, who = await story_for(s, interaction, story, Need.MODERATE)
-                return (await stories.end(s, found.id, who.actor)).title
+                return await stories.end(s, found.id, who.actor)
 
         # Every handler that touches the database answers within Discord's 3 s, however
         # slow the database is (deferred after a second, then a followup).
-        title = await within_the_deadline(interaction, work(), ephemeral=False)
-        await answer(interaction, msg.STORY_ENDED_NOW.format(title=title), ephemeral=False)
+        ended = await within_the_deadline(interaction, work(), ephemeral=False)
+        await answer(interaction, msg.STORY_ENDED_NOW.format(title=ended.title), ephemeral=False)
+        await self._close_thread(ended)
+
+    async def _close_thread(self, story: Story) -> None:
+        """An ended story's thread is archived and locked: nothing in it looks playable
+        (Kahani may lock only a thread it may manage; else it is only archived)."""
+        if story.thread_id is None:
+            return
+        try:
+            thread = await self.player.channel_of(story)
+        except NotFound:
+            return
+        if not isinstance(thread, discord.Thread):
+            return
+        for lock in (True, False):
+            try:
+                await within_global_budget(self.bot.scheduler,
+                                           lambda lock=lock: thread.edit(archived=True, locked=lock))
+                return
+            except discord.Forbidden:
+                continue
+            except discord.HTTPException as exc:
+                log.info("could not archive the thread of ended story %s: %s", story.id, exc)
+                return
 
     @story.command(name="delete", description="Delete a story and every scene of it, for good")
     @app_commands.autocomplete(story=autocomplete_story)

@@ -275,6 +275,8 @@ async def test_story_list_info_and_end(world: World) -> None:
     rec = await world.standin.slash(world.alice, thread, "story end")
     await rec.wait_response()
     assert (await story_of(world, "Harbour")).status == "ended"
+    # Nothing in an ended story's thread looks playable: it is archived and locked.
+    await world.standin.wait_until(lambda: thread.archived and thread.locked, what="the thread archived and locked")
 
 
 async def test_story_resume_reposts_the_latest_scene_with_live_buttons(world: World) -> None:
