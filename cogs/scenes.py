@@ -21,6 +21,7 @@ from bot.errors import send_ephemeral
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, checked_text, within_the_deadline
+from bot.ui.render import card_edit
 from core import ids
 from core import messages as msg
 from core import repository as repo
@@ -96,12 +97,12 @@ class Scenes(commands.Cog):
             view = ui.disabled_copy(interaction.message, clicked)
             if view is not None:  # the old scene's buttons go grey (interaction webhook edit)
                 with contextlib.suppress(discord.HTTPException):
-                    await interaction.edit_original_response(view=view)
+                    await interaction.edit_original_response(view=view, allowed_mentions=NO_PINGS)
         channel = interaction.channel
         assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
         self.player.spawn(self.player.play(channel, instruction, lambda ref: self.engine.next_scene(
             story.id, instruction_kind=kind, instruction=instruction, after_variant_id=variant_id,
-            user_id=who.user.id, frontend_ref=ref, note=note), retry=retry, first_message=into))
+            user_id=who.user.id, frontend_ref=ref, note=note), retry=retry, first_message=into, story_id=story.id))
 
     async def on_choice(self, interaction: Interaction, variant_id: int, n: int, *,
                         into: discord.Message | None = None) -> None:
@@ -148,7 +149,8 @@ class Scenes(commands.Cog):
         if story.mode == StoryMode.GROUP.value:  # the vote on this scene is called off
             await self.player.ballots.void_with_update(interaction, story.id)
         if interaction.message is not None and not interaction.response.is_done():
-            await interaction.response.edit_message(view=ui.disabled_copy(interaction.message))
+            await interaction.response.edit_message(view=ui.disabled_copy(interaction.message),
+                                                    allowed_mentions=NO_PINGS)
         elif not interaction.response.is_done():
             await interaction.response.defer()
         message = interaction.message
@@ -172,7 +174,7 @@ class Scenes(commands.Cog):
         assert isinstance(channel, discord.abc.Messageable)  # a command's or a component's channel
         self.player.spawn(self.player.play(channel, await self.player.header_text(variant_id, direction), start,
                               retry=(kind, variant_id, None),
-                              first_message=message, on_fail=restore))
+                              first_message=message, on_fail=restore, story_id=story.id))
 
     async def on_regenerate(self, interaction: Interaction, variant_id: int) -> None:
         await self._new_version(interaction, variant_id, "regen")
@@ -197,12 +199,12 @@ class Scenes(commands.Cog):
                 who = await check(s, interaction, story, Need.PLAY, shown=True)
                 if await repo.tip(s, target_id) is not None:
                     raise Conflict(msg.ALREADY_STARTED)
-            await interaction.response.edit_message(content=msg.WRITING, view=None)
+            await interaction.response.edit_message(**card_edit([], accent=ui.accent(target_id), writing=msg.WRITING))
             channel = interaction.channel
             assert isinstance(channel, discord.abc.Messageable)  # a component's channel
             self.player.spawn(self.player.play(channel, "", lambda ref: self.engine.next_scene(
                 target_id, user_id=who.user.id, frontend_ref=ref), retry=("open", target_id, None),
-                first_message=interaction.message))
+                first_message=interaction.message, story_id=target_id))
         elif kind == "choose" and n is not None:
             await self.on_choice(interaction, target_id, n, into=interaction.message)
         elif kind == "act":
@@ -259,7 +261,7 @@ class Scenes(commands.Cog):
         self.player.spawn(self.player.play(channel, await self.player.header_text(variant_id, direction), starts[kind],
                               retry=(kind, variant_id, None),
                               first_message=target if isinstance(target, discord.Message) else None,
-                              on_fail=restore))
+                              on_fail=restore, story_id=story.id))
 
     async def on_select_variant(self, interaction: Interaction, scene_id: int, value: str) -> None:
         variant_id = ids.parse_id(value)  # a forged value may be anything (core/ids.py)

@@ -35,7 +35,6 @@ from typing import TYPE_CHECKING, Any
 
 import discord
 from discord.ext import commands
-from discord.ui.select import BaseSelect
 
 from bot.access import decide, play_check, story_of_variant
 from bot.errors import send_ephemeral
@@ -43,7 +42,7 @@ from bot.player import NoBallots
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, within_the_deadline
-from bot.ui.render import Urgency
+from bot.ui.render import Urgency, within_global_budget
 from core import access
 from core import messages as msg
 from core import repository as repo
@@ -88,18 +87,13 @@ def tally_embed(state: BallotState) -> discord.Embed:
     return discord.Embed(title=msg.VOTE_CLOSED_TITLE, description="\n".join(lines)[:4096])
 
 
-def disabled(view: discord.ui.View, winner: int | None = None, variant_id: int | None = None) -> discord.ui.View:
-    """The view with every component disabled (the winning choice marked)."""
-    chosen = f"{ui.PREFIX}:choose:{variant_id}:{winner}" if winner else None
-    for child in view.children:
-        # A DynamicItem wraps the real component: disable that one.
-        item = child.item if isinstance(child, discord.ui.DynamicItem) else child
-        if isinstance(item, discord.ui.Button | BaseSelect):  # the items that can be disabled
-            item.disabled = True
-        if isinstance(item, discord.ui.Button) and item.custom_id == chosen:
-            item.style = discord.ButtonStyle.success
-    view.stop()
-    return view
+def shown_tally(message: discord.Message, state: BallotState) -> dict[str, Any]:
+    """The edit that shows ``state`` on its scene's last ``message`` (the card's tally, or
+    the embed of a message from before the cards); decided: the buttons go grey, the
+    winning choice marked."""
+    decided = not state.open and state.winner is not None
+    chosen = f"{ui.PREFIX}:choose:{state.variant_id}:{state.winner}" if decided else None
+    return ui.with_tally(message, tally_embed(state), disable=decided, chosen_custom_id=chosen)
 
 
 class TallyPainter:
@@ -266,7 +260,7 @@ class Votes(commands.Cog):
         if messages:
             self.painter.request(messages[-1][0], state.ballot_id, outcome=not state.open)
 
-    async def tally_edit(self, ballot_id: int) -> tuple[discord.PartialMessage, dict[str, Any]] | None:
+    async def tally_edit(self, ballot_id: int) -> tuple[discord.Message, dict[str, Any]] | None:
         """The edit that shows a ballot as it is now on its scene's last message."""
         state = await self.votes.state(ballot_id)
         async with self.db.read() as s:
@@ -276,10 +270,14 @@ class Votes(commands.Cog):
         channel: Any = self.bot.get_channel(messages[-1][0])  # the scene's thread or DM
         if channel is None:
             return None
-        kwargs: dict[str, Any] = {"embed": tally_embed(state)}
-        if not state.open and state.winner is not None:  # decided: the buttons go grey
-            kwargs["view"] = disabled(await self.player.view_for(state.variant_id), state.winner, state.variant_id)
-        return channel.get_partial_message(messages[-1][1]), kwargs
+        # A card is edited whole: read it as it is (a GET, within the global limit).
+        try:
+            message = await within_global_budget(self.bot.scheduler, channel.get_partial_message(messages[-1][1]).fetch)
+        except discord.HTTPException:
+            return None
+        if state.closed_by == CloseReason.VOID and message.flags.components_v2:
+            return None  # the card is being rewritten: its new version brings its own vote
+        return message, shown_tally(message, state)
 
     async def void(self, story_id: int) -> None:
         """The scene is being changed (regenerate, branch, continue, switch): call its
@@ -293,10 +291,10 @@ class Votes(commands.Cog):
         voided = await self.votes.void(story_id)
         answered = False
         for state in voided:
-            shown_here = interaction.message is not None and await self._shows(state.variant_id, interaction.message.id)
-            if shown_here and not interaction.response.is_done():
-                await interaction.response.edit_message(embed=tally_embed(state),
-                                                        view=ui.disabled_copy(interaction.message))
+            message = interaction.message
+            shown_here = message is not None and await self._shows(state.variant_id, message.id)
+            if message is not None and shown_here and not interaction.response.is_done():
+                await interaction.response.edit_message(**ui.with_tally(message, tally_embed(state), disable=True))
                 answered = True
             else:
                 await self.repaint(state)
@@ -349,10 +347,8 @@ class Votes(commands.Cog):
         if interaction.response.is_done() or interaction.message is None \
                 or not await self._shows(variant_id, interaction.message.id):
             return False
-        view = await self.player.view_for(variant_id)
-        if settled.winner is not None:  # decided: the buttons go grey; else the next vote starts a new round
-            view = disabled(view, settled.winner, variant_id)
-        await interaction.response.edit_message(embed=tally_embed(settled.state), view=view)
+        # Decided: the buttons go grey; else they stay for the next round.
+        await interaction.response.edit_message(**shown_tally(interaction.message, settled.state))
         return True
 
     async def on_action(self, interaction: Interaction, variant_id: int) -> None:

@@ -358,6 +358,30 @@ def scripted_scene(text: str, *choices: str) -> str:
     return text + "\n\n### Choices\n" + "\n".join(f"{n}. {c}" for n, c in enumerate(choices, 1))
 
 
+TALLY_ID = 41  # the text display of a vote's tally on a scene card (bot/ui/scene.py)
+
+
+def tally(message: Message) -> str:
+    """The vote tally a scene message shows: a card's tally text display (its title line in
+    bold, then the options), or the embed of a message from before the cards; "" if none."""
+    for display in _text_display_items(message.components):
+        if display.get("id") == TALLY_ID:
+            return display.get("content", "")
+    if message.embeds:
+        embed = message.embeds[0]
+        return f"**{embed.get('title', '')}**\n{embed.get('description', '')}"
+    return ""
+
+
+def _text_display_items(components: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    found = []
+    for comp in components:
+        if comp.get("type") == 10:
+            found.append(comp)
+        found += _text_display_items(comp.get("components") or [])
+    return found
+
+
 def finished_scene(message: Message) -> bool:
     """A scene message whose writing is over: it has its choice buttons."""
     return any(c.get("custom_id", "").startswith("kahani:v1:choose:") for c in message.component_items())

@@ -171,7 +171,7 @@ async def test_thirty_new_stories_in_a_minute_make_the_hourly_limit_and_no_orpha
     outcomes = Counter()
     for thread in threads:
         first = await world.standin.wait_until(
-            lambda t=thread: next((m for m in t.messages if finished_scene(m) or limited in m.content), None),
+            lambda t=thread: next((m for m in t.messages if finished_scene(m) or limited in m.text), None),
             what="a first scene or the limit's message")
         assert first is not None
         retry = any(c.get("label") == "Retry" for c in first.component_items())

@@ -292,7 +292,7 @@ async def attempt(world: World, story: str, actor: str, expected: bool, send: An
         sent = [m for m in [rec.original, *rec.followups] if m is not None and m is not rec.message]
         for message in sent:
             assert message.flags & EPHEMERAL and message.ephemeral_for is rec.user, (outcome, message)
-            shown = message.content + repr(message.embeds) + repr(message.components)
+            shown = message.text + repr(message.embeds) + repr(message.components)
             for secret in (seeded.title, f"Secret premise of {story}", "Mara", "Scene two"):
                 assert secret not in shown, (outcome, shown)
             assert not message.attachments, outcome

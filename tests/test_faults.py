@@ -80,9 +80,9 @@ async def test_a_failure_before_the_scene_is_stored_says_so_with_a_reference_and
     caplog.set_level(logging.INFO)
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
     failed = await world.standin.wait_until(
-        lambda: next((m for m in thread.messages if "Something went wrong while this scene" in m.content), None),
+        lambda: next((m for m in thread.messages if "Something went wrong while this scene" in m.text), None),
         what="the failed scene")
-    ref = REF.search(failed.content)
+    ref = REF.search(failed.text)
     assert ref and logged_ref(caplog, ref.group(1))
     assert [c.get("label") for c in failed.component_items()] == ["Retry"]
     assert not never_retrieved(caplog)
@@ -94,7 +94,7 @@ async def test_a_failure_before_the_scene_is_stored_says_so_with_a_reference_and
     monkeypatch.setattr(engine, "next_scene", real)
     world.llm.script(scripted_scene("The stair winds up into the dark."))
     await (await world.standin.click(world.alice, failed, "Retry")).wait_response()
-    await world.standin.wait_until(lambda: failed.content.startswith("-# → Climb the stair\nThe stair winds up")
+    await world.standin.wait_until(lambda: failed.text.startswith("-# → Climb the stair\nThe stair winds up")
                                    and any(c.get("label") == "1. Climb the stair" for c in failed.component_items()),
                                    what="the retried scene, finished")
     async with world.db.read() as s:
@@ -116,18 +116,18 @@ async def test_a_failure_after_the_scene_is_stored_keeps_it_and_story_resume_sho
     world.llm.script(scripted_scene("The lamp room is empty but warm."))
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
     failed = await world.standin.wait_until(
-        lambda: next((m for m in thread.messages if "this scene is saved" in m.content.lower()), None),
+        lambda: next((m for m in thread.messages if "this scene is saved" in m.text.lower()), None),
         what="the scene that could not be shown")
-    ref = REF.search(failed.content)
+    ref = REF.search(failed.text)
     assert ref and logged_ref(caplog, ref.group(1))
-    assert "The lamp room is empty but warm." in failed.content  # what was written stays
+    assert "The lamp room is empty but warm." in failed.text  # what was written stays
     assert not never_retrieved(caplog)
     monkeypatch.setattr(player, "record", real)
 
     resumed = await world.standin.slash(world.alice, thread, "story resume")
     await ephemeral_answer(world.standin, resumed)
     shown = await world.standin.wait_until(
-        lambda: [m for m in thread.messages if "The lamp room is empty but warm." in m.content
+        lambda: [m for m in thread.messages if "The lamp room is empty but warm." in m.text
                  and any(c.get("label") == "1. Climb the stair" for c in m.component_items())],
         what="the scene shown again with its choices")
     assert shown
@@ -235,7 +235,7 @@ async def test_every_component_that_touches_the_database_answers_in_time_when_it
     thread, first = await new_story(world, "Slow Tide", tia)
     world.llm.script(scripted_scene("The tide turns."))
     await (await world.standin.click(tia, first, "Regenerate")).wait_response()
-    await world.standin.wait_until(lambda: "The tide turns." in first.content and any(
+    await world.standin.wait_until(lambda: "The tide turns." in first.text and any(
         ":variant:" in c.get("custom_id", "") for c in first.component_items()), what="the second version")
     clicks: list[tuple[str, Any]] = [
         ("Favourite", None),
@@ -287,7 +287,7 @@ async def test_privacy_shows_what_is_kept_and_delete_me_forgets_it_after_a_confi
     confirm = asked.original
     assert confirm is not None
     await (await world.standin.click(uma, confirm, "Delete everything about me")).wait_response()
-    await world.standin.wait_until(lambda: confirm.content == msg.PRIVACY_FORGOTTEN.format(count=1), what="forgotten")
+    await world.standin.wait_until(lambda: confirm.text == msg.PRIVACY_FORGOTTEN.format(count=1), what="forgotten")
     await world.standin.wait_until(lambda: thread.deleted or thread.archived, what="the story's thread gone")
     async with world.db.read() as s:
         assert not [s_ for s_ in await repo.list_stories(s) if s_.title == "Uma's Tale"]
@@ -321,8 +321,8 @@ async def test_twenty_exports_at_once_build_two_and_tell_the_rest_to_try_again(
     recs = await asyncio.gather(*(world.standin.slash(r, thread, "story export", format="markdown")
                                   for r in readers))
     def said(rec: Any) -> str:
-        shown = [m for m in [rec.original, *rec.followups] if m is not None and m.content]
-        return shown[-1].content if shown else ""
+        shown = [m for m in [rec.original, *rec.followups] if m is not None and m.text]
+        return shown[-1].text if shown else ""
 
     await world.standin.wait_until(lambda: len(building) == 2 and sum(1 for r in recs if said(r)) == 18,
                                    what="two building, eighteen told")

@@ -43,10 +43,11 @@ from core.models import utcnow as real_now
 from tests.conftest import _pg, require_postgres
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guild, Message, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.discord_standin.models import walk_components
 from tests.discord_standin.rest import Request
 from tests.fakes.llm import FakeLLM
 from tests.fakes.tcpproxy import TcpProxy
-from tests.harness import ROOT, ephemeral_answer, running_bot, scripted_scene, submit_new_story, wait_scene
+from tests.harness import ROOT, ephemeral_answer, running_bot, scripted_scene, submit_new_story, tally, wait_scene
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -147,15 +148,16 @@ def held_reply(world: World, *parts: str) -> list[asyncio.Event]:
 async def shown(world: World, thread: Channel, words: str) -> Message:
     """The scene message (being written) that shows ``words``."""
     return await world.standin.wait_until(
-        lambda: next((m for m in thread.messages if words in m.content), None), what=f"{words!r} shown")
+        lambda: next((m for m in thread.messages if words in m.text), None), what=f"{words!r} shown")
 
 
 def edits_of(message: Message, *, final: bool) -> Callable[[Request], bool]:
-    """The stand-in's fault filter: edits of ``message`` — the final one (it carries the
-    scene's components) or the running ones (text only)."""
+    """The stand-in's fault filter: edits of ``message`` — the final one (its card carries
+    the scene's buttons) or the running ones (text only)."""
     def matches(req: Request) -> bool:
         body = req.body if isinstance(req.body, dict) else {}
-        return req.params.get("message_id") == str(message.id) and bool(body.get("components")) == final
+        buttons = list(walk_components(body.get("components") or []))
+        return req.params.get("message_id") == str(message.id) and bool(buttons) == final
 
     return matches
 
@@ -230,7 +232,7 @@ async def test_discord_failing_edits_while_a_scene_streams_and_its_final_edit_st
                              what="a 502 (retried: 503) and a 503 on the running edits")
     gates[1].set()
     await standin.wait_until(lambda: live_choices(live), what="the scene's buttons")
-    assert live.content.startswith("".join(parts) + "\n\n**1.** Climb the stair")
+    assert live.text.startswith("".join(parts) + "\n\n**1.** Climb the stair")
 
     text_ = "The lighthouse stair is slick with rain and the rail is cold."
     [gate] = held_reply(world, text_)
@@ -241,7 +243,7 @@ async def test_discord_failing_edits_while_a_scene_streams_and_its_final_edit_st
     gate.set()
     await standin.wait_until(lambda: live_choices(finished), what="the other scene's buttons")
     assert [f.served for f in final] == [1, 1]
-    assert finished.content.startswith(text_ + "\n\n**1.** Climb the stair")
+    assert finished.text.startswith(text_ + "\n\n**1.** Climb the stair")
 
     for title, message, written in (("Grey Glass", live, "".join(parts)), ("Cold Rail", finished, text_)):
         assert live_choices(message) == [f"{n}. {c}" for n, c in enumerate(CHOICES, 1)]
@@ -274,7 +276,7 @@ async def test_when_discord_keeps_failing_the_final_edit_the_scene_is_posted_aga
     finally:
         refused.times = 0
     assert refused.served == 3  # the final text, tried three times
-    assert again.content.startswith(text_ + "\n\n**1.** Climb the stair")
+    assert again.text.startswith(text_ + "\n\n**1.** Climb the stair")
     await standin.wait_until(lambda: live.deleted, what="the unfinished message deleted")
 
     path = await path_of(world, (await story_named(world, "Broken Pane")).id)
@@ -285,7 +287,7 @@ async def test_when_discord_keeps_failing_the_final_edit_the_scene_is_posted_aga
     world.llm.script(scripted_scene("The wind drops as suddenly as it rose."))
     await (await standin.click(ben, again, "2. Call out")).wait_response()
     after = await wait_scene(standin, thread, after=1)
-    assert after.content.startswith("-# → Call out\nThe wind drops")
+    assert after.text.startswith("-# → Call out\nThe wind drops")
 
 
 # --- the gateway drops while a scene streams ---------------------------------------------
@@ -309,7 +311,7 @@ async def reconnect_mid_stream(world: World, title: str, reconnect: Callable[[],
     world.llm.script(scripted_scene("Wet footprints lead up the beach."))
     await (await standin.click(player, live, "2. Call out")).wait_response()
     after = await wait_scene(standin, thread, after=2)
-    assert after.content.startswith("-# → Call out\nWet footprints")
+    assert after.text.startswith("-# → Call out\nWet footprints")
     story = await story_named(world, title)
     assert [p.variant.content for p in await path_of(world, story.id)][1:] == [
         "The tide pulls back from the rocks. A bell rings under the water.", "Wet footprints lead up the beach."]
@@ -359,11 +361,11 @@ async def test_the_database_going_away_while_a_scene_streams_fails_it_with_retry
     try:
         for gate in gates:  # the model writes on; storing the scene fails
             gate.set()
-        await standin.wait_until(lambda: "not reachable" in live.content and [
+        await standin.wait_until(lambda: "not reachable" in live.text and [
             c.get("label") for c in live.component_items()] == ["Retry"], what="the scene failed with Retry")
-        ref = REF.search(live.content)
+        ref = REF.search(live.text)
         assert ref and logged_with_traceback(caplog, ref.group(1))
-        assert live.content.startswith("-# → Climb the stair\nThe cable hums in the dark. Then it goes quiet.")
+        assert live.text.startswith("-# → Climb the stair\nThe cable hums in the dark. Then it goes quiet.")
         refused = await ephemeral_answer(standin, await standin.click(di, live, "Retry"))  # still down
         assert refused.startswith(msg.DB_UNREACHABLE.split("(ref")[0])
     finally:
@@ -373,15 +375,11 @@ async def test_the_database_going_away_while_a_scene_streams_fails_it_with_retry
     world.llm.script(scripted_scene("The cable sings again, steady and low."))
     await (await standin.click(di, live, "Retry")).wait_response()
     await standin.wait_until(lambda: live_choices(live), what="the retried scene's buttons")
-    assert live.content.startswith("-# → Climb the stair\nThe cable sings again")
+    assert live.text.startswith("-# → Climb the stair\nThe cable sings again")
     path = await path_of(world, story.id)
     assert [p.variant.content for p in path[1:]] == ["The cable sings again, steady and low."]  # one scene
     assert await messages_of(world, path[-1].variant.id) == [live.id]
     assert not never_retrieved(caplog)
-
-
-def tally(message: Message) -> str:
-    return message.embeds[0].get("description", "") if message.embeds else ""
 
 
 async def test_the_database_going_away_while_a_vote_is_open_refuses_votes_then_the_vote_closes_when_it_is_back(
@@ -407,7 +405,7 @@ async def test_the_database_going_away_while_a_vote_is_open_refuses_votes_then_t
     world.llm.script(scripted_scene("A voice answers from the lamp room."))
     world.advance_votes(61)  # past the deadline: the host has not voted
     scene = await wait_scene(standin, thread, after=1)
-    assert scene.content.startswith("-# → Call out\nA voice answers")
+    assert scene.text.startswith("-# → Call out\nA voice answers")
     story = await story_named(world, "Open Vote")
     path = await path_of(world, story.id)
     assert [p.variant.content for p in path[1:]] == ["A voice answers from the lamp room."]

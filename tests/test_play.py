@@ -15,11 +15,11 @@ from sqlalchemy import func, select
 from core import messages as msg
 from core import repository as repo
 from core.models import Base, Story
+from tests import harness
 from tests.discord_standin import Channel, DiscordStandin, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.discord_standin.models import EPHEMERAL, InteractionRecord, Message
+from tests.discord_standin.models import EPHEMERAL, IS_COMPONENTS_V2, InteractionRecord, Message
 from tests.fakes.llm import Fault
-from tests import harness
 from tests.harness import PlayWorld, ephemeral_answer, finished_scene, play_world, scripted_scene, submit_new_story
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -78,10 +78,10 @@ async def test_story_new_opens_a_thread_and_streams_the_first_scene(world: World
     thread = await new_story(world, world.alice, world.general, "The Lighthouse")
     first = await wait_scene(world, thread)
 
-    assert first.content.startswith("The lighthouse door creaks open. Salt wind fills the stair.")
-    assert "**1.** Climb the stair" in first.content and "### Choices" not in first.content
+    assert first.text.startswith("The lighthouse door creaks open. Salt wind fills the stair.")
+    assert "**1.** Climb the stair" in first.text and "### Choices" not in first.text
     assert len(first.history) >= 2  # it grew while the model wrote (placeholder, text…, final)
-    assert all("### Choices" not in r.content for r in first.history)
+    assert all("### Choices" not in r.text for r in first.history)
     labels = [c.get("label") for c in first.component_items() if c.get("type") == 2]
     assert labels[:5] == ["1. Climb the stair", "2. Call out", "3. Light the lantern", "4. Close the door",
                           "Your action"]
@@ -102,8 +102,8 @@ async def test_a_choice_streams_the_next_scene_and_greys_out_the_old_buttons(wor
     response = await rec.wait_response()
     assert response.type in (6, 7)  # the click updates the old scene (deferred, or at once)
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Climb the stair\n")
-    assert "The keeper's logbook lies open" in second.content
+    assert second.text.startswith("-# → Climb the stair\n")
+    assert "The keeper's logbook lies open" in second.text
     old = [c for c in first.component_items()]
     assert old and all(c.get("disabled") for c in old)
     assert world.llm.chat_requests[-1]["messages"][-1]["content"].startswith("The player chooses: Climb the stair")
@@ -118,7 +118,7 @@ async def test_your_action_goes_through_a_modal(world: World) -> None:
     world.llm.script(scene("You tear out the last page. It shows a map.", "Follow it", "Burn it", "Hide it", "Wait"))
     await world.standin.submit_modal(world.alice, modal, {"What do you do?": "I tear out the last page"})
     third = await wait_scene(world, thread, after=2)
-    assert third.content.startswith("-# → I tear out the last page\n")
+    assert third.text.startswith("-# → I tear out the last page\n")
     last = world.llm.chat_requests[-1]["messages"][-1]["content"]
     assert last.startswith("The player does this: I tear out the last page")
 
@@ -129,9 +129,9 @@ async def test_regenerate_adds_a_version_and_the_select_switches_back(world: Wor
     world.llm.script(scene("You tear out the last page. It is blank.", "Look again", "Shrug", "Keep it", "Leave"))
     rec = await world.standin.click(world.alice, third, "Regenerate")
     assert (await rec.wait_response()).type == 7
-    await world.standin.wait_until(lambda: "It is blank." in third.content and done_scene(third),
+    await world.standin.wait_until(lambda: "It is blank." in third.text and done_scene(third),
                                    what="the regenerated scene in place")
-    assert third.content.startswith("-# → I tear out the last page\n")
+    assert third.text.startswith("-# → I tear out the last page\n")
     select_ = next(c for c in third.component_items() if c.get("custom_id", "").startswith("kahani:v1:variant:"))
     options = select_["options"]
     assert [o["label"].split()[1] for o in options] == ["regenerate", "original"]
@@ -139,7 +139,7 @@ async def test_regenerate_adds_a_version_and_the_select_switches_back(world: Wor
 
     rec = await world.standin.select(world.alice, third, [original], custom_id=select_["custom_id"])
     await rec.wait_response()
-    await world.standin.wait_until(lambda: "It shows a map." in third.content and done_scene(third),
+    await world.standin.wait_until(lambda: "It shows a map." in third.text and done_scene(third),
                                    what="the original version shown again")
     story = await story_of(world, "The Lighthouse")
     async with world.db.read() as s:
@@ -179,12 +179,13 @@ async def test_choices_of_any_length_are_shown_in_full_and_the_scene_gets_its_bu
     world.llm.script(scripted_scene("The tide turns.", *long_choices))
     thread = await new_story(world, world.alice, world.general, "Long Choices", mode="solo")
     last = await wait_scene(world, thread)  # the message with the buttons: no 400 left it without
-    shown = "\n".join(m.content for m in thread.messages if m.author is world.standin.bot_user)
+    shown = "\n".join(m.text for m in thread.messages if m.author is world.standin.bot_user)
     for text in long_choices:
         assert text in shown  # in full, in the text
     labels = [c["label"] for c in last.component_items() if c.get("custom_id", "").startswith("kahani:v1:choose:")]
     assert len(labels) == 4 and all(len(label) <= 80 for label in labels)
-    assert all(len(m.content) <= 2000 for m in thread.messages)
+    # 2,800 characters of choices and the scene fit one card (4,000 characters; the stand-in refuses more)
+    assert [m for m in thread.messages if m.flags & IS_COMPONENTS_V2] == [last]
 
 
 async def test_someone_else_cannot_play_a_solo_story(world: World) -> None:
@@ -202,7 +203,7 @@ async def test_scene_text_never_pings(world: World) -> None:
     world.llm.script(scene("@everyone look! <@" + str(world.bob.id) + "> and <@&1234> wave. @here too."))
     thread = await new_story(world, world.alice, world.general, "Pings")
     first = await wait_scene(world, thread)
-    assert "@everyone" in first.content
+    assert "@everyone" in first.text
     assert world.standin.pings == []
 
 
@@ -219,8 +220,8 @@ async def test_a_storyteller_failure_offers_retry_and_leaves_the_story_unchanged
     world.llm.script(fault=Fault.HTTP_500)
     await (await world.standin.click(world.alice, first, "2. Call out")).wait_response()
     failed = await world.standin.wait_until(
-        lambda: next((m for m in thread.messages if "internal error" in m.content), None), what="the failure")
-    assert failed.content.startswith("-# → Call out")
+        lambda: next((m for m in thread.messages if "internal error" in m.text), None), what="the failure")
+    assert failed.text.startswith("-# → Call out")
     retry = next(c for c in failed.component_items() if c.get("label") == "Retry")
     assert retry["custom_id"].startswith("kahani:v1:retry:choose:")
     async with world.db.read() as s:
@@ -228,7 +229,7 @@ async def test_a_storyteller_failure_offers_retry_and_leaves_the_story_unchanged
 
     world.llm.script(scene("Your voice echoes back from the water."))
     await (await world.standin.click(world.alice, failed, "Retry")).wait_response()
-    await world.standin.wait_until(lambda: "echoes back" in failed.content and done_scene(failed),
+    await world.standin.wait_until(lambda: "echoes back" in failed.text and done_scene(failed),
                                    what="the retried scene")
     async with world.db.read() as s:
         assert len(await repo.active_path(s, story.id)) == before + 1
@@ -238,12 +239,12 @@ async def test_a_failed_regenerate_restores_the_scene_and_says_why_privately(wor
     thread = next(c for c in world.standin.channels.values() if c.name == "Harbour")
     scenes = [m for m in thread.messages if done_scene(m)]
     last = scenes[-1]
-    text_before = last.content
+    text_before = last.text
     world.llm.script(fault=Fault.CONTEXT_OVERFLOW)
     await (await world.standin.click(world.alice, last, "Regenerate")).wait_response()
-    note = await world.standin.wait_for_ephemeral(world.alice, lambda m: "context window" in m.content)
+    note = await world.standin.wait_for_ephemeral(world.alice, lambda m: "context window" in m.text)
     assert any(c.get("label") == "Retry" for c in note.component_items())
-    await world.standin.wait_until(lambda: last.content == text_before and done_scene(last),
+    await world.standin.wait_until(lambda: last.text == text_before and done_scene(last),
                                    what="the scene shown as it was")
 
 
@@ -255,7 +256,7 @@ async def test_a_solo_story_in_dms(world: World) -> None:
     world.llm.script(scene("Your cabin rocks on the night sea."))
     await new_story(world, world.alice, dm, "Night Sea")
     first = await wait_scene(world, dm)
-    assert first.content.startswith("Your cabin rocks on the night sea.")
+    assert first.text.startswith("Your cabin rocks on the night sea.")
     story = await story_of(world, "Night Sea")
     assert (story.mode, story.guild_id, story.channel_id) == ("solo", None, dm.id)
 
@@ -285,7 +286,7 @@ async def test_story_resume_reposts_the_latest_scene_with_live_buttons(world: Wo
     rec = await world.standin.slash(world.alice, thread, "story resume")
     await rec.wait_response()
     again = await wait_scene(world, thread, after=count)
-    assert "It shows a map." in again.content
+    assert "It shows a map." in again.text
 
 
 async def test_story_delete_asks_first_then_removes_every_row_and_retires_the_thread(world: World) -> None:
@@ -328,7 +329,7 @@ async def test_a_second_click_while_the_scene_is_written_is_refused(world: World
     first = await wait_scene(world, thread)
     world.llm.script(scene(" ".join(["The wind howls."] * 60)), token_rate=60)
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
-    await world.standin.wait_until(lambda: any("The wind howls." in m.content for m in thread.messages),
+    await world.standin.wait_until(lambda: any("The wind howls." in m.text for m in thread.messages),
                                    what="the next scene streaming")
     # An old client still shows the buttons: a second click on the same scene.
     story = await story_of(world, "Gulls")
@@ -340,7 +341,7 @@ async def test_a_second_click_while_the_scene_is_written_is_refused(world: World
     rec = await world.standin.click(world.alice, stale, "again")
     assert msg.STILL_WRITING in await ephemeral(world, rec)
     await world.standin.wait_until(
-        lambda: any("The wind howls." in m.content and done_scene(m) for m in thread.messages),
+        lambda: any("The wind howls." in m.text and done_scene(m) for m in thread.messages),
         timeout=10, what="the scene finished")
     async with world.db.read() as s:
         assert len(await repo.active_path(s, story.id)) == 2  # one scene written, not two
@@ -359,7 +360,7 @@ async def test_a_story_whose_thread_was_deleted_resumes_in_a_new_thread(world: W
                       if c.is_thread and c.name == "Moss" and c.id != thread.id), None),
         what="a new thread")
     again = await wait_scene(world, moved)
-    assert again.content.startswith("Moss covers the old gate.")
+    assert again.text.startswith("Moss covers the old gate.")
     assert (await story_of(world, "Moss")).thread_id == moved.id
 
 
@@ -369,7 +370,7 @@ async def test_a_thread_deleted_mid_scene_loses_nothing(world: World, caplog: py
     first = await wait_scene(world, thread)
     world.llm.script(scene(" ".join(["The bell tolls again."] * 60)), token_rate=60)
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
-    await world.standin.wait_until(lambda: any("tolls again" in m.content for m in thread.all_messages),
+    await world.standin.wait_until(lambda: any("tolls again" in m.text for m in thread.all_messages),
                                    what="the next scene streaming")
     writing = [t for t in world.bot._background if t.get_coro().__qualname__ == "ScenePlayer.play"]
     await world.standin.moderator_delete_thread(thread)

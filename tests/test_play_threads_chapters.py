@@ -76,7 +76,7 @@ async def test_a_private_story_gets_a_private_thread_with_its_starter_and_stream
     assert world.standin.permissions_for(world.bob, thread) == 0  # bob does not even see it
 
     first = await wait_scene(world.standin, thread)
-    assert first.content.startswith("Fog hides the harbour.")
+    assert first.text.startswith("Fog hides the harbour.")
     assert len(first.history) >= 2  # it grew in the thread while the model wrote
     story = await story_of(world, "Secret Harbour")
     assert story is not None and (story.thread_id, story.guild_id) == (thread.id, world.guild.id)
@@ -89,7 +89,7 @@ async def test_private_is_ignored_in_dms(world: PlayWorld) -> None:
     submitted = await submit_new_story(world.standin, world.alice, dm, "Night Sea", private=True)
     assert msg.HERE_IN_DMS in await ephemeral_answer(world.standin, submitted)
     first = await wait_scene(world.standin, dm)
-    assert first.content.startswith("Your cabin rocks on the night sea.")
+    assert first.text.startswith("Your cabin rocks on the night sea.")
     assert len(threads(world)) == before
     story = await story_of(world, "Night Sea")
     assert story is not None and (story.channel_id, story.thread_id) == (dm.id, None)
@@ -165,7 +165,7 @@ async def test_new_chapter_is_offered_from_80_percent_of_the_context_and_closes_
     world.llm.script(scripted_scene("Dawn. The water has gone down."))
     await (await world.standin.click(world.alice, last, "1. Climb the stair")).wait_response()
     after = await wait_scene(world.standin, thread, after=len(scenes))
-    assert after.content.startswith("-# → Climb the stair\nDawn.")
+    assert after.text.startswith("-# → Climb the stair\nDawn.")
     assert not has_button(after, "New chapter")
     async with world.db.read() as s:
         tip = await repo.tip(s, story.id)

@@ -52,15 +52,15 @@ async def test_stories_started_together_take_turns_and_show_their_place(world: W
     scenes = [await wait_scene(world, dm) for dm in dms]
     assert world.llm.max_concurrent == 1  # the storyteller never wrote two at once
     placeholders = [  # the message each scene was written into (after the story's title card)
-        next(m for m in dm.messages if any(msg.WRITING in r.content for r in m.history)) for dm in dms
+        next(m for m in dm.messages if any(msg.WRITING in r.text for r in m.history)) for dm in dms
     ]
-    waited = [m for m in placeholders if any("in line" in r.content for r in m.history)]
+    waited = [m for m in placeholders if any("in line" in r.text for r in m.history)]
     assert waited, "no scene showed its place in line"
     for message in waited:  # it said which place, then it became the scene
-        shown = next(r.content for r in message.history if "in line" in r.content)
+        shown = next(r.text for r in message.history if "in line" in r.text)
         assert shown.endswith(msg.QUEUE_WAITING.format(place="1st")) or "2nd in line" in shown
     for scene in scenes:
-        assert "in line" not in scene.content and msg.WRITING not in scene.content
+        assert "in line" not in scene.text and msg.WRITING not in scene.text
     async with world.db.read() as s:
         assert await s.scalar(select(func.count()).select_from(LLMQueueEntry)) == 0  # nothing left in line
     scraped = world.bot.metrics.render().decode()
@@ -89,7 +89,7 @@ async def test_a_player_over_the_limit_is_told_when_to_come_back(world: World) -
         scenes = await s.scalar(select(func.count()).select_from(Scene).where(Scene.story_id == story.id))
     assert scenes == scenes_before
     assert len(dm.messages) == messages_before  # no placeholder, no failed scene: nothing posted
-    assert second.content == dm.messages[-1].content and len(second.history) == revisions  # the scene as it was
+    assert second.text == dm.messages[-1].text and len(second.history) == revisions  # the scene as it was
 
 
 async def test_every_log_line_of_a_generation_names_its_story_and_interaction(

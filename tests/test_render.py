@@ -1,9 +1,11 @@
 """bot/ui/render.py: live scene messages, with the real discord.py client against the stand-in.
 
 The first half drives SceneStreamer through a real client (one stand-in and one client
-for the module); the stand-in's checks (autouse ``discord_rules``) fail a test on any
-429 or broken rule. The second half tests the budget arithmetic and the splitting
-with a fake clock and plain strings.
+for the module): scene cards (Components V2), and classic content messages where both
+layouts are compared; the stand-in's checks (autouse ``discord_rules``) fail a test on
+any 429 or broken rule (a card over 40 components or 4,000 characters among them). The
+second half tests the budget arithmetic and the splitting with a fake clock and plain
+strings.
 """
 
 from __future__ import annotations
@@ -21,11 +23,28 @@ import pytest
 import pytest_asyncio
 
 from bot.ui.render import (
-    FAILED_LINE, FINAL_TRIES, MESSAGE_LIMIT, WRITING, ChannelBudget, GlobalBudget, RateWindow, SceneStreamer,
-    StreamScheduler, Urgency, post_paced, show_text, split_text,
+    CARD_LIMIT,
+    CARDS,
+    CLASSIC,
+    FAILED_LINE,
+    FINAL_TRIES,
+    WRITING,
+    WRITING_LINE,
+    ChannelBudget,
+    GlobalBudget,
+    Layout,
+    RateWindow,
+    SceneStreamer,
+    StreamScheduler,
+    Urgency,
+    card,
+    post_paced,
+    show_text,
+    split_text,
 )
 from tests.discord_standin import Channel, DiscordStandin, Guild, Message, Permissions, run_client
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
+from tests.discord_standin.models import IS_COMPONENTS_V2, Revision
 
 e2e = pytest.mark.asyncio(loop_scope="module")  # one stand-in and one client for the module
 
@@ -71,8 +90,21 @@ class World:
         found = self.client.get_channel(channel.id)
         return found if found is not None else self.client.get_partial_messageable(channel.id)
 
-    async def placeholder(self, channel: Channel, text: str = "✍️ The storyteller is writing…") -> discord.Message:
-        return await self.messageable(channel).send(text)
+    async def placeholder(self, channel: Channel, layout: Layout = CARDS) -> discord.Message:
+        """A "the storyteller is writing…" message, as the bot posts it before a scene."""
+        if layout.cards:
+            return await self.messageable(channel).send(view=card([], writing=WRITING_LINE))
+        return await self.messageable(channel).send("✍️ The storyteller is writing…")
+
+
+def written(revision: Revision | Message) -> str:
+    """The scene text a message (or one of its revisions) shows, without the "still
+    writing" marker of either layout."""
+    return revision.text.removesuffix("\n\n" + WRITING_LINE).removesuffix(WRITING)
+
+
+def writing(revision: Revision | Message) -> bool:
+    return revision.text != written(revision)
 
 
 def _record_bodies(standin: DiscordStandin, bodies: list[tuple[str, int, dict[str, Any]]]) -> None:
@@ -93,12 +125,12 @@ def _time_updates(standin: DiscordStandin, shown: list[tuple[float, int, str]]) 
 
     def timed_post(channel: Channel, *args: Any, **kw: Any) -> Message:
         message = post(channel, *args, **kw)
-        shown.append((time.monotonic(), channel.id, message.content))
+        shown.append((time.monotonic(), channel.id, written(message)))
         return message
 
     def timed_edit(message: Message, *args: Any) -> Message:
         edited = edit(message, *args)
-        shown.append((time.monotonic(), message.channel.id, message.content))
+        shown.append((time.monotonic(), message.channel.id, written(message)))
         return edited
 
     standin.post_message = timed_post  # type: ignore[method-assign]
@@ -158,7 +190,7 @@ class Timing:
 
 def timing(world: World, channel: Channel, feeds: list[float]) -> Timing:
     updates = [(at, content) for at, cid, content in world.shown if cid == channel.id and at >= feeds[0]]
-    first = next(at for at, content in updates if len(content.removesuffix(WRITING)) >= 20)
+    first = next(at for at, content in updates if len(content) >= 20)
     times = [at for at, _ in updates]
     return Timing(first - feeds[0], times[-1] - feeds[-1], [b - a for a, b in zip(times, times[1:])])
 
@@ -173,23 +205,42 @@ def assert_paced(t: Timing) -> None:
 
 
 @e2e
-async def test_a_scene_grows_in_one_message_at_about_one_edit_a_second_and_ends_exact(world: World) -> None:
+@pytest.mark.parametrize("layout", [CARDS, CLASSIC], ids=["card", "classic"])
+async def test_a_scene_grows_in_one_message_at_about_one_edit_a_second_and_ends_exact(world: World,
+                                                                                     layout: Layout) -> None:
     channel = world.channel()
-    first = await world.placeholder(channel)
+    first = await world.placeholder(channel, layout)
     text = scene(900)
-    streamer = SceneStreamer(world.messageable(channel), first_message=first)
+    streamer = SceneStreamer(world.messageable(channel), first_message=first, layout=layout)
     feeds = await stream(streamer, text)
     messages = await streamer.finish(text)
     await streamer.aclose()
     assert_paced(timing(world, channel, feeds))
     (message,) = channel.messages
     assert [m.id for m in messages] == [message.id] and streamer.error is None
-    contents = [r.content for r in message.history]
-    assert contents[-1] == text
-    growing = contents[1:-1]
-    assert len(growing) >= 4 and all(c.endswith(WRITING) for c in growing)
-    streamed = [c.removesuffix(WRITING) for c in growing]
+    assert bool(message.flags & IS_COMPONENTS_V2) is layout.cards
+    assert message.text == text
+    growing = message.history[1:-1]
+    assert len(growing) >= 4 and all(writing(r) for r in growing)
+    streamed = [written(r) for r in growing]
     assert all(text.startswith(c) for c in streamed) and streamed == sorted(streamed, key=len)
+
+
+@e2e
+async def test_a_long_scene_continues_in_cards_split_at_paragraphs(world: World) -> None:
+    channel = world.channel()
+    text = scene(9000)
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    await stream(streamer, text, rate=900)
+    messages = await streamer.finish(text)
+    await streamer.aclose()
+    texts = [m.text for m in channel.messages]
+    assert [m.id for m in messages] == [m.id for m in channel.messages] and len(texts) == 3
+    assert "\n\n".join(texts) == text  # every boundary is a paragraph break, nothing cut or lost
+    assert all(len(t) <= CARD_LIMIT and t == t.strip() for t in texts)
+    assert all(m.flags & IS_COMPONENTS_V2 for m in channel.messages)
+    for message in channel.messages[:-1]:  # a full message was final while the next one streamed
+        assert message.history[-1].text == message.text and not writing(message)
 
 
 @e2e
@@ -206,39 +257,22 @@ async def test_model_text_never_pings(world: World) -> None:
 
 
 @e2e
-async def test_a_long_scene_continues_in_messages_split_at_paragraphs(world: World) -> None:
-    channel = world.channel()
-    text = scene(5000)
-    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
-    await stream(streamer, text, rate=600)
-    messages = await streamer.finish(text)
-    await streamer.aclose()
-    contents = [m.content for m in channel.messages]
-    assert [m.id for m in messages] == [m.id for m in channel.messages] and len(contents) == 3
-    assert "\n\n".join(contents) == text  # every boundary is a paragraph break, nothing cut or lost
-    assert all(len(c) <= MESSAGE_LIMIT and c == c.strip() for c in contents)
-    for message in channel.messages[:-1]:  # a full message was final while the next one streamed
-        assert message.history[-1].content == message.content
-        assert not message.content.endswith(WRITING)
-
-
-@e2e
 async def test_finish_puts_the_final_text_footer_and_view_on_the_last_message(world: World) -> None:
     channel = world.channel()
-    streamed = scene(2300) + "\n\n### Cho"  # the engine trims what the model wrote after the scene
-    final = scene(2300)
+    streamed = scene(4300) + "\n\n### Cho"  # the engine trims what the model wrote after the scene
+    final = scene(4300)
     streamer = SceneStreamer(world.messageable(channel), header="**Scene 4**\n",
                              first_message=await world.placeholder(channel))
-    await stream(streamer, streamed, rate=600)
+    await stream(streamer, streamed, rate=900)
     view = discord.ui.View(timeout=None)
     view.add_item(discord.ui.Button(label="Open the door", custom_id="test:render:choice:1"))
-    messages = await streamer.finish(final, view=view, footer="\n\n**1.** Open the door")
+    messages = await streamer.finish(final, view=view, footer="**1.** Open the door")
     await streamer.aclose()
     first, last = channel.messages
-    assert first.content.startswith("**Scene 4**\n") and last.content.endswith("\n\n**1.** Open the door")
-    body = first.content.removeprefix("**Scene 4**\n") + "\n\n" + last.content.removesuffix("\n\n**1.** Open the door")
+    assert first.text.startswith("**Scene 4**\n") and last.text.endswith("\n\n**1.** Open the door")
+    body = first.text.removeprefix("**Scene 4**\n") + "\n\n" + last.text.removesuffix("\n\n**1.** Open the door")
     assert body == final
-    assert first.components == [] and last.find_component("Open the door")
+    assert first.component_items() == [] and last.find_component("Open the door")
     assert [m.id for m in messages] == [first.id, last.id]
 
 
@@ -253,7 +287,7 @@ async def test_fail_keeps_what_was_written_and_adds_the_reason_and_retry(world: 
     messages = await streamer.fail("The storyteller stopped writing.", view=view)
     await streamer.aclose()
     (message,) = channel.messages
-    assert message.content == text + "\n\n" + FAILED_LINE.format(reason="The storyteller stopped writing.")
+    assert message.text == text + "\n\n" + FAILED_LINE.format(reason="The storyteller stopped writing.")
     assert message.find_component("Retry") and [m.id for m in messages] == [message.id]
 
 
@@ -263,7 +297,7 @@ async def test_fail_before_any_text_replaces_the_placeholder(world: World) -> No
     streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
     await streamer.fail("The storyteller is not reachable.")
     (message,) = channel.messages
-    assert message.content == FAILED_LINE.format(reason="The storyteller is not reachable.")
+    assert message.text == FAILED_LINE.format(reason="The storyteller is not reachable.")
 
 
 @e2e
@@ -306,7 +340,7 @@ async def test_a_transient_server_error_is_retried_once(world: World) -> None:
     text = scene(200)
     await stream(streamer, text, rate=200)
     await streamer.finish(text)
-    assert streamer.error is None and channel.messages[0].content == text
+    assert streamer.error is None and channel.messages[0].text == text
 
 
 @e2e
@@ -324,7 +358,7 @@ async def test_a_final_text_discord_keeps_failing_is_tried_three_times_then_give
         refused.times = 0
     assert refused.served == FINAL_TRIES and streamer.gave_up
     assert isinstance(streamer.error, discord.DiscordServerError)
-    assert [m.id for m in messages] == [placeholder.id] and channel.messages[0].content != scene(200)
+    assert [m.id for m in messages] == [placeholder.id] and channel.messages[0].text != scene(200)
 
 
 @e2e
@@ -341,7 +375,7 @@ async def test_five_streams_in_five_channels_each_meet_the_limits(world: World) 
 
     all_feeds = await asyncio.gather(*(one(c, t) for c, t in zip(channels, texts)))
     for channel, text, feeds in zip(channels, texts, all_feeds):
-        assert channel.messages[0].content == text
+        assert channel.messages[0].text == text
         assert_paced(timing(world, channel, feeds))
 
 
@@ -362,7 +396,7 @@ async def test_under_a_tight_global_budget_every_stream_keeps_updating_and_final
 
     await asyncio.gather(*(one(c, t) for c, t in zip(channels, texts)))
     for channel, text in zip(channels, texts):
-        assert channel.messages[0].content == text
+        assert channel.messages[0].text == text
         updates = [at for at, cid, _ in world.shown if cid == channel.id][1:]  # after the placeholder
         gaps = [b - a for a, b in zip(updates, updates[1:])]
         assert max(gaps) <= 8 / 4 + 1.5, gaps  # one round (streams / (budget − 1 kept for finals)) + finals
@@ -373,24 +407,24 @@ async def test_under_a_tight_global_budget_every_stream_keeps_updating_and_final
 @e2e
 async def test_show_text_switches_a_variant_in_place_adding_or_deleting_the_tail(world: World) -> None:
     channel = world.channel()
-    long, short = scene(3000), scene(700)
+    long, short = scene(6000), scene(700)
     messageable = world.messageable(channel)
     view = discord.ui.View(timeout=None)
     view.add_item(discord.ui.Button(label="Regenerate", custom_id="test:render:regen"))
     shown = await show_text(messageable, [], long, view=view)
-    assert len(shown) == 2 and "\n\n".join(m.content for m in channel.messages) == long
+    assert len(shown) == 2 and "\n\n".join(m.text for m in channel.messages) == long
     assert channel.messages[-1].find_component("Regenerate")
 
     ids = [m.id for m in shown]
     shown = await show_text(messageable, shown, short, header="**v2**\n", view=view)
-    assert [m.id for m in shown] == ids[:1] and [m.content for m in channel.messages] == ["**v2**\n" + short]
+    assert [m.id for m in shown] == ids[:1] and [m.text for m in channel.messages] == ["**v2**\n" + short]
     assert channel.messages[0].find_component("Regenerate")
 
     shown = await show_text(messageable, shown, long, view=view)
     assert [m.id for m in shown][:1] == ids[:1] and len(shown) == 2
     first, *_, last = channel.messages
-    assert first.components == [] and last.find_component("Regenerate")
-    assert "\n\n".join(m.content for m in channel.messages) == long
+    assert first.component_items() == [] and last.find_component("Regenerate")
+    assert "\n\n".join(m.text for m in channel.messages) == long
 
 
 # ------------------------------------------------------------ budgets (fake clock) ---
@@ -463,8 +497,8 @@ class _FakeMessage:
     def __init__(self, channel: _FakeChannel, content: str) -> None:
         self.id, self.channel, self.content = id(self), channel, content
 
-    async def edit(self, *, content: str, **_: Any) -> _FakeMessage:
-        self.content = content
+    async def edit(self, *, content: str | None = None, **_: Any) -> _FakeMessage:
+        self.content = content or ""
         return self
 
 
@@ -475,7 +509,7 @@ class _FakeChannel:
         self.id = channel_id
         self.messages: dict[int, _FakeMessage] = {}
 
-    async def send(self, content: str, **_: Any) -> _FakeMessage:
+    async def send(self, content: str = "", **_: Any) -> _FakeMessage:
         message = _FakeMessage(self, content)
         self.messages[message.id] = message
         return message

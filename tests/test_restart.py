@@ -47,7 +47,7 @@ async def test_a_killed_bot_leaves_no_half_scene_and_the_next_one_offers_retry(s
                 lambda: next((c for c in standin.channels.values() if c.is_thread and c.name == "Tides"), None),
                 what="the thread")
             scene: Message = await standin.wait_until(
-                lambda: next((m for m in thread.messages if "The tide climbs" in m.content), None),
+                lambda: next((m for m in thread.messages if "The tide climbs" in m.text), None),
                 timeout=10, what="the scene streaming")
             first.kill()  # mid-stream
             assert await first.wait() == -9
@@ -63,7 +63,7 @@ async def test_a_killed_bot_leaves_no_half_scene_and_the_next_one_offers_retry(s
                 assert lease is not None and lease.frontend_ref.startswith(f"{thread.id}:{scene.id}:")
 
             async with BotProcess(standin, sqlite_url, llm_base_url=llm.base_url) as second:
-                await standin.wait_until(lambda: msg.INTERRUPTED in scene.content, timeout=15,
+                await standin.wait_until(lambda: msg.INTERRUPTED in scene.text, timeout=15,
                                          what="the message marked interrupted")
                 assert any(c.get("label") == "Retry" for c in scene.component_items())
                 async with db.read() as s:
@@ -73,7 +73,7 @@ async def test_a_killed_bot_leaves_no_half_scene_and_the_next_one_offers_retry(s
                 llm.script("The lamp flares back to life.\n\n### Choices\n1. a\n2. b\n3. c\n4. d")
                 await (await standin.click(alice, scene, "Retry")).wait_response()
                 await standin.wait_until(
-                    lambda: "The lamp flares back to life." in scene.content
+                    lambda: "The lamp flares back to life." in scene.text
                     and any(c.get("label") == "1. a" for c in scene.component_items()),
                     timeout=10, what="the retried scene")
                 async with db.read() as s:
@@ -99,10 +99,10 @@ async def test_a_stopped_bot_marks_the_scene_it_was_writing_and_frees_the_story(
                 lambda: next((c for c in standin.channels.values() if c.is_thread and c.name == "Ebb"), None),
                 what="the thread")
             scene: Message = await standin.wait_until(
-                lambda: next((m for m in thread.messages if "The tide climbs" in m.content), None),
+                lambda: next((m for m in thread.messages if "The tide climbs" in m.text), None),
                 timeout=10, what="the scene streaming")
             assert await bot.stop() == 0  # SIGTERM mid-stream
-        assert msg.INTERRUPTED_SHUTDOWN in scene.content
+        assert msg.INTERRUPTED_SHUTDOWN in scene.text
         assert any(c.get("label") == "Retry" for c in scene.component_items())
         db = Database.from_url(sqlite_url)
         try:

@@ -32,7 +32,7 @@ from core.models import Ballot, Scene, SceneVariant, Story, utcnow
 from tests.discord_standin import Channel, DiscordStandin, Guild, User
 from tests.discord_standin.models import Callback, InteractionRecord, Message
 from tests.fakes.llm import FakeLLM
-from tests.harness import BotProcess
+from tests.harness import BotProcess, tally
 
 SHARDS = 4
 PROCESS_SHARDS = ("0,1", "2,3")
@@ -215,7 +215,7 @@ async def test_two_processes_with_two_shards_each_answer_every_interaction_once_
             await first_proc.start()
             vote_thread = await cluster.new_story(host, channels[0], "Tides")
             first = await cluster.scene(vote_thread, 0)
-            await standin.wait_until(lambda: first.embeds, what="the tally")
+            await standin.wait_until(lambda: tally(first), what="the tally")
             async with db.transaction() as s:
                 deadline = utcnow() + timedelta(seconds=8)
                 [ballot_id] = (await s.scalars(update(Ballot).values(deadline=deadline).returning(Ballot.id))).all()
@@ -239,7 +239,7 @@ async def test_two_processes_with_two_shards_each_answer_every_interaction_once_
             assert [m for m in vote_thread.messages if choice_buttons(m)] == [first, written]
             # The tally is the edit after the scene's final one: it may wait for the thread's
             # edit window (5 per 5 s), as in tests/test_votes_play.py's wait_tally.
-            await standin.wait_until(lambda: written.embeds, timeout=10, what="the new scene's tally")
+            await standin.wait_until(lambda: tally(written), timeout=10, what="the new scene's tally")
             await standin.wait_until(lambda: all(c.get("disabled") for c in first.component_items()),
                                      what="the closed vote's buttons greyed out")
 
@@ -256,7 +256,7 @@ async def test_two_processes_with_two_shards_each_answer_every_interaction_once_
             for thread in threads:
                 assert len([m for m in thread.messages if choice_buttons(m)]) == 3
                 # The click that lost the race leaves nothing behind: no public notice.
-                assert not any(msg.STILL_WRITING in m.content for m in thread.messages)
+                assert not any(msg.STILL_WRITING in m.text for m in thread.messages)
             assert llm.max_concurrent <= 2
             cluster.assert_answered_once()
             await cluster.stop()
@@ -289,7 +289,7 @@ async def test_llm_max_concurrency_one_across_two_processes_writes_one_scene_at_
 
         assert llm.max_concurrent == 1  # one stream at a time, whichever process asked
         assert len([g for g in llm.generations if g.stream]) == 2 * len(threads)
-        waiting = [r.content for t in threads for m in t.messages for r in m.history if "in line" in r.content]
+        waiting = [r.text for t in threads for m in t.messages for r in m.history if "in line" in r.text]
         assert waiting, "no scene showed its place in line"
         cluster.assert_answered_once()
         await cluster.stop()

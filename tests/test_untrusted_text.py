@@ -20,7 +20,7 @@ from core import repository as repo
 from core.db import Database
 from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.discord_standin.models import Message
+from tests.discord_standin.models import IS_COMPONENTS_V2, Message
 from tests.fakes.llm import FakeLLM
 from tests.harness import ephemeral_answer, running_bot, wait_scene
 
@@ -134,7 +134,7 @@ async def test_a_scene_ending_in_another_shape_gets_live_buttons_and_no_second_r
     scene, dm, requests = await first_scene(world, case["reply"])
     assert requests == 1  # the choices were in the reply
     assert choice_labels(scene) == [f"{n}. {c}" for n, c in enumerate(case["choices"], 1)]
-    shown = "\n".join(m.content for m in scene_messages(world, dm, scene))
+    shown = "\n".join(m.text for m in scene_messages(world, dm, scene))
     assert case["scene"] in shown
     for leak in ("```", "~~~", "{", "[\"", "What do you do", "What will you do"):
         assert leak not in shown, leak
@@ -148,7 +148,8 @@ async def test_choices_of_700_characters_in_a_fenced_block_end_with_live_buttons
     labels = choice_labels(scene)
     assert len(labels) == 4 and all(len(label) <= 80 and label.endswith("…") for label in labels)
     messages = scene_messages(world, dm, scene)
-    shown = "\n".join(m.content for m in messages)
+    shown = "\n".join(m.text for m in messages)
     assert all(text in shown for text in long_choices)  # in full, in the text
-    assert all(len(m.content) <= 2000 for m in messages) and len(messages) >= 2
+    # 2,800 characters of choices beside the scene: one card (the stand-in refuses one over 4,000)
+    assert [m for m in messages if m.flags & IS_COMPONENTS_V2] == [scene]
     world.standin.assert_clean()

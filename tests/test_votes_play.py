@@ -30,7 +30,7 @@ from tests.discord_standin import AdjustableClock, Channel, DiscordStandin, Guil
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM
-from tests.harness import ephemeral_answer, running_bot
+from tests.harness import ephemeral_answer, running_bot, tally
 from tests.test_play import ephemeral, scene  # the same helpers as solo play
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
@@ -109,12 +109,9 @@ async def wait_scene(world: World, channel: Channel, after: int = 0) -> Message:
     return await world.standin.wait_until(found, timeout=10, what="a finished scene")
 
 
-def tally(message: Message) -> str:
-    return message.embeds[0].get("description", "") if message.embeds else ""
-
-
 def title(message: Message) -> str:
-    return message.embeds[0].get("title", "") if message.embeds else ""
+    """The tally's title (its first line, in bold)."""
+    return tally(message).split("\n", 1)[0].strip("*")
 
 
 async def wait_tally(world: World, message: Message, *needles: str) -> str:
@@ -184,7 +181,7 @@ async def test_five_members_vote_change_and_withdraw_and_the_host_closes_early(w
     assert title(first) == msg.VOTE_CLOSED_TITLE and "when the host closed the vote" in tally(first)
     assert all(c.get("disabled") for c in first.component_items())
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Call out\n") and "echoes from the top" in second.content
+    assert second.text.startswith("-# → Call out\n") and "echoes from the top" in second.text
     assert world.llm.chat_requests[-1]["messages"][-1]["content"].startswith("The player chooses: Call out")
     story = await story_named(world, "Five")
     [closed, opened] = await ballots(world, story.id)
@@ -208,7 +205,7 @@ async def test_the_host_voting_first_leaves_the_vote_open_for_the_players_who_ar
     world.llm.script(scene("Your voice carries over the water."))
     world.advance(7)  # the 10 s for readers are over: the vote closes, the players' choice wins
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Call out\n")
+    assert second.text.startswith("-# → Call out\n")
 
 
 async def test_a_table_of_one_closes_by_close_vote_not_by_its_own_vote(world: World) -> None:
@@ -222,7 +219,7 @@ async def test_a_table_of_one_closes_by_close_vote_not_by_its_own_vote(world: Wo
     rec = await world.standin.click(world.host, first, "Close vote")
     assert (await rec.wait_response()).type == 7
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Close the door\n")
+    assert second.text.startswith("-# → Close the door\n")
 
 
 async def test_a_tie_at_the_deadline_goes_to_the_earliest_option(world: World) -> None:
@@ -234,7 +231,7 @@ async def test_a_tie_at_the_deadline_goes_to_the_earliest_option(world: World) -
     world.llm.script(scene("The stair spirals up into the dark."))
     world.advance(61)
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Climb the stair\n")
+    assert second.text.startswith("-# → Climb the stair\n")
     await world.standin.wait_until(lambda: title(first) == msg.VOTE_CLOSED_TITLE, what="the outcome")
     assert "Options 1, 3 tied" in tally(first) and "earliest option" in tally(first)
     assert "when time ran out" in tally(first)
@@ -249,7 +246,7 @@ async def test_everyone_voted_closes_the_vote_at_the_last_vote(world: World) -> 
     rec = await world.standin.click(world.host, first, "3. Light the lantern")
     assert (await rec.wait_response()).type == 7
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Close the door\n")
+    assert second.text.startswith("-# → Close the door\n")
     await world.standin.wait_until(lambda: title(first) == msg.VOTE_CLOSED_TITLE, what="the outcome")
     assert "once everyone had voted" in tally(first) and "Option 4 won with 4 of 5" in tally(first)
     [closed, _] = await ballots(world, (await story_named(world, "Everyone")).id)
@@ -262,8 +259,8 @@ async def test_no_votes_extends_once_then_pings_only_the_host(world: World) -> N
     await wait_tally(world, first, "more time")
     assert world.standin.pings == []
     world.advance(61)
-    ask = await world.standin.wait_for_message(thread, lambda m: "nobody voted" in m.content)
-    assert ask.content.startswith(f"<@{world.host.id}>")
+    ask = await world.standin.wait_for_message(thread, lambda m: "nobody voted" in m.text)
+    assert ask.text.startswith(f"<@{world.host.id}>")
     assert [ping for _, ping in world.standin.pings] == [f"user:{world.host.id}"]
     world.standin.pings.clear()
     await world.standin.wait_until(lambda: title(first) == msg.VOTE_CLOSED_TITLE, what="the outcome")
@@ -272,7 +269,7 @@ async def test_no_votes_extends_once_then_pings_only_the_host(world: World) -> N
     world.llm.script(scene("The lantern flares."))
     await (await world.standin.click(world.host, first, "3. Light the lantern")).wait_response()
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Light the lantern\n")
+    assert second.text.startswith("-# → Light the lantern\n")
 
 
 async def test_a_kicked_member_is_refused_and_their_vote_stops_counting(world: World) -> None:
@@ -315,7 +312,7 @@ async def test_only_the_host_regenerates_and_that_calls_the_vote_off(world: Worl
     world.llm.script(scene("Regen: the door is already open.", "Run", "Hide", "Wait", "Sing"))
     rec = await world.standin.click(world.host, first, "Regenerate")
     assert (await rec.wait_response()).type == 7
-    await world.standin.wait_until(lambda: "already open" in first.content and live_scene(first),
+    await world.standin.wait_until(lambda: "already open" in first.text and live_scene(first),
                                    what="the new version")
     await wait_tally(world, first, "**1.** Run — 0", "Closes <t:")
     story = await story_named(world, "Regen")
@@ -337,7 +334,7 @@ async def test_own_actions_join_the_ballot_as_option_five(world: World) -> None:
     world.llm.script(scene("The bell booms across the sea."))
     await (await world.standin.click(world.host, first, "Close vote")).wait_response()
     second = await wait_scene(world, thread, after=1)
-    assert second.content.startswith("-# → Ring the bell\n")
+    assert second.text.startswith("-# → Ring the bell\n")
     assert world.llm.chat_requests[-1]["messages"][-1]["content"].startswith("The player does this: Ring the bell")
 
 

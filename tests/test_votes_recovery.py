@@ -26,7 +26,7 @@ from core.votes import MAX_TAKES, RETAKE_AFTER, TAKE_GRACE, CloseReason, VoteSer
 from tests.discord_standin import Channel, DiscordStandin, User
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM, Fault, Reply
-from tests.harness import BotProcess, ephemeral_answer
+from tests.harness import BotProcess, ephemeral_answer, tally
 from tests.test_votes_core import FakeClock, group_story
 from tests.test_votes_restart import choice_buttons, scene
 
@@ -149,7 +149,7 @@ async def start_group_story(standin: DiscordStandin, host: User, channel: Channe
         what="the thread")
     first: Message = await standin.wait_until(
         lambda: next((m for m in thread.messages if choice_buttons(m)), None), timeout=10, what="the first scene")
-    await standin.wait_until(lambda: first.embeds, what="the tally")
+    await standin.wait_until(lambda: tally(first), what="the tally")
     return thread, first
 
 
@@ -197,10 +197,10 @@ async def test_a_bot_killed_while_writing_the_winning_scene_writes_it_once_after
                 written: Message = await standin.wait_until(
                     lambda: next((m for m in thread.messages if m is not first and choice_buttons(m)), None),
                     timeout=25, what="the scene the vote chose")
-                assert written.content.startswith("-# → Call out\n")
-                assert "Your voice echoes" in written.content
+                assert written.text.startswith("-# → Call out\n")
+                assert "Your voice echoes" in written.text
                 await second_bot.wait_for_log("was decided but its scene never came")
-                await standin.wait_until(lambda: written.embeds, what="the new scene's tally")
+                await standin.wait_until(lambda: tally(written), what="the new scene's tally")
                 async with db.read() as s:
                     path = await repo.active_path(s, story.id)
                     ballots = (await s.scalars(select(Ballot).order_by(Ballot.id))).all()
@@ -262,8 +262,8 @@ async def test_two_bot_processes_on_one_postgresql_close_a_vote_at_its_deadline_
             written: Message = await standin.wait_until(
                 lambda: next((m for m in thread.messages if m is not first and choice_buttons(m)), None),
                 timeout=25, what="the scene the vote chose")
-            assert written.content.startswith("-# → Call out\n")
-            await standin.wait_until(lambda: written.embeds, what="the new scene's tally")
+            assert written.text.startswith("-# → Call out\n")
+            await standin.wait_until(lambda: tally(written), what="the new scene's tally")
             await standin.wait_until(lambda: all(c.get("disabled") for c in first.component_items()),
                                      what="the closed vote's buttons greyed out")
             async with db.read() as s:

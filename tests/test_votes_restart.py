@@ -17,7 +17,7 @@ from core.models import Ballot, Vote, utcnow
 from tests.discord_standin import DiscordStandin
 from tests.discord_standin.models import Message
 from tests.fakes.llm import FakeLLM
-from tests.harness import BotProcess
+from tests.harness import BotProcess, tally
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ async def test_a_vote_whose_deadline_passed_while_the_bot_was_down_closes_on_sta
             first: Message = await standin.wait_until(
                 lambda: next((m for m in thread.messages if choice_buttons(m)), None), timeout=10,
                 what="the first scene")
-            await standin.wait_until(lambda: first.embeds, what="the tally")
+            await standin.wait_until(lambda: tally(first), what="the tally")
             await (await standin.click(bob, first, "2. Call out")).wait_response()
             await (await standin.click(carol, first, "2. Call out")).wait_response()
             first_bot.kill()
@@ -79,7 +79,7 @@ async def test_a_vote_whose_deadline_passed_while_the_bot_was_down_closes_on_sta
                 second: Message = await standin.wait_until(
                     lambda: next((m for m in thread.messages if m is not first and choice_buttons(m)), None),
                     timeout=15, what="the scene the vote chose")
-                assert second.content.startswith("-# → Call out\n")
+                assert second.text.startswith("-# → Call out\n")
                 await standin.wait_until(lambda: all(c.get("disabled") for c in first.component_items()),
                                          what="the closed vote's buttons greyed out")
                 async with db.read() as s:

@@ -4,6 +4,14 @@ A :class:`SceneStreamer` turns text deltas into one or more messages in a channe
 the first update as soon as there is a little text, then about one a second, the
 final text at once (docs/architecture.md, "Streaming a scene"). Nothing here knows about stories; cogs feed it.
 
+Each message is a Components V2 card (:func:`card`): one container with the text in
+text displays, the "still writing" line while it is written, and the components
+(a classic :class:`discord.ui.View` whose rows become action rows) on the last message.
+A message holds :data:`CARD_LIMIT` characters over all its text displays; longer texts
+go on in more messages, split at paragraphs (:func:`split_text`). :data:`CLASSIC`
+streams into plain content messages as the bot did before the cards (2,000 characters
+each; ``bench/streaming.py`` compares the two).
+
 Why it schedules instead of just calling ``message.edit`` once a second
 -----------------------------------------------------------------------
 Discord allows 5 message edits per 5 s per channel (a fixed window from the bucket's
@@ -32,12 +40,12 @@ Using it from a cog
 -------------------
 ::
 
-    streamer = SceneStreamer(thread, first_message=placeholder, header=header)
+    streamer = SceneStreamer(thread, first_message=placeholder, header=header, accent=colour)
     async for event in engine.next_scene(...):
         if isinstance(event, SceneText):
             await streamer.feed(event.text)          # returns at once
         elif isinstance(event, SceneDone):
-            messages = await streamer.finish(event.content, view=view, footer=choices)
+            messages = await streamer.finish(event.content, view=view, footer=choices_list)
         elif isinstance(event, Failed):
             messages = await streamer.fail(event.reason, view=retry_view)
     await streamer.aclose()
@@ -76,10 +84,12 @@ T = TypeVar("T")
 Clock = Callable[[], float]
 AnyMessage = discord.Message | discord.PartialMessage
 
-MESSAGE_LIMIT = 2000  # characters of content per message
-WRITING = " ▌"  # the "still writing" cursor at the end of the live message
+CARD_LIMIT = 4000  # characters over all text displays of a Components V2 message
+MESSAGE_LIMIT = 2000  # characters of content per classic message (CLASSIC)
+WRITING = " ▌"  # the "still writing" cursor at the end of a classic live message
+WRITING_LINE = "-# ✍️ *writing…*"  # the "still writing" line under a card's text (callers may pass their own)
 FAILED_LINE = "⚠️ {reason}"  # appended to what was written when a scene fails
-EMPTY_TEXT = "…"  # Discord refuses a message without content
+EMPTY_TEXT = "…"  # Discord refuses an empty message, and an empty text display
 FINAL_TRIES = 3  # attempts at a final text that Discord fails with a server error or a time-out
 FIRST_CHARS = 20  # the first update waits for this much text…
 FIRST_WAIT = 0.3  # …or at most this long after the first delta
@@ -89,6 +99,81 @@ FINAL_HEAD_START = 4.0
 FIRST_HEAD_START = 2.0
 NO_PINGS = discord.AllowedMentions.none()
 UNKNOWN_CHANNEL = 10003  # Discord's error code: the channel (or thread) was deleted
+
+
+# ----------------------------------------------------------------------- layouts ---
+
+Page = tuple[str, ...]  # what one message shows: blocks of text (the scene's, its choices, a failure line)
+
+
+def action_rows(view: discord.ui.View) -> list[discord.ui.ActionRow[Any]]:
+    """A classic view's components as action rows, in the rows the view put them in (the
+    items move to the rows)."""
+    rows: dict[int, list[discord.ui.Item[Any]]] = {}
+    for item in view.children:
+        # The row View.add_item gave it: its own, or the first with room (a select
+        # wrapped in a DynamicItem does not pass its row on).
+        rows.setdefault(item._rendered_row or 0, []).append(item)
+    return [discord.ui.ActionRow(*rows[n]) for n in sorted(rows)]
+
+
+def card(blocks: Sequence[str], controls: discord.ui.View | None = None, *, accent: int | None = None,
+         writing: str | None = None) -> discord.ui.LayoutView:
+    """A Components V2 message: one container (``accent`` its colour) with ``blocks`` in
+    text displays, the ``writing`` line under them while the text is written, and the
+    components of ``controls`` in action rows."""
+    container: discord.ui.Container[Any] = discord.ui.Container(accent_colour=accent)
+    for block in [*blocks, *([writing] if writing else [])]:
+        container.add_item(discord.ui.TextDisplay(block if block.strip() else EMPTY_TEXT))
+    if controls is not None:
+        for row in action_rows(controls):
+            container.add_item(row)
+    layout = discord.ui.LayoutView(timeout=None)
+    layout.add_item(container)
+    return layout
+
+
+def card_edit(blocks: Sequence[str], controls: discord.ui.View | None = None, *, accent: int | None = None,
+              writing: str | None = None) -> dict[str, Any]:
+    """The arguments of an edit (``message.edit``, ``response.edit_message``…) that shows
+    :func:`card`: content and embeds go (a message from before the cards becomes one),
+    and its text pings nobody."""
+    return {"content": None, "embed": None, "view": card(blocks, controls, accent=accent, writing=writing),
+            "allowed_mentions": NO_PINGS}
+
+
+class Layout:
+    """How a scene's messages are made: Components V2 cards (:data:`CARDS`), or plain
+    content as before them (:data:`CLASSIC`)."""
+
+    def __init__(self, limit: int, writing: str, *, cards: bool) -> None:
+        self.limit = limit  # characters of text per message
+        self.writing = writing  # the default "still writing" marker
+        self.cards = cards
+
+    def size(self, page: Page) -> int:
+        """The characters ``page`` costs of :attr:`limit`."""
+        if self.cards:
+            return sum(len(block) for block in page)
+        return len("\n\n".join(page))
+
+    def request(self, page: Page, controls: Any, *, writing: str | None, accent: int | None,
+                create: bool) -> dict[str, Any]:
+        """The arguments of the send or edit that shows ``page`` with ``controls`` (a
+        view, None for none, :data:`KEEP` for those the message has — classic only)."""
+        if self.cards:
+            if controls is KEEP:
+                raise ValueError("a card is sent whole: pass its controls")
+            view = card(page, controls, accent=accent, writing=writing)
+            return {"view": view} if create else {"content": None, "embed": None, "view": view}
+        content = "\n\n".join(page) + (writing or "")
+        if controls is KEEP or (create and controls is None):
+            return {"content": content}
+        return {"content": content, "view": controls}
+
+
+CARDS = Layout(CARD_LIMIT, WRITING_LINE, cards=True)
+CLASSIC = Layout(MESSAGE_LIMIT, WRITING, cards=False)
 
 
 # --------------------------------------------------------------------- splitting ---
@@ -578,9 +663,10 @@ class _Part:
     """One message of a streamed text."""
 
     message: AnyMessage | None = None  # None until posted
-    want: str | None = None  # content it must show; None: leave it (the live part's is computed)
-    shown: str | None = None  # content Discord has, as far as we know
+    want: Page | None = None  # what it must show; None: leave it (the live part's is computed)
+    shown: tuple[Page, bool] | None = None  # what Discord shows, as far as we know (page, writing line on)
     view: Any = KEEP  # components to send with its next request (a View, None to remove, KEEP)
+    controls: Any = None  # the components it has, as far as we know (a card is sent whole)
     foreign: bool = False  # a message the caller passed in (it may carry components)
     busy: bool = False  # a request for it is in flight
     sent_len: int = -1  # live part: length of the streamed text its last request carried
@@ -601,6 +687,8 @@ class SceneStreamer:
     ``first_message`` (or ``messages``, several) are existing messages to write into, in
     order — e.g. a "the storyteller is writing…" placeholder; without them the first
     text is posted as a new message. ``header`` precedes the text in the first message.
+    Messages are cards of colour ``accent`` (``layout``: :data:`CARDS`, or :data:`CLASSIC`
+    content); ``indicator`` is the "still writing" marker of the live one.
     """
 
     def __init__(
@@ -611,15 +699,19 @@ class SceneStreamer:
         first_message: AnyMessage | None = None,
         messages: Sequence[AnyMessage] = (),
         scheduler: StreamScheduler | None = None,
-        indicator: str = WRITING,
+        indicator: str | None = None,
+        accent: int | None = None,
+        layout: Layout = CARDS,
     ) -> None:
         if first_message is not None:
             messages = [first_message, *messages]
         self.channel = channel
         self.channel_id: int = channel.id  # type: ignore[attr-defined]
         self.header = header
-        self.indicator = indicator
-        self.room = MESSAGE_LIMIT - len(indicator)  # text per message (the same while streaming and after)
+        self.layout = layout
+        self.indicator = layout.writing if indicator is None else indicator
+        self.accent = accent
+        self.room = layout.limit - len(self.indicator)  # text per message (the same while streaming and after)
         self.first_room = self.room - len(header)
         if self.first_room <= 0:
             raise ValueError("the header leaves no room for text")
@@ -630,7 +722,7 @@ class SceneStreamer:
         self.first_delta_at: float | None = None
         self._scheduler = scheduler or StreamScheduler.shared()
         self._clock = self._scheduler.clock
-        self._parts = [_Part(message=m, shown=getattr(m, "content", None), foreign=True) for m in messages]
+        self._parts = [_Part(message=m, foreign=True) for m in messages]
         if not self._parts:
             self._parts.append(_Part())
         self._text = ""
@@ -672,30 +764,34 @@ class SceneStreamer:
             self._scheduler.attach(self)
 
     async def finish(self, final_text: str, *, view: discord.ui.View | None = None,
-                     footer: str = "") -> list[AnyMessage]:
+                     footer: str = "", reserve: int = 0) -> list[AnyMessage]:
         """Replace the streamed text with ``final_text`` (it may differ, e.g. trimmed),
-        ``footer`` appended, and put ``view`` on the last message, in one final edit per
-        message that changed. Returns the messages, in order, once Discord has them."""
-        contents = self._layout(final_text)
+        ``footer`` (e.g. the choices) under it, and put ``view`` on the last message, in
+        one final edit per message that changed. ``reserve`` characters of the last
+        message are kept free (for what its caller adds later, e.g. a vote's tally): a
+        footer that does not fit beside the text goes on in a message of its own.
+        Returns the messages, in order, once Discord has them."""
+        pages = self._pages(final_text)
+        footer = footer.strip()
         if footer:
-            if len(contents[-1]) + len(footer) <= MESSAGE_LIMIT:
-                contents[-1] += footer
+            if self.layout.size(pages[-1] + (footer,)) + reserve <= self.layout.limit:
+                pages[-1] += (footer,)
             else:  # long choices (a model may write 700 characters each): messages of their own
-                contents.extend(split_text(footer.strip(), self.room) if footer.strip() else [EMPTY_TEXT])
-        return await self._settle(contents, view)
+                pages.extend((chunk,) for chunk in split_text(footer, self.room))
+        return await self._settle(pages, view)
 
     async def fail(self, reason: str, *, view: discord.ui.View | None = None) -> list[AnyMessage]:
         """Keep what was written, add a short failure line and ``view`` (e.g. Retry)."""
         line = FAILED_LINE.format(reason=reason)
         if not self._text.strip():
-            contents = [self.header + line]
+            pages = [(self.header + line,)]
         else:
-            contents = self._layout(self._text)
-            if len(contents[-1]) + 2 + len(line) <= MESSAGE_LIMIT:
-                contents[-1] += "\n\n" + line
+            pages = self._pages(self._text)
+            if self.layout.size(pages[-1] + (line,)) <= self.layout.limit:
+                pages[-1] += (line,)
             else:
-                contents.append(line)
-        return await self._settle(contents, view)
+                pages.append((line,))
+        return await self._settle(pages, view)
 
     async def aclose(self) -> None:
         """Stop: nothing more is sent (call finish or fail first to leave a final text).
@@ -712,11 +808,11 @@ class SceneStreamer:
         await self.aclose()
 
     # ------------------------------------------------------------ the layout ---
-    def _layout(self, text: str) -> list[str]:
-        """The final contents: the same split as while streaming, so closed messages stay."""
+    def _pages(self, text: str) -> list[Page]:
+        """The final pages: the same split as while streaming, so closed messages stay."""
         chunks = split_text(text, self.room, first_limit=self.first_room)
         chunks[0] = self.header + chunks[0]
-        return [c if c.strip() else EMPTY_TEXT for c in chunks]
+        return [(c if c.strip() else EMPTY_TEXT,) for c in chunks]
 
     def _reflow(self) -> None:
         """Close the live message when its text no longer fits; the rest goes on in the
@@ -730,15 +826,15 @@ class SceneStreamer:
                 return
             end = start + _cut(self._text[start:start + room + 1], room)
             part = self._parts[self._live_index]
-            part.want = (self.header if self._live_index == 0 else "") + self._text[start:end]
+            part.want = ((self.header if self._live_index == 0 else "") + self._text[start:end],)
             self._live_index += 1
             if self._live_index == len(self._parts):
                 self._parts.append(_Part())
             self._live_start = _next_start(self._text, end)
 
-    def _live_content(self) -> str:
+    def _live_page(self) -> Page:
         head = self.header if self._live_index == 0 else ""
-        return head + self._text[self._live_start:] + self.indicator
+        return (head + self._text[self._live_start:],)
 
     # ------------------------------------------------- what the scheduler asks ---
     def _ops(self, now: float) -> Iterator[_Op]:
@@ -777,7 +873,7 @@ class SceneStreamer:
         if self._state is _State.STREAMING and index == self._live_index:
             if len(self._text) <= self._live_start or part.sent_len == len(self._text):
                 return None
-        elif part.want is None or (part.want == part.shown and part.view is KEEP):
+        elif part.want is None or ((part.want, False) == part.shown and part.view is KEEP):
             return None
         return _Kind.CREATE if part.message is None else _Kind.EDIT
 
@@ -791,22 +887,25 @@ class SceneStreamer:
         live = self._state is _State.STREAMING and part is self._parts[self._live_index]
         if live:
             part.sent_len = len(self._text)
-            content = self._live_content()
+            page = self._live_page()
         else:
-            content = part.want or ""
-        return self._perform(op, content, part.view, live)
+            page = part.want or (EMPTY_TEXT,)
+        return self._perform(op, page, part.view, live)
 
-    async def _perform(self, op: _Op, content: str, view: Any, live: bool) -> None:
+    async def _perform(self, op: _Op, page: Page, view: Any, live: bool) -> None:
         part = op.part
+        # A card is sent whole: without new components it keeps the ones it has.
+        controls = part.controls if view is KEEP and self.layout.cards else view
         try:
             if op.kind is _Kind.DELETE:
                 await self._partial(part).delete()
-            elif op.kind is _Kind.CREATE:
-                extra = {} if view is KEEP or view is None else {"view": view}
-                part.message = await self.channel.send(content, allowed_mentions=NO_PINGS, **extra)
             else:
-                extra = {} if view is KEEP else {"view": view}
-                part.message = await self._partial(part).edit(content=content, allowed_mentions=NO_PINGS, **extra)
+                request = self.layout.request(page, controls, writing=self.indicator if live else None,
+                                              accent=self.accent, create=op.kind is _Kind.CREATE)
+                if op.kind is _Kind.CREATE:
+                    part.message = await self.channel.send(allowed_mentions=NO_PINGS, **request)
+                else:
+                    part.message = await self._partial(part).edit(allowed_mentions=NO_PINGS, **request)
         except discord.NotFound as exc:
             part.gone = True
             if exc.code == UNKNOWN_CHANNEL:
@@ -841,7 +940,9 @@ class SceneStreamer:
             if op.kind is _Kind.DELETE:
                 part.gone = True
             else:
-                part.shown = content
+                part.shown = (page, live)
+                if view is not KEEP:
+                    part.controls = view
                 if part.view is view:
                     part.view = KEEP
         finally:
@@ -861,21 +962,21 @@ class SceneStreamer:
             log.warning("scene streaming in channel %s stopped: %s", self.channel_id, exc)
 
     # ------------------------------------------------------------- settling ---
-    async def _settle(self, contents: list[str], view: discord.ui.View | None) -> list[AnyMessage]:
+    async def _settle(self, pages: list[Page], view: discord.ui.View | None) -> list[AnyMessage]:
         if self._state is _State.STREAMING and not self._closed:
             self._state = _State.SETTLING
             self._settled_at = self._clock()
             self._final_turn = min(self._settled_at - FINAL_HEAD_START, self._last_sent)
-            for index, content in enumerate(contents):
+            for index, page in enumerate(pages):
                 if index == len(self._parts):
                     self._parts.append(_Part())
                 part = self._parts[index]
-                part.want, part.drop = content, False
+                part.want, part.drop = page, False
                 if part.foreign and getattr(part.message, "components", True):
                     part.view = None  # a middle message keeps no components
-            for part in self._parts[len(contents):]:
+            for part in self._parts[len(pages):]:
                 part.drop = True
-            self._parts[len(contents) - 1].view = view
+            self._parts[len(pages) - 1].view = view
             self._scheduler.attach(self)
             self._check_done()
         await self._done.wait()
@@ -914,18 +1015,21 @@ async def within_global_budget(scheduler: StreamScheduler, request: Callable[[],
         scheduler.poke()
 
 
-async def post_paced(channel: discord.abc.Messageable, content: str, *,
+async def post_paced(channel: discord.abc.Messageable, content: str | None = None, *,
                      scheduler: StreamScheduler | None = None, **kwargs: Any) -> discord.Message:
-    """Post a message outside a stream (e.g. a "the storyteller is writing…" placeholder)
-    within the budgets the streams share: it waits for the channel's create window and
-    the bot's global limit instead of drawing a 429 when many scenes start at once."""
+    """Post a message outside a stream (e.g. a "the storyteller is writing…" placeholder,
+    a card: ``view=card(...)`` without content) within the budgets the streams share: it
+    waits for the channel's create window and the bot's global limit instead of drawing
+    a 429 when many scenes start at once."""
     scheduler = scheduler or StreamScheduler.shared()
     budget = scheduler.budget(channel.id)  # type: ignore[attr-defined]
     now = await _room(scheduler, lambda now: max(budget.create_ready_at(now), scheduler.global_budget.ready_at(now)))
     ticket = budget.take_create(now)
     counted = scheduler.global_budget.take(now)
     try:
-        return await channel.send(content, allowed_mentions=discord.AllowedMentions.none(), **kwargs)
+        if content is not None:
+            kwargs["content"] = content
+        return await channel.send(allowed_mentions=discord.AllowedMentions.none(), **kwargs)
     finally:
         now = scheduler.clock()
         budget.creates.answered(ticket, now)
@@ -942,12 +1046,18 @@ async def show_text(
     footer: str = "",
     view: discord.ui.View | None = None,
     scheduler: StreamScheduler | None = None,
+    accent: int | None = None,
+    reserve: int = 0,
+    indicator: str | None = None,
 ) -> list[AnyMessage]:
     """Show a finished ``text`` over existing ``messages`` (e.g. another variant of a
     scene): edits them in place, posts more or deletes the tail as the text needs, and
-    puts ``view`` on the last. Returns the messages now showing it, in order."""
-    streamer = SceneStreamer(channel, header=header, messages=messages, scheduler=scheduler)
+    puts ``view`` on the last (see :meth:`SceneStreamer.finish`; ``indicator`` only sets
+    the room per message, as the streamer that wrote it had). Returns the messages now
+    showing it, in order."""
+    streamer = SceneStreamer(channel, header=header, messages=messages, scheduler=scheduler, accent=accent,
+                             indicator=indicator)
     try:
-        return await streamer.finish(text, view=view, footer=footer)
+        return await streamer.finish(text, view=view, footer=footer, reserve=reserve)
     finally:
         await streamer.aclose()

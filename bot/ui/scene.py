@@ -7,22 +7,33 @@ component. ``from_custom_id`` only parses — every check against the database h
 the callback, which calls a typed handler of the cog it belongs to (cogs/scenes.py,
 cogs/votes.py, cogs/narration.py, cogs/chapters.py).
 
-Layout (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
+A scene message is a Components V2 card (bot/ui/render.py ``card``): one container in
+the story's accent colour (:func:`accent`) with the scene's text, the choices as a
+numbered list, a group vote's tally (:func:`with_tally`) and the components in action
+rows. Messages from before the cards (content and classic rows) keep working: their
+custom ids are the same, and :func:`disabled_copy` / :func:`with_tally` answer in the
+message's own format.
+
+Components (5 rows at most): row 1 the choices + Your action; row 2 Regenerate, Branch,
 Continue, Narrate, New chapter (≥ 80 % of the context); row 3 the variant select (more
 than one variant); row 4 the rating select; row 5 Favourite, Close vote and Join (group stories), Retry.
+The largest card is 25 components (of Discord's 40): the container, three text displays
+(text, choices, tally) and 5 rows holding 16 items.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import discord
+from discord.ui.select import BaseSelect
 
 from bot.errors import funnel_errors
 from bot.types import Interaction
+from bot.ui.render import CARD_LIMIT, NO_PINGS
 from core import messages as msg
 from core.choices import Choice, shorten_label
 from core.ids import ID_PATTERN
@@ -38,6 +49,11 @@ ID = ID_PATTERN  # 1..2^31-1 in ASCII digits: in every template below
 HEADER_PREFIX = "-# → "
 INSTRUCTION_LIMIT = 1000  # a player's own action or a branch direction
 SCENE_NOTE_LIMIT = 300  # a note to the storyteller for one scene
+# A story's cards are one of these colours (picked by its id): stories side by side in a
+# channel list, or in DMs, tell apart at a glance.
+ACCENTS = (0x3B7DD8, 0xC0392B, 0x27AE60, 0x8E44AD, 0xD68910, 0x16A085, 0xB03A78, 0x5D6D7E)
+TALLY_ROOM = 900  # characters a group story's last card keeps free for the vote's tally
+TALLY_ID = 41  # the tally's text display (a component id, unique in its message)
 
 
 def _loaded(interaction: Interaction, name: str) -> Any:
@@ -80,11 +96,38 @@ def header(instruction: str | None) -> str:
     return f"{HEADER_PREFIX}{one_line(instruction)}" if instruction else ""
 
 
+def accent(story_id: int) -> int:
+    """The accent colour of a story's cards."""
+    return ACCENTS[story_id % len(ACCENTS)]
+
+
+def visible_text(message: discord.Message | None) -> str:
+    """What a message shows: its content, or (a card) its text displays, a blank line apart."""
+    if message is None:
+        return ""
+    blocks = [message.content] if message.content else []
+    blocks += [c.content for c in _walk(message.components) if isinstance(c, discord.TextDisplay)]
+    return "\n\n".join(blocks)
+
+
+def _walk(components: Sequence[Any]) -> Iterator[Any]:
+    for component in components:
+        yield component
+        yield from _walk(getattr(component, "children", None) or [])
+
+
 def instruction_from(message: discord.Message | None) -> str | None:
     """The instruction in a message's header line (for Retry of a free-text action)."""
-    if message is None or not message.content.startswith(HEADER_PREFIX):
+    text = visible_text(message)
+    if not text.startswith(HEADER_PREFIX):
         return None
-    return message.content.split("\n", 1)[0][len(HEADER_PREFIX):].strip() or None
+    return text.split("\n", 1)[0][len(HEADER_PREFIX):].strip() or None
+
+
+def header_line(message: discord.Message | None) -> str:
+    """A message's header line (what led to the scene), or ""."""
+    text = visible_text(message)
+    return text.split("\n", 1)[0] if text.startswith(HEADER_PREFIX) else ""
 
 
 def choices_footer(choices: Sequence[Choice]) -> str:
@@ -287,19 +330,79 @@ def retry_view(kind: str, target_id: int, n: int | None = None) -> discord.ui.Vi
     return view
 
 
-def disabled_copy(message: discord.Message | None, chosen_custom_id: str | None = None) -> discord.ui.View | None:
+def disabled_copy(message: discord.Message | None,
+                  chosen_custom_id: str | None = None) -> discord.ui.View | discord.ui.LayoutView | None:
     """The message's components, all disabled (the chosen one marked), as a finished
-    view: used to answer a click with a type-7 update, which costs no channel budget."""
+    view: used to answer a click with a type-7 update, which costs no channel budget. A
+    card stays a card (its text displays kept); a message from before the cards keeps
+    its classic rows."""
     if message is None or not message.components:
         return None
-    view = discord.ui.View.from_message(message, timeout=None)
-    for item in view.children:
-        if hasattr(item, "disabled"):
-            item.disabled = True  # type: ignore[attr-defined]
+    view: discord.ui.View | discord.ui.LayoutView
+    if message.flags.components_v2:
+        view = discord.ui.LayoutView.from_message(message, timeout=None)
+    else:
+        view = discord.ui.View.from_message(message, timeout=None)
+    _disable(view, chosen_custom_id)
+    return view
+
+
+def _disable(view: discord.ui.View | discord.ui.LayoutView, chosen_custom_id: str | None) -> None:
+    for item in view.walk_children():
+        if isinstance(item, discord.ui.Button | BaseSelect):  # the items that can be disabled
+            item.disabled = True
         if isinstance(item, discord.ui.Button) and item.custom_id == chosen_custom_id:
             item.style = discord.ButtonStyle.success
     view.stop()  # finished: discord.py does not keep listening for these
-    return view
+
+
+def with_tally(message: discord.Message, tally: discord.Embed, *, disable: bool = False,
+               chosen_custom_id: str | None = None) -> dict[str, Any]:
+    """The edit that shows a vote's ``tally`` on the scene's last message (``disable``:
+    its components go grey, the chosen one marked). A card gets it as a text display
+    above its components (cut to the room its text leaves); a message from before the
+    cards as its embed."""
+    if not message.flags.components_v2:
+        kwargs: dict[str, Any] = {"embed": tally, "allowed_mentions": NO_PINGS}
+        if disable:
+            kwargs["view"] = disabled_copy(message, chosen_custom_id)
+        return kwargs
+    found = discord.ui.LayoutView.from_message(message, timeout=None)
+    items = [i for i in found.children if not (isinstance(i, discord.ui.TextDisplay) and i.id == TALLY_ID)]
+    container = next((i for i in items if isinstance(i, discord.ui.Container)), None)
+    children = container.children if container is not None else items
+    children = [c for c in children if not (isinstance(c, discord.ui.TextDisplay) and c.id == TALLY_ID)]
+    used = sum(len(c.content) for c in children if isinstance(c, discord.ui.TextDisplay))
+    text = _fit(f"**{tally.title}**\n{tally.description or ''}".strip(), CARD_LIMIT - used)
+    at = next((n for n, c in enumerate(children) if isinstance(c, discord.ui.ActionRow)), len(children))
+    if text:
+        children.insert(at, discord.ui.TextDisplay(text, id=TALLY_ID))
+    layout = discord.ui.LayoutView(timeout=None)
+    if container is not None:
+        rebuilt: discord.ui.Container[Any] = discord.ui.Container(accent_colour=container.accent_colour)
+        for child in children:
+            rebuilt.add_item(child)
+        layout.add_item(rebuilt)
+    else:
+        for child in children:
+            layout.add_item(child)
+    if disable:
+        _disable(layout, chosen_custom_id)
+    else:
+        layout.stop()
+    return {"view": layout, "allowed_mentions": NO_PINGS}  # the card's text is sent again
+
+
+def _fit(text: str, room: int) -> str:
+    """``text`` in ``room`` characters: whole lines while they fit, then an ellipsis."""
+    if len(text) <= room:
+        return text
+    kept: list[str] = []
+    for line in text.split("\n"):
+        if len("\n".join([*kept, line, "…"])) > room:
+            break
+        kept.append(line)
+    return "\n".join([*kept, "…"]) if kept else ""
 
 
 class TextModal(discord.ui.Modal):
