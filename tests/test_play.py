@@ -12,15 +12,17 @@ import pytest
 import pytest_asyncio
 from sqlalchemy import func, select
 
+from bot.ui import scene as ui
 from core import messages as msg
 from core import repository as repo
 from core.models import Base, Story
 from tests import harness
 from tests.discord_standin import Channel, DiscordStandin, User
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
-from tests.discord_standin.models import EPHEMERAL, IS_COMPONENTS_V2, InteractionRecord, Message
+from tests.discord_standin.models import EPHEMERAL, IS_COMPONENTS_V2, InteractionRecord, Message, Revision
 from tests.fakes.llm import Fault
 from tests.harness import PlayWorld, ephemeral_answer, finished_scene, play_world, scripted_scene, submit_new_story
+from tests.test_render import scene as prose
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -205,6 +207,92 @@ async def test_scene_text_never_pings(world: World) -> None:
     first = await wait_scene(world, thread)
     assert "@everyone" in first.text
     assert world.standin.pings == []
+
+
+# --- scene cards (Components V2) ---------------------------------------------------------
+
+CHOICES_LIST = "**1.** Climb the stair\n**2.** Call out\n**3.** Light the lantern\n**4.** Close the door"
+
+
+def without_writing(revision: Revision) -> str:
+    return revision.text.removesuffix("\n\n" + msg.WRITING)
+
+
+async def scene_recorded(world: World) -> None:
+    """Wait until the scenes being written are shown and recorded (the player's tasks end)."""
+    playing = [t for t in world.bot._background if t.get_coro().__qualname__ == "ScenePlayer.play"]
+    await asyncio.wait_for(asyncio.gather(*playing), 10)
+
+
+async def test_a_3900_character_scene_streams_into_one_card_with_its_choices_and_live_buttons(world: World) -> None:
+    text = prose(3900)
+    world.llm.script(scene(text))
+    thread = await new_story(world, world.bob, world.general, "Long Card", mode="solo", length="long")
+    card = await wait_scene(world, thread)
+    assert [m for m in thread.messages if m.flags & IS_COMPONENTS_V2] == [card]  # one message
+    assert card.content == "" and card.text == text + "\n\n" + CHOICES_LIST
+    streamed = [without_writing(r) for r in card.history[:-1]]
+    assert len(streamed) >= 3 and all(text.startswith(t) for t in streamed if t != msg.WRITING)  # no word cut
+    assert all(r.flags & IS_COMPONENTS_V2 for r in card.history)  # a card from its first send
+    (container,) = card.components
+    story = await story_of(world, "Long Card")
+    assert container["type"] == 17 and container["accent_color"] == ui.accent(story.id)
+    live = [c for c in card.component_items() if not c.get("disabled")]
+    assert [c.get("label") for c in live][:5] == ["1. Climb the stair", "2. Call out", "3. Light the lantern",
+                                                   "4. Close the door", "Your action"]
+    world.llm.script(scene("You climb into the light."))
+    await (await world.standin.click(world.bob, card, "1. Climb the stair")).wait_response()
+    await wait_scene(world, thread, after=1)
+    assert card.text == text + "\n\n" + CHOICES_LIST and all(c.get("disabled") for c in card.component_items())
+
+
+async def test_a_scene_longer_than_a_card_splits_at_paragraphs_with_the_buttons_on_the_last(world: World) -> None:
+    text = prose(4300)  # within a long scene's max_tokens (the fake LLM keeps to them)
+    world.llm.script(scene(text))
+    thread = await new_story(world, world.bob, world.general, "Two Cards", mode="solo", length="long")
+    last = await wait_scene(world, thread)
+    await scene_recorded(world)
+    cards = [m for m in thread.messages if m.flags & IS_COMPONENTS_V2]
+    assert len(cards) == 2 and cards[-1] is last and cards[0].component_items() == []
+    assert "\n\n".join(m.text for m in cards) == text + "\n\n" + CHOICES_LIST  # at a paragraph: nothing cut
+    assert last.find_component("1. Climb the stair") and last.find_component("Regenerate")
+    story = await story_of(world, "Two Cards")
+    async with world.db.read() as s:
+        tip = await repo.tip(s, story.id)
+        assert await repo.get_variant_messages(s, tip.variant.id) == [(thread.id, m.id) for m in cards]
+
+
+def as_before_the_cards(message: Message) -> None:
+    """Make ``message`` what the bot posted before the scene cards: its text as content,
+    the same buttons in classic action rows, no Components V2 flag."""
+    (container,) = message.components
+    rows = [c for c in container["components"] if c["type"] == 1]
+    message.history[:] = [Revision(content=message.text, components=rows)]
+
+
+async def test_a_scene_message_from_before_the_cards_still_plays(world: World) -> None:
+    world.llm.script(scene("The old lamp gutters."))
+    thread = await new_story(world, world.bob, world.general, "Old Lamp", mode="solo")
+    old = await wait_scene(world, thread)
+    as_before_the_cards(old)
+    assert not old.flags & IS_COMPONENTS_V2 and old.content.startswith("The old lamp gutters.")
+    world.llm.script(scene("You call out; the lamp answers with a flicker."))
+    rec = await world.standin.click(world.bob, old, "2. Call out")
+    assert (await rec.wait_response()).type == 6
+    second = await wait_scene(world, thread, after=1)
+    assert second.flags & IS_COMPONENTS_V2 and second.text.startswith("-# → Call out\nYou call out")
+    # the old message is greyed out, and stays as it was: content and classic rows
+    assert not old.flags & IS_COMPONENTS_V2 and old.content.startswith("The old lamp gutters.")
+    assert old.component_items() and all(c.get("disabled") for c in old.component_items())
+
+    # Regenerate on an old message streams the new version into it: it becomes a card.
+    as_before_the_cards(second)
+    world.llm.script(scene("You call out; nothing answers."))
+    await (await world.standin.click(world.bob, second, "Regenerate")).wait_response()
+    await world.standin.wait_until(lambda: "nothing answers" in second.text and done_scene(second),
+                                   what="the new version in the old message")
+    assert second.flags & IS_COMPONENTS_V2 and second.content == ""
+    assert second.text.startswith("-# → Call out\nYou call out; nothing answers.")
 
 
 # --- failures -----------------------------------------------------------------------------

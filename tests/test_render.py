@@ -22,6 +22,7 @@ import discord
 import pytest
 import pytest_asyncio
 
+from bot.ui import scene as ui
 from bot.ui.render import (
     CARD_LIMIT,
     CARDS,
@@ -42,6 +43,7 @@ from bot.ui.render import (
     show_text,
     split_text,
 )
+from core.choices import Choice
 from tests.discord_standin import Channel, DiscordStandin, Guild, Message, Permissions, run_client
 from tests.discord_standin.fixtures import discord_rules  # noqa: F401  (autouse: zero 429s, no rule broken)
 from tests.discord_standin.models import IS_COMPONENTS_V2, Revision
@@ -227,6 +229,27 @@ async def test_a_scene_grows_in_one_message_at_about_one_edit_a_second_and_ends_
 
 
 @e2e
+async def test_a_3900_character_scene_streams_into_one_card_and_no_word_is_cut(world: World) -> None:
+    channel = world.channel()
+    text = scene(3900)
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel),
+                             accent=ui.accent(7))
+    feeds = await stream(streamer, text, rate=240)
+    view = ui.scene_view(11, 12, [Choice("Open the door"), Choice("Wait")], [])
+    messages = await streamer.finish(text, view=view, footer=ui.choices_footer([Choice("Open the door"),
+                                                                                Choice("Wait")]))
+    await streamer.aclose()
+    (message,) = channel.messages
+    assert [m.id for m in messages] == [message.id] and message.flags & IS_COMPONENTS_V2
+    assert message.text == text + "\n\n**1.** Open the door\n**2.** Wait"
+    assert all(text.startswith(written(r)) for r in message.history[1:-1])  # every update a prefix: no cut
+    (container,) = message.components
+    assert container["type"] == 17 and container["accent_color"] == ui.accent(7)
+    assert message.find_component("1. Open the door") and message.find_component("Regenerate")
+    assert len(feeds) > 100
+
+
+@e2e
 async def test_a_long_scene_continues_in_cards_split_at_paragraphs(world: World) -> None:
     channel = world.channel()
     text = scene(9000)
@@ -277,6 +300,17 @@ async def test_finish_puts_the_final_text_footer_and_view_on_the_last_message(wo
 
 
 @e2e
+async def test_a_footer_that_does_not_fit_beside_the_text_and_the_reserve_gets_a_card_of_its_own(
+        world: World) -> None:
+    channel = world.channel()
+    text, footer = scene(3500), "**1.** Open the door\n**2.** Wait"
+    shown = await show_text(world.messageable(channel), [], text, footer=footer)
+    assert len(shown) == 1 and channel.messages[0].text == text + "\n\n" + footer
+    shown = await show_text(world.messageable(channel), shown, text, footer=footer, reserve=ui.TALLY_ROOM)
+    assert [m.text for m in channel.messages] == [text, footer]  # room left for a vote's tally
+
+
+@e2e
 async def test_fail_keeps_what_was_written_and_adds_the_reason_and_retry(world: World) -> None:
     channel = world.channel()
     text = scene(300)
@@ -298,6 +332,19 @@ async def test_fail_before_any_text_replaces_the_placeholder(world: World) -> No
     await streamer.fail("The storyteller is not reachable.")
     (message,) = channel.messages
     assert message.text == FAILED_LINE.format(reason="The storyteller is not reachable.")
+
+
+@e2e
+async def test_a_message_from_before_the_cards_becomes_a_card_when_a_scene_streams_into_it(world: World) -> None:
+    channel = world.channel()
+    old = await world.placeholder(channel, CLASSIC)  # content, no flag
+    streamer = SceneStreamer(world.messageable(channel), first_message=old)
+    text = scene(400)
+    await stream(streamer, text, rate=200)
+    await streamer.finish(text)
+    (message,) = channel.messages
+    assert message.flags & IS_COMPONENTS_V2 and message.content == "" and message.text == text
+    assert not message.history[0].flags & IS_COMPONENTS_V2
 
 
 @e2e
@@ -425,6 +472,58 @@ async def test_show_text_switches_a_variant_in_place_adding_or_deleting_the_tail
     first, *_, last = channel.messages
     assert first.component_items() == [] and last.find_component("Regenerate")
     assert "\n\n".join(m.text for m in channel.messages) == long
+
+
+def largest_view() -> discord.ui.View:
+    """The most a scene card carries: 4 choices + Your action; Regenerate, Branch, Continue,
+    Narrate, New chapter; the versions menu; the rating; Favourite, Close vote, Join, Retry."""
+    versions = [ui.VariantInfo(n, n, "regenerate", "…", None, False, n == 1) for n in range(1, 30)]
+    view = ui.scene_view(21, 22, [Choice(f"Choice {n}") for n in range(1, 5)], versions, offer_chapter=True,
+                         group=True)
+    view.add_item(ui.RetryButton("choose", 21, 1))
+    return view
+
+
+@e2e
+async def test_the_largest_card_with_a_full_text_and_a_tally_holds_discords_limits(world: World) -> None:
+    channel = world.channel()
+    footer = ui.choices_footer([Choice(f"Choice {n}") for n in range(1, 5)])
+    text = scene(CARD_LIMIT - len(footer) - 5)  # text and choices fill the card: no room for a tally
+    (message,) = await show_text(world.messageable(channel), [], text, footer=footer, view=largest_view())
+    (shown,) = channel.messages
+    assert len(shown.component_items()) == 16 and len(shown.text) > 3900
+    full = await world.messageable(channel).fetch_message(message.id)  # type: ignore[attr-defined]
+    tally = discord.Embed(title="🗳️ Vote", description="\n".join(f"**{n}.** Choice {n} — 0" for n in range(1, 5)))
+    await full.edit(**ui.with_tally(full, tally))  # accepted: the tally is cut to the room left
+    assert shown.text.startswith(text) and shown.flags & IS_COMPONENTS_V2
+    short = scene(1000)
+    (message,) = await show_text(world.messageable(channel), [message], short, footer=footer, view=largest_view(),
+                                 reserve=ui.TALLY_ROOM)
+    full = await world.messageable(channel).fetch_message(message.id)  # type: ignore[attr-defined]
+    await full.edit(**ui.with_tally(full, tally, disable=True, chosen_custom_id="kahani:v1:choose:21:2"))
+    assert shown.text.endswith("**🗳️ Vote**\n" + tally.description)  # whole, above the components
+    assert all(c.get("disabled") for c in shown.component_items())
+    assert shown.find_component("kahani:v1:choose:21:2")["style"] == discord.ButtonStyle.success.value
+
+
+@e2e
+async def test_disabled_copy_greys_a_card_and_a_message_from_before_the_cards_alike(world: World) -> None:
+    channel = world.channel()
+    messageable = world.messageable(channel)
+    (card_message,) = await show_text(messageable, [], scene(300), footer="**1.** Go", view=largest_view())
+    old = await messageable.send(scene(300), view=largest_view())  # content and classic rows
+    for sent in (card_message, old):
+        full = await messageable.fetch_message(sent.id)  # type: ignore[attr-defined]
+        copy = ui.disabled_copy(full, "kahani:v1:choose:21:1")
+        assert isinstance(copy, discord.ui.LayoutView) is bool(full.flags.components_v2)
+        await full.edit(view=copy)
+    new, classic = channel.messages
+    assert new.flags & IS_COMPONENTS_V2 and new.text == scene(300) + "\n\n**1.** Go"  # the text stays
+    assert not classic.flags & IS_COMPONENTS_V2 and classic.content == scene(300)
+    for message in (new, classic):
+        assert all(c.get("disabled") for c in message.component_items())
+        assert message.find_component("kahani:v1:choose:21:1")["style"] == discord.ButtonStyle.success.value
+        assert len(message.component_items()) == 16
 
 
 # ------------------------------------------------------------ budgets (fake clock) ---
