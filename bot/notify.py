@@ -31,9 +31,10 @@ async def notify_new_scene(bot: KahaniBot, story: Story, jump_url: str, *, besid
     sent = 0
     for discord_id in wanted:
         try:
-            user = bot.get_user(discord_id) or await within_global_budget(
-                bot.scheduler, lambda discord_id=discord_id: bot.fetch_user(discord_id))
-            dm = user.dm_channel or await within_global_budget(bot.scheduler, user.create_dm)
+            # The DM channel straight from the id (no user lookup: without the members
+            # intent the player is rarely cached).
+            dm = await within_global_budget(
+                bot.scheduler, lambda discord_id=discord_id: bot.create_dm(discord.Object(discord_id)))
             await within_global_budget(bot.scheduler, lambda dm=dm: dm.send(
                 msg.NOTIFY_DM.format(title=discord.utils.escape_markdown(story.title), link=jump_url),
                 allowed_mentions=NO_PINGS))

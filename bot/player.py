@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
 
+from bot import notify
 from bot.errors import new_reference
 from bot.types import Interaction
 from bot.ui import scene as ui
@@ -185,6 +186,8 @@ class ScenePlayer:
         kind, target, n = retry
         accent = ui.accent(story_id) if story_id is not None else await self.accent_of(kind, target)
         if first_message is None:
+            if kind in ("choose", "act"):  # the story goes on: after a long break, "Previously on…" first
+                await self._recap(channel, target)
             first_message = await post_paced(channel, view=card([head] if head else [], accent=accent,
                                                                 writing=msg.WRITING), scheduler=self.scheduler)
         head = f"{head}\n" if head else ""
@@ -300,6 +303,26 @@ class ScenePlayer:
             await self.record(done.variant_id, messages)
         if ballot is not None:
             await self.ballots.repaint(ballot)
+            shown = streamer.messages
+            if shown:  # the players of the table who asked for a DM (/story notify)
+                self.spawn(self._notify(done.variant_id, shown[-1].jump_url))
+
+    async def _recap(self, channel: discord.abc.Messageable, variant_id: int) -> None:
+        """**Previously on…** before the scene that follows ``variant_id``, if the story
+        resumes after its break (bot/notify.py; never in the scene's way)."""
+        try:
+            async with self.db.read() as s:
+                story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+        except Exception:
+            log.info("no recap: the story of variant %s could not be read", variant_id, exc_info=True)
+            return
+        await notify.post_recap(self.bot, channel, story)
+
+    async def _notify(self, variant_id: int, jump_url: str) -> None:
+        async with self.db.read() as s:
+            variant = await repo.get_variant(s, variant_id)
+            story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
+        await notify.notify_new_scene(self.bot, story, jump_url, besides=variant.created_by_id)
 
     async def fail(self, streamer: SceneStreamer, reason: str, view: discord.ui.View | None) -> None:
         """End a scene's messages with why it failed and ``view`` (Retry), in new
