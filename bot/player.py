@@ -188,8 +188,17 @@ class ScenePlayer:
         if first_message is None:
             if kind in ("choose", "act"):  # the story goes on: after a long break, "Previously on…" first
                 await self._recap(channel, target)
-            first_message = await post_paced(channel, view=card([head] if head else [], accent=accent,
-                                                                writing=msg.WRITING), scheduler=self.scheduler)
+            try:
+                first_message = await post_paced(channel, view=card([head] if head else [], accent=accent,
+                                                                    writing=msg.WRITING), scheduler=self.scheduler)
+            except discord.HTTPException as exc:
+                # No message to write into (Discord refused the post): nothing was generated
+                # or stored, and the scene that was clicked gets its live buttons back.
+                log.warning("could not post the next scene's message in channel %s (ref %s): %s",
+                            getattr(channel, "id", "?"), new_reference(), exc)
+                if kind in ("choose", "act"):
+                    await self._restore_live(target)
+                return
         head = f"{head}\n" if head else ""
         retry_id = ui.RetryButton(kind, target, n).custom_id
         ref = f"{first_message.channel.id}:{first_message.id}:{retry_id}"
@@ -306,6 +315,19 @@ class ScenePlayer:
             shown = streamer.messages
             if shown:  # the players of the table who asked for a DM (/story notify)
                 self.spawn(self._notify(done.variant_id, shown[-1].jump_url))
+
+    async def _restore_live(self, variant_id: int) -> None:
+        """Show ``variant_id`` again with its live components on the messages that show it
+        (a click greyed them out, and its scene could not follow)."""
+        try:
+            async with self.db.read() as s:
+                shown = await repo.get_variant_messages(s, variant_id)
+            channel = self.bot.get_channel(shown[0][0]) if shown else None
+            if channel is None:
+                return
+            await self.show_variant(variant_id, [channel.get_partial_message(m) for _, m in shown])  # type: ignore[attr-defined]
+        except Exception:
+            log.warning("could not give variant %s its buttons back", variant_id, exc_info=True)
 
     async def _recap(self, channel: discord.abc.Messageable, variant_id: int) -> None:
         """**Previously on…** before the scene that follows ``variant_id``, if the story

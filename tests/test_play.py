@@ -468,3 +468,27 @@ async def test_a_thread_deleted_mid_scene_loses_nothing(world: World, caplog: py
         assert len(await repo.active_path(s, story.id)) == 2  # the scene is stored all the same
         assert await repo.get_lease(s, story.id) is None
     assert "unexpected error" not in caplog.text
+
+
+async def test_a_scene_whose_message_discord_refuses_gives_the_clicked_scene_its_buttons_back(world: World) -> None:
+    """#18: when Discord refuses the next scene's message (here a 403), nothing is written
+    and the scene that was clicked is playable again: its buttons come back."""
+    world.llm.script(scene("The fog horn sounds twice."))
+    thread = await new_story(world, world.alice, world.general, "Refused Post", mode="solo")
+    first = await wait_scene(world, thread)
+    requests = len(world.llm.chat_requests)
+    refused = world.standin.fail_next("POST", "/channels/{channel_id}/messages", status=403,
+                                      when=lambda req: req.params["channel_id"] == str(thread.id))
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    await world.standin.wait_until(lambda: refused.served == 1, what="the refused post")
+
+    def live(message: Message) -> bool:
+        return any(c.get("custom_id", "").startswith("kahani:v1:choose:") and not c.get("disabled")
+                   for c in message.component_items())
+
+    await world.standin.wait_until(lambda: live(first), what="the clicked scene's buttons back")
+    assert len(world.llm.chat_requests) == requests  # nothing was generated
+    world.llm.script(scene("The horn falls silent."))
+    await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
+    second = await wait_scene(world, thread, after=1)
+    assert "The horn falls silent." in second.text
