@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 import discord
+from sqlalchemy import select
 
 from bot import notify
 from bot.errors import new_reference
@@ -38,7 +39,7 @@ from core import repository as repo
 from core.choices import Choice
 from core.engine import EngineEvent, Failed, Queued, SceneDone, SceneText, SlotGranted, StoryEngine, Summarising
 from core.errors import NotFound
-from core.models import InstructionKind, Story, StoryMode
+from core.models import Chapter, InstructionKind, Story, StoryMode
 from core.narration import narration_voice
 
 if TYPE_CHECKING:
@@ -197,7 +198,7 @@ class ScenePlayer:
                 log.warning("could not post the next scene's message in channel %s (ref %s): %s",
                             getattr(channel, "id", "?"), new_reference(), exc)
                 if kind in ("choose", "act"):
-                    await self._restore_live(target)
+                    await self.refresh_live(target)
                 return
         head = f"{head}\n" if head else ""
         retry_id = ui.RetryButton(kind, target, n).custom_id
@@ -316,9 +317,9 @@ class ScenePlayer:
             if shown:  # the players of the table who asked for a DM (/story notify)
                 self.spawn(self._notify(done.variant_id, shown[-1].jump_url))
 
-    async def _restore_live(self, variant_id: int) -> None:
+    async def refresh_live(self, variant_id: int) -> None:
         """Show ``variant_id`` again with its live components on the messages that show it
-        (a click greyed them out, and its scene could not follow)."""
+        (a click greyed them out and its scene could not follow; a chapter was closed)."""
         try:
             async with self.db.read() as s:
                 shown = await repo.get_variant_messages(s, variant_id)
@@ -402,7 +403,11 @@ class ScenePlayer:
                 for v in await repo.list_variants(s, variant.scene_id)
             ]
             story = await repo.get_story(s, await repo.variant_story_id(s, variant_id))
-        if offer_chapter is None:
+            # A chapter already opened after this scene: New chapter has been used.
+            chapter_opened = await s.scalar(select(Chapter.id).where(Chapter.opened_after_variant_id == variant_id))
+        if chapter_opened is not None:
+            offer_chapter = False
+        elif offer_chapter is None:
             offer_chapter = (await self.engine.context_report(story.id)).flagged()
         return ui.scene_view(variant_id, variant.scene_id, choices, variants, rating=variant.rating,
                              offer_chapter=offer_chapter, group=story.mode == StoryMode.GROUP.value)

@@ -211,6 +211,8 @@ class Chapters(commands.GroupCog, group_name="chapter", group_description="The c
             msg.CHAPTER_CLOSED.format(closed=chapter.number - 1, name=chapter_name(chapter)),
             ephemeral=True, allowed_mentions=NO_PINGS,
         )
+        if chapter.opened_after_variant_id is not None:  # the live scene's New chapter button goes away
+            await self.bot.player.refresh_live(chapter.opened_after_variant_id)
 
     @app_commands.command(name="list", description="The story's chapters and their summaries")
     @app_commands.describe(story=STORY_OPTION_HELP)

@@ -160,6 +160,9 @@ async def test_new_chapter_is_offered_from_80_percent_of_the_context_and_closes_
     assert f"Hour {len(scenes) - 1} passes." in asked
     assert so_far[0][1] == "The keeper kept the lamp alight through a long night of rising water."
     assert (await world.bot.engine.context_report(story.id)).ratio < 0.8
+    # Used: the live scene's New chapter button goes away (its choices stay live).
+    await world.standin.wait_until(lambda: not has_button(last, "New chapter"), what="the button gone")
+    assert has_button(last, "1. Climb the stair")
 
     # The next scene starts the new chapter, and the button is gone until it fills up again.
     world.llm.script(scripted_scene("Dawn. The water has gone down."))
