@@ -267,6 +267,24 @@ async def test_a_long_scene_continues_in_cards_split_at_paragraphs(world: World)
 
 
 @e2e
+async def test_a_card_closed_while_the_scene_streams_is_not_edited_again_by_the_final_text(world: World) -> None:
+    """Its final text went out when it closed: the final edit spends the window on the
+    last card alone (an extra edit there made the final text wait for the next window)."""
+    channel = world.channel()
+    text = scene(4400)
+    streamer = SceneStreamer(world.messageable(channel), first_message=await world.placeholder(channel))
+    await stream(streamer, text[:4100], rate=900)  # past the first card's room: it closes
+    await world.standin.wait_until(lambda: len(channel.messages) == 2 and not writing(channel.messages[0]),
+                                   what="the first card closed")
+    await stream(streamer, text[4100:], rate=900)
+    await streamer.finish(text)
+    await streamer.aclose()
+    first, second = channel.messages
+    assert "\n\n".join([first.text, second.text]) == text
+    assert [r.text for r in first.history].count(first.text) == 1
+
+
+@e2e
 async def test_model_text_never_pings(world: World) -> None:
     channel = world.channel()
     text = "Hey @everyone, <@123> and <@&456> and @here: the dragon wakes. " * 3

@@ -972,7 +972,7 @@ class SceneStreamer:
                     self._parts.append(_Part())
                 part = self._parts[index]
                 part.want, part.drop = page, False
-                if part.foreign and getattr(part.message, "components", True):
+                if part.foreign and self._may_have_components(part):
                     part.view = None  # a middle message keeps no components
             for part in self._parts[len(pages):]:
                 part.drop = True
@@ -981,6 +981,13 @@ class SceneStreamer:
             self._check_done()
         await self._done.wait()
         return self.messages
+
+    def _may_have_components(self, part: _Part) -> bool:
+        """Whether a message the caller passed in may carry components. A card this stream
+        sent has those it was sent with; else its own say (a partial message: perhaps)."""
+        if self.layout.cards and part.shown is not None:
+            return part.controls is not None
+        return bool(getattr(part.message, "components", True))
 
     def _check_done(self) -> None:
         if self._done.is_set() or any(p.busy for p in self._parts):

@@ -372,7 +372,8 @@ def with_tally(message: discord.Message, tally: discord.Embed, *, disable: bool 
     container = next((i for i in items if isinstance(i, discord.ui.Container)), None)
     children = container.children if container is not None else items
     children = [c for c in children if not (isinstance(c, discord.ui.TextDisplay) and c.id == TALLY_ID)]
-    used = sum(len(c.content) for c in children if isinstance(c, discord.ui.TextDisplay))
+    used = sum(len(i.content) for i in found.walk_children()
+               if isinstance(i, discord.ui.TextDisplay) and i.id != TALLY_ID)
     text = _fit(f"**{tally.title}**\n{tally.description or ''}".strip(), CARD_LIMIT - used)
     at = next((n for n, c in enumerate(children) if isinstance(c, discord.ui.ActionRow)), len(children))
     if text:
@@ -382,10 +383,9 @@ def with_tally(message: discord.Message, tally: discord.Embed, *, disable: bool 
         rebuilt: discord.ui.Container[Any] = discord.ui.Container(accent_colour=container.accent_colour)
         for child in children:
             rebuilt.add_item(child)
-        layout.add_item(rebuilt)
-    else:
-        for child in children:
-            layout.add_item(child)
+        children = [rebuilt if item is container else item for item in items]
+    for child in children:
+        layout.add_item(child)
     if disable:
         _disable(layout, chosen_custom_id)
     else:
