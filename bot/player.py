@@ -410,7 +410,8 @@ class ScenePlayer:
         elif offer_chapter is None:
             offer_chapter = (await self.engine.context_report(story.id)).flagged()
         return ui.scene_view(variant_id, variant.scene_id, choices, variants, rating=variant.rating,
-                             offer_chapter=offer_chapter, group=story.mode == StoryMode.GROUP.value)
+                             offer_chapter=offer_chapter, group=story.mode == StoryMode.GROUP.value,
+                             favourite=variant.favourite)
 
     async def header_text(self, variant_id: int, direction: str | None) -> str:
         """What a new version's header names: the branch's direction, else what led to

@@ -21,7 +21,7 @@ from bot.errors import send_ephemeral
 from bot.types import Interaction
 from bot.ui import scene as ui
 from bot.ui.common import NotAllowed, before_a_modal, checked_text, within_the_deadline
-from bot.ui.render import card_edit
+from bot.ui.render import card_edit, edit_paced
 from core import ids
 from core import messages as msg
 from core import repository as repo
@@ -317,6 +317,10 @@ class Scenes(commands.Cog):
 
         now = await within_the_deadline(interaction, toggle())
         await send_ephemeral(interaction, msg.FAVOURITE_ON if now else msg.FAVOURITE_OFF)
+        shown = ui.favourite_copy(interaction.message, now)  # the button shows it (nothing stored)
+        if shown is not None and interaction.message is not None:
+            message = interaction.message
+            self.player.spawn(edit_paced(message, view=shown, scheduler=self.player.scheduler))
 
     async def _check_variant_member(self, interaction: Interaction, variant_id: int) -> None:
         async with self.db.transaction() as s:

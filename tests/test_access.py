@@ -302,6 +302,14 @@ async def attempt(world: World, story: str, actor: str, expected: bool, send: An
     if before is not None:
         assert await snapshot(world) == before, f"{outcome}: the database changed"
     elif undo:  # an allowed try that changes what the next tries depend on
+        place = world.stories[story].place
+        ended = answer.startswith(msg.STORY_ENDED_NOW.split("{")[0])
+        if ended and place.is_thread and place.owner_id == world.standin.bot_user.id:
+            # /story end archives and locks a thread Kahani may manage (here: the threads it
+            # made; it may not touch the others): open it again for the next tries.
+            await world.standin.wait_until(lambda: place.archived, what="the ended story's thread archived")
+            place.archived = place.locked = False
+            world.standin._dispatch_channel("THREAD_UPDATE", place)
         await reset(world)
     return outcome
 

@@ -36,7 +36,7 @@ done_scene = finished_scene
 async def world(tmp_path_factory: pytest.TempPathFactory, sqlite_template: Path) -> AsyncIterator[World]:
     path = tmp_path_factory.mktemp("play") / "kahani.db"
     path.write_bytes(sqlite_template.read_bytes())
-    async with play_world(path) as world:
+    async with play_world(path, stories_per_user_per_hour=0) as world:  # alice starts many stories here
         yield world
 
 
@@ -492,3 +492,19 @@ async def test_a_scene_whose_message_discord_refuses_gives_the_clicked_scene_its
     await (await world.standin.click(world.alice, first, "1. Climb the stair")).wait_response()
     second = await wait_scene(world, thread, after=1)
     assert "The horn falls silent." in second.text
+
+
+async def test_favourite_shows_its_state_on_the_scene(world: World) -> None:
+    world.llm.script(scene("Gulls wheel over the mast."))
+    thread = await new_story(world, world.alice, world.general, "Starred", mode="solo")
+    first = await wait_scene(world, thread)
+
+    def star(message: Message) -> tuple[object, object]:
+        button = message.find_component("Favourite")
+        return button.get("style"), (button.get("emoji") or {}).get("name")
+
+    assert star(first) == (2, "☆")
+    assert (await ephemeral(world, await world.standin.click(world.alice, first, "Favourite"))) == msg.FAVOURITE_ON
+    await world.standin.wait_until(lambda: star(first) == (3, "⭐"), what="a filled, green star")
+    assert (await ephemeral(world, await world.standin.click(world.alice, first, "Favourite"))) == msg.FAVOURITE_OFF
+    await world.standin.wait_until(lambda: star(first) == (2, "☆"), what="an empty star again")

@@ -1044,6 +1044,26 @@ async def post_paced(channel: discord.abc.Messageable, content: str | None = Non
         scheduler.poke()
 
 
+async def edit_paced(message: discord.Message, *, scheduler: StreamScheduler | None = None,
+                     **kwargs: Any) -> discord.Message:
+    """Edit a message outside a stream (e.g. a button that shows a new state) within the
+    budgets the streams share: it waits for the channel's edit window (as a running update
+    does) and the bot's global limit instead of drawing a 429. Pings nobody."""
+    scheduler = scheduler or StreamScheduler.shared()
+    budget = scheduler.budget(message.channel.id)
+    now = await _room(scheduler, lambda now: max(budget.edit_ready_at(Urgency.STREAM, now),
+                                                scheduler.global_budget.ready_at(now)))
+    ticket = budget.take_edit(now)
+    counted = scheduler.global_budget.take(now)
+    try:
+        return await message.edit(allowed_mentions=discord.AllowedMentions.none(), **kwargs)
+    finally:
+        now = scheduler.clock()
+        budget.edits.answered(ticket, now)
+        scheduler.global_budget.answered(counted, now)
+        scheduler.poke()
+
+
 async def show_text(
     channel: discord.abc.Messageable,
     messages: Sequence[AnyMessage],

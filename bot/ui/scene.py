@@ -288,9 +288,10 @@ def scene_view(
     rating: int | None = None,
     offer_chapter: bool = False,
     group: bool = False,
+    favourite: bool = False,
 ) -> discord.ui.View:
     """The live components of the latest scene (in a group story the choices are votes,
-    with Close vote and Join on the last row)."""
+    with Close vote and Join on the last row); **Favourite** shows whether it is one."""
     view = discord.ui.View(timeout=None)
     for n, choice in enumerate(choices[:4], start=1):
         view.add_item(ChoiceButton(variant_id, n, shorten_label(choice.label or choice.text, 76)))
@@ -302,7 +303,10 @@ def scene_view(
     if len(variants) > 1:
         view.add_item(VariantSelect(scene_id, variant_options(variants)))
     view.add_item(RatingSelect(variant_id, rating))
-    view.add_item(FavouriteButton(variant_id))
+    marked = FavouriteButton(variant_id)  # the label stays; a favourite is a filled, green star
+    marked.item.emoji = "⭐" if favourite else "☆"
+    marked.item.style = discord.ButtonStyle.success if favourite else discord.ButtonStyle.secondary
+    view.add_item(marked)
     if group:
         view.add_item(CloseVoteButton(variant_id))
         view.add_item(JoinButton(variant_id))
@@ -344,6 +348,24 @@ def disabled_copy(message: discord.Message | None,
     else:
         view = discord.ui.View.from_message(message, timeout=None)
     _disable(view, chosen_custom_id)
+    return view
+
+
+def favourite_copy(message: discord.Message | None, favourite: bool) -> discord.ui.View | discord.ui.LayoutView | None:
+    """The message's components with **Favourite** showing ``favourite`` (a card stays a
+    card): the click's message is edited with it, nothing else of the scene changes."""
+    if message is None or not message.components:
+        return None
+    view: discord.ui.View | discord.ui.LayoutView
+    if message.flags.components_v2:
+        view = discord.ui.LayoutView.from_message(message, timeout=None)
+    else:
+        view = discord.ui.View.from_message(message, timeout=None)
+    for item in view.walk_children():
+        if isinstance(item, discord.ui.Button) and (item.custom_id or "").startswith(f"{PREFIX}:fav:"):
+            item.emoji = "⭐" if favourite else "☆"
+            item.style = discord.ButtonStyle.success if favourite else discord.ButtonStyle.secondary
+    view.stop()  # finished: the DynamicItems answer its clicks
     return view
 
 
