@@ -50,7 +50,7 @@ async def test_the_database_going_away_gets_a_clear_answer_and_play_resumes_when
                 llm.script(scripted_scene("A lantern answers from the lighthouse."))
                 await (await standin.click(alice, first, "1. Climb the stair")).wait_response()
                 second = await wait_scene(standin, thread, after=1)
-                assert second.content.startswith("-# → Climb the stair\nA lantern answers")
+                assert second.text.startswith("-# → Climb the stair\nA lantern answers")
                 info = await ephemeral_answer(standin, await standin.slash(alice, thread, "story info"))
                 assert REF not in info and "Context used" in info
                 bot = running.bot
