@@ -8,11 +8,19 @@ then replaces with the final text. Every create and edit the stand-in applies is
 on the monotonic clock; "visible" is that moment.
 
 Measured per scene: first token → first 20 characters visible; last token → final text
-visible; gaps between visible updates; requests per scene; 429s; words cut at message
-boundaries; text lost. 1 stream runs several scenes one after another; 20 and 200 run
-at once in different channels (200 also meets Discord's global 50 requests/s).
+visible; gaps between visible updates; requests per scene; messages per scene; 429s;
+words cut at message boundaries; text lost. 1 stream runs several scenes one after
+another; 20 and 200 run at once in different channels (200 also meets Discord's global
+50 requests/s).
 
-Run: .venv/bin/python bench/streaming.py [--quick] [--cases 20 200 200:5]
+Each case runs with the scene cards (Components V2: text displays, 4,000 characters a
+message) and with the classic content messages the bot sent before them (2,000 a
+message), side by side; ``--layout`` runs one of them. The stand-in checks Discord's
+rules on every request but, unless ``--openapi``, not the OpenAPI schema: validating a
+card's nested components against it takes ~3.5 ms of this process's CPU (a classic
+message 0.04 ms), which would be counted as the bot's time.
+
+Run: .venv/bin/python bench/streaming.py [--quick] [--chars 3900] [--cases 20 200 200:5] [--layout cards]
 """
 
 from __future__ import annotations
@@ -33,14 +41,27 @@ import discord
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.ui.render import WRITING, SceneStreamer, StreamScheduler  # noqa: E402
+from bot.ui.render import CARDS, CLASSIC, WRITING, Layout, SceneStreamer, StreamScheduler, card  # noqa: E402
 from tests.discord_standin import DiscordStandin, run_client  # noqa: E402
-from tests.discord_standin.models import Revision  # noqa: E402
+from tests.discord_standin.models import IS_COMPONENTS_V2, Revision  # noqa: E402
 from tests.fakes.llm import default_scene  # noqa: E402
 
 PIECE = re.compile(r"\s*\S{1,6}|\s+")  # the fake LLM's word pieces
 TOKEN_RATE = 30.0
 PLACEHOLDER = "✍️ The storyteller is writing…"
+LAYOUTS = {"cards": CARDS, "classic": CLASSIC}
+
+
+def placeholder(layout: Layout) -> Revision:
+    """The "the storyteller is writing…" message a scene streams into, as the bot posts it."""
+    if layout.cards:
+        return Revision(components=card([], writing=CARDS.writing).to_components(), flags=IS_COMPONENTS_V2)
+    return Revision(content=PLACEHOLDER)
+
+
+def written(text: str) -> str:
+    """A message's text without the "still writing" marker (a card's line, a classic cursor)."""
+    return text.removesuffix("\n\n" + CARDS.writing).removesuffix(WRITING)
 
 
 def scene_text(n: int, chars: int) -> str:
@@ -58,12 +79,13 @@ def scene_text(n: int, chars: int) -> str:
 class StandinThread:
     """The stand-in on its own event loop in a thread; `call` runs a coroutine there."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, openapi: bool = False) -> None:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
-        self.standin: DiscordStandin = self.call(DiscordStandin().start())
-        self.seen: list[tuple[float, int, int, str]] = []  # (monotonic, channel id, message id, content)
+        standin = DiscordStandin() if openapi else DiscordStandin(spec=None)
+        self.standin: DiscordStandin = self.call(standin.start())
+        self.seen: list[tuple[float, int, int, str]] = []  # (monotonic, channel id, message id, text)
         self._hook()
 
     def call(self, coro: Any) -> Any:
@@ -75,12 +97,12 @@ class StandinThread:
 
         def timed_post(channel: Any, author: Any, revision: Revision, **kw: Any) -> Any:
             message = post(channel, author, revision, **kw)
-            seen.append((time.monotonic(), channel.id, message.id, message.content))
+            seen.append((time.monotonic(), channel.id, message.id, written(message.text)))
             return message
 
         def timed_edit(message: Any, body: dict[str, Any], files: list[Any]) -> Any:
             edited = edit(message, body, files)
-            seen.append((time.monotonic(), message.channel.id, message.id, message.content))
+            seen.append((time.monotonic(), message.channel.id, message.id, written(message.text)))
             return edited
 
         standin.post_message = timed_post  # type: ignore[method-assign]
@@ -96,6 +118,7 @@ class StandinThread:
 class Scene:
     channel_id: int
     text: str
+    layout: Layout
     feeds: list[float] = field(default_factory=list)
     messages: list[int] = field(default_factory=list)
     error: str | None = None
@@ -107,12 +130,13 @@ async def run_scene(client: discord.Client, standin_thread: StandinThread, scene
 
     async def make_placeholder() -> int:
         channel = standin.channels[scene.channel_id]
-        return standin.post_message(channel, standin.bot_user, Revision(content=PLACEHOLDER)).id
+        return standin.post_message(channel, standin.bot_user, placeholder(scene.layout)).id
 
     channel = client.get_partial_messageable(scene.channel_id)
     placeholder_id = await asyncio.wrap_future(
         asyncio.run_coroutine_threadsafe(make_placeholder(), standin_thread.loop))
-    streamer = SceneStreamer(channel, first_message=channel.get_partial_message(placeholder_id))
+    streamer = SceneStreamer(channel, first_message=channel.get_partial_message(placeholder_id),
+                             layout=scene.layout)
     pieces = PIECE.findall(scene.text)
     start = time.monotonic()
     for n, piece in enumerate(pieces):
@@ -157,7 +181,7 @@ def measure(scenes: list[Scene], seen: list[tuple[float, int, int, str]], conten
     for scene in scenes:
         errors += scene.error is not None
         updates = [u for u in by_channel.get(scene.channel_id, []) if u[0] >= scene.feeds[0]]
-        first_at = next(at for at, _, c in updates if len(c.removesuffix(WRITING)) >= 20)
+        first_at = next(at for at, _, c in updates if len(c) >= 20)
         first.append(first_at - scene.feeds[0])
         final.append(updates[-1][0] - scene.feeds[-1])
         times = [at for at, _, _ in updates]
@@ -179,7 +203,8 @@ def measure(scenes: list[Scene], seen: list[tuple[float, int, int, str]], conten
     }
 
 
-async def run_case(st: StandinThread, streams: int, rounds: int, chars: int, spread: float) -> dict[str, Any]:
+async def run_case(st: StandinThread, streams: int, rounds: int, chars: int, spread: float,
+                   layout: Layout) -> dict[str, Any]:
     standin = st.standin
     hits_before = len(standin.rate_limit_hits)
     seen_from = len(st.seen)
@@ -193,7 +218,7 @@ async def run_case(st: StandinThread, streams: int, rounds: int, chars: int, spr
     for r in range(rounds):
         ids = st.call(channels(streams))
         rng = random.Random(r)
-        batch = [Scene(cid, scene_text(r * streams + i, round(chars * rng.uniform(0.75, 1.25))))
+        batch = [Scene(cid, scene_text(r * streams + i, round(chars * rng.uniform(0.75, 1.25))), layout)
                  for i, cid in enumerate(ids)]
         await asyncio.gather(*(run_scene(client, st, s, rng.uniform(0, spread)) for s in batch))
         scenes.extend(batch)
@@ -208,7 +233,7 @@ async def run_case(st: StandinThread, streams: int, rounds: int, chars: int, spr
 
 async def _contents(standin: DiscordStandin, ids: list[int]) -> dict[int, str]:
     wanted = set(ids)
-    return {m.id: m.content for c in standin.channels.values() for m in c.messages if m.id in wanted}
+    return {m.id: m.text for c in standin.channels.values() for m in c.messages if m.id in wanted}
 
 
 ROWS = [
@@ -235,7 +260,12 @@ async def main() -> None:
     parser.add_argument("--cases", nargs="+", metavar="N[:SPREAD]",
                         help="run only these cases: N streams at once, starting over SPREAD seconds "
                              "(e.g. --cases 20 200 200:5); default: 1 (several rounds), 20, 200, 200:SPREAD")
+    parser.add_argument("--layout", choices=[*LAYOUTS, "both"], default="both",
+                        help="scene cards (Components V2), classic content messages, or both side by side")
+    parser.add_argument("--openapi", action="store_true",
+                        help="the stand-in also validates every body against Discord's OpenAPI spec (slower)")
     args = parser.parse_args()
+    layouts = list(LAYOUTS) if args.layout == "both" else [args.layout]
     chars = 900 if args.quick else args.chars
     rounds_alone = 2 if args.quick else 6
     cases = [(1, rounds_alone, 0.0), (20, 1, 0.0), (200, 1, 0.0), (200, 1, args.spread)]
@@ -245,27 +275,31 @@ async def main() -> None:
             streams, _, spread = spec.partition(":")
             cases.append((int(streams), rounds_alone if int(streams) == 1 else 1, float(spread or 0)))
 
-    st = StandinThread()
+    st = StandinThread(openapi=args.openapi)
     client = discord.Client(intents=discord.Intents.none(), guild_ready_timeout=0.1)
     st.client = client  # type: ignore[attr-defined]
     results = []
     try:
         async with run_client(client, st.standin):
             for streams, rounds, spread in cases:
-                started = time.monotonic()
-                result = await run_case(st, streams, rounds, chars, spread)
-                result["seconds"] = time.monotonic() - started
-                result["spread"] = spread
-                results.append((streams, result))
-                print(f"  {streams} stream(s): {result['scenes']} scenes in {result['seconds']:.0f} s", file=sys.stderr)
+                for name in layouts:
+                    started = time.monotonic()
+                    result = await run_case(st, streams, rounds, chars, spread, LAYOUTS[name])
+                    result["seconds"] = time.monotonic() - started
+                    result["spread"] = spread
+                    result["layout"] = name
+                    results.append((streams, result))
+                    print(f"  {streams} stream(s), {name}: {result['scenes']} scenes in {result['seconds']:.0f} s",
+                          file=sys.stderr)
     finally:
         st.stop()
 
     global_limit = StreamScheduler.shared().global_budget.limit
     print(f"\nScenes of {chars} ± 25 % characters fed at {TOKEN_RATE:.0f} tokens/s (fake LLM word pieces) into a "
-          f"placeholder message; streamer global budget {global_limit} requests/s.\n")
+          f"placeholder message; streamer global budget {global_limit} requests/s. cards: Components V2 "
+          f"(≤ {CARDS.limit} characters a message); classic: content (≤ {CLASSIC.limit}), as before the cards.\n")
     header = "| measured per scene | " + " | ".join(
-        f"{n} stream{'s' if n > 1 else ''} ({r['scenes']} scenes"
+        f"{n} stream{'s' if n > 1 else ''}, {r['layout']} ({r['scenes']} scenes"
         + (f", starts over {r['spread']:g} s)" if r["spread"] else ", same start)") for n, r in results) + " |"
     print(header)
     print("|" + " --- |" * (len(results) + 1))
